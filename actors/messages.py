@@ -1,0 +1,112 @@
+"""The whole actor protocol: every message one actor sends another, in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+__all__ = [
+    "Drain",
+    "GetPools",
+    "PoolStats",
+    "Release",
+    "Reschedule",
+    "Run",
+    "Schedule",
+    "Step",
+    "StopJob",
+    "Tick",
+    "Wake",
+    "WorkerDied",
+    "WorkerIdle",
+]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """To the dispatcher: jobs of ``kind`` are waiting in the database."""
+
+    kind: str
+
+
+@dataclass(frozen=True)
+class Reschedule:
+    """To the dispatcher: job ``job_id`` of ``kind`` is due again at ``due`` (UTC)."""
+
+    kind: str
+    job_id: int
+    due: datetime
+
+
+@dataclass(frozen=True)
+class Tick:
+    """To the dispatcher, from its one timer: the earliest retry is due."""
+
+
+@dataclass(frozen=True)
+class GetPools:
+    """Ask the dispatcher: its pools by kind name."""
+
+
+@dataclass(frozen=True)
+class Wake:
+    """To a pool: claim due jobs for idle workers."""
+
+
+@dataclass(frozen=True)
+class StopJob:
+    """To the dispatcher (routed by ``kind``), a pool or a worker: stop ``job_id`` at its
+    next transition."""
+
+    job_id: int
+    kind: str = ""
+
+
+@dataclass(frozen=True)
+class Drain:
+    """Ask a pool: take no more jobs; answers with its workers' refs."""
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    """Ask a pool: its size, busy workers and the jobs they run."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """To a worker: run the job its pool claimed (``row`` as claimed)."""
+
+    job_id: int
+    row: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Step:
+    """To a worker, from itself: take the next transition of ``job_id``."""
+
+    job_id: int
+
+
+@dataclass(frozen=True)
+class Release:
+    """Ask a worker: the service is shutting down; hand the running job back as pending."""
+
+
+@dataclass(frozen=True)
+class WorkerIdle:
+    """To a pool: worker ``slot`` is done with ``job_id``, which now holds ``status``."""
+
+    slot: int
+    job_id: int
+    status: str
+
+
+@dataclass(frozen=True)
+class WorkerDied:
+    """To a pool: worker ``slot`` died running ``job_id`` (None when idle)."""
+
+    slot: int
+    job_id: int | None
+    error: str

@@ -1,0 +1,323 @@
+"""``JobService``: the embedded API. Builds the actor tree from settings, resumes jobs
+at start, offers submit / stop / status / wait / stats, and shuts down cleanly. The
+HTTP API and the CLI are thin layers over it."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+import pykka
+from loguru import logger
+
+from actors.dispatcher import Dispatcher
+from actors.messages import Drain, GetPools, PoolStats, Release, Schedule, StopJob
+from model.crypto import SecretBox, load_key
+from model.errors import ConfigError, InvalidRequest, ServiceNotRunning, WaitTimeout
+from model.joblog import JobLogSink
+from model.jobs import JobContext
+from model.kinds import JobKind, KindRegistry
+from model.names import check_id, check_repository, check_tags
+from model.settings import Settings
+from model.sm import RetryPolicy
+from model.status import TERMINAL, Status
+from model.store import Store
+from model.tables import ReplicationPolicy
+
+__all__ = ["JobService"]
+
+#: Seconds any ask to an actor may take before the caller gives up.
+_ASK_TIMEOUT_S = 10.0
+#: Longest wait between two reads of a job's status in :meth:`JobService.wait`; the
+#: service's own jobs wake waiters at once, this bounds changes made elsewhere.
+_WAIT_POLL_S = 0.5
+_OPERATIONS = ("transfer", "delete")
+
+#: ``list_repositories(project_name) -> [repository, ...]`` for ``replicate`` without one.
+RepositoryLister = Callable[[str], list[str]]
+
+
+class JobService:
+    """The job service embedded in a Python program (also a context manager)."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        kinds: Iterable[JobKind] = (),
+        *,
+        list_repositories: RepositoryLister | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.kinds = KindRegistry(kinds)
+        self.retry_policy = RetryPolicy(
+            self.settings.retry_delay, self.settings.retry_delay_max, self.settings.max_retries
+        )
+        self._list_repositories = list_repositories
+        self._ended = threading.Condition()
+        self._dispatcher: pykka.ActorRef[Any] | None = None
+        self._pools: dict[str, pykka.ActorRef[Any]] = {}
+        self._ctx: JobContext | None = None
+        self._accepting = False
+
+    # -- life --------------------------------------------------------------------------
+
+    def start(self) -> JobService:
+        """Opens the database, builds the actors and resumes unfinished jobs.
+
+        Jobs left ``running`` by a previous process become ``pending``; every pending,
+        retrying (at its due time) and resumed job is scheduled again. Raises
+        :class:`ConfigError` naming a setting that does not work.
+        """
+        if self._dispatcher is not None:
+            raise ServiceNotRunning("the job service is already started")
+        settings = self.settings
+        for kind in self.kinds:
+            kind.size(settings)
+        try:
+            settings.log_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError("log_dir", f"cannot create {settings.log_dir}: {exc.strerror}") from None
+        box = SecretBox(load_key(settings.key_path))
+        store = Store(settings.database_url)
+        try:
+            store.create_all()
+        except Exception as exc:
+            store.close()
+            raise ConfigError("database_url", f"cannot open the database: {exc}") from exc
+        sink = JobLogSink()
+        sink.install()
+        self._ctx = JobContext(store, settings, box, sink)
+        resumed = store.requeue_running()
+        if resumed:
+            logger.info("{} jobs left running by the previous process are pending again", resumed)
+        self._dispatcher = Dispatcher.start(self.kinds, self._ctx, self.retry_policy, self._job_ended)
+        self._pools = self._dispatcher.ask(GetPools(), timeout=_ASK_TIMEOUT_S)
+        self._accepting = True
+        for kind in self.kinds:
+            self._dispatcher.tell(Schedule(kind.name))
+        return self
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Stops taking jobs, lets each running job reach its next transition and hands
+        it back as ``pending`` for the next start, then stops every actor."""
+        if self._dispatcher is None or self._ctx is None:
+            return
+        self._accepting = False
+        deadline = time.monotonic() + timeout
+        workers: list[pykka.ActorRef[Any]] = []
+        for pool in self._pools.values():
+            try:
+                workers += pool.ask(Drain(), timeout=_left(deadline))
+            except (pykka.ActorDeadError, pykka.Timeout):
+                pass
+        releases = [w.ask(Release(), block=False) for w in workers if w.is_alive()]
+        for future in releases:
+            try:
+                future.get(timeout=_left(deadline))
+            except (pykka.ActorDeadError, pykka.Timeout):
+                pass
+        self._dispatcher.stop(block=True, timeout=max(_left(deadline), 1.0))
+        self._dispatcher = None
+        self._pools = {}
+        self._ctx.sink.remove()
+        self._ctx.store.close()
+        self._ctx = None
+        with self._ended:
+            self._ended.notify_all()
+
+    def __enter__(self) -> JobService:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.shutdown(self.settings.shutdown_timeout)
+
+    @property
+    def store(self) -> Store:
+        """The service's database access (started services only)."""
+        return self._context().store
+
+    @property
+    def box(self) -> SecretBox:
+        """Encrypts and decrypts target passwords with the service's key."""
+        return self._context().box
+
+    def healthy(self) -> bool:
+        """True while the dispatcher and every pool are alive."""
+        dispatcher = self._dispatcher
+        return (
+            dispatcher is not None
+            and dispatcher.is_alive()
+            and all(pool.is_alive() for pool in self._pools.values())
+        )
+
+    # -- work --------------------------------------------------------------------------
+
+    def replicate(
+        self,
+        policy_id: int,
+        repository: str | None = None,
+        tags: Iterable[str] = (),
+        operation: str = "transfer",
+    ) -> list[int]:
+        """Queues replication jobs of ``policy_id``: one for ``repository`` or, with none,
+        one per repository of the policy's project in the source registry. Returns their
+        ids. Raises :class:`NotFound` for an unknown policy, :class:`InvalidRequest` for
+        bad input; nothing is written for a rejected request."""
+        ctx = self._context()
+        check_id(policy_id, "policy_id")
+        if operation not in _OPERATIONS:
+            raise InvalidRequest("operation", f"must be one of {', '.join(_OPERATIONS)}, got {operation!r}")
+        tag_list = check_tags(tags)
+        _policy, _target, project = ctx.store.policy_with_target(policy_id)
+        if repository is None:
+            repositories = self._repositories_of(project.name)
+        else:
+            repositories = [check_repository(repository)]
+        rows = [
+            {"repository": r, "policy_id": policy_id, "operation": operation, "tags": tag_list}
+            for r in repositories
+        ]
+        return self._queue("replication", rows)
+
+    def scan(self, repository: str, tag: str, digest: str | None = None) -> int:
+        """Queues a scan of ``repository:tag`` and returns its id."""
+        check_repository(repository)
+        (tag,) = check_tags([tag], "tag")
+        if digest is not None and not (isinstance(digest, str) and digest.startswith("sha256:")):
+            raise InvalidRequest("digest", f"must be a sha256: digest, got {digest!r}")
+        (job_id,) = self._queue("scan", [{"repository": repository, "tag": tag, "digest": digest or ""}])
+        return job_id
+
+    def submit(self, kind: str, params: Mapping[str, Any] | None = None) -> int:
+        """Queues a job of a registered kind with JSON ``params``; returns its id."""
+        self._context()
+        job_kind = self.kinds[kind]
+        if job_kind.table != "job":
+            raise InvalidRequest("kind", f"{kind!r} jobs are queued with JobService.{kind}()")
+        values: Mapping[str, Any] = params or {}
+        if not isinstance(values, Mapping):
+            raise InvalidRequest("params", "must be a JSON object")
+        if job_kind.check_params is not None:
+            values = job_kind.check_params(values)
+        try:
+            json.dumps(values)
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequest("params", f"must be JSON: {exc}") from None
+        (job_id,) = self._queue(kind, [{"kind": kind, "params": dict(values)}])
+        return job_id
+
+    def _queue(self, kind: str, rows: list[dict[str, Any]]) -> list[int]:
+        ctx = self._context()
+        if not rows:
+            return []
+        ids = ctx.store.insert_jobs(self.kinds[kind].table, rows)
+        assert self._dispatcher is not None
+        self._dispatcher.tell(Schedule(kind))
+        return ids
+
+    def _repositories_of(self, project: str) -> list[str]:
+        if self._list_repositories is None:
+            raise InvalidRequest("repository", "no repository given and no source registry to list")
+        return [check_repository(r) for r in self._list_repositories(project)]
+
+    # -- control -----------------------------------------------------------------------
+
+    def stop(self, kind: str, job_id: int) -> str:
+        """Stops a job: a pending or retrying one at once, a running one at its next
+        transition. Returns the status the job had when asked."""
+        ctx = self._context()
+        check_id(job_id, "job_id")
+        job_kind = self.kinds[kind]
+        status = ctx.store.status(job_kind.table, job_id)
+        if job_kind.table == "job" and ctx.store.job("job", job_id)["kind"] != kind:
+            raise InvalidRequest("job_id", f"job {job_id} is not a {kind} job")
+        if ctx.store.stop_waiting(job_kind.table, id=job_id):
+            job_kind.make_job(ctx, job_id).logger.info("state stopped (stop requested while {})", status)
+            self._job_ended(kind, job_id, Status.STOPPED)
+            return status
+        status = ctx.store.status(job_kind.table, job_id)
+        if status == Status.RUNNING:
+            assert self._dispatcher is not None
+            self._dispatcher.tell(StopJob(job_id, kind))
+        return status
+
+    def stop_policy(self, policy_id: int) -> list[int]:
+        """The original's stop action: the policy's pending and retrying jobs become
+        ``stopped``, running ones get a stop request. Returns the ids it acted on."""
+        ctx = self._context()
+        check_id(policy_id, "policy_id")
+        ctx.store.get(ReplicationPolicy, policy_id)
+        stopped = ctx.store.stop_waiting("replication_job", policy_id=policy_id)
+        for job_id in stopped:
+            self.kinds["replication"].make_job(ctx, job_id).logger.info("state stopped (policy stopped)")
+            self._job_ended("replication", job_id, Status.STOPPED)
+        running = ctx.store.job_ids("replication_job", [Status.RUNNING], policy_id=policy_id)
+        assert self._dispatcher is not None
+        for job_id in running:
+            self._dispatcher.tell(StopJob(job_id, "replication"))
+        return stopped + running
+
+    def status(self, kind: str, job_id: int) -> str:
+        """The job's status; raises :class:`NotFound`."""
+        check_id(job_id, "job_id")
+        return self._context().store.status(self.kinds[kind].table, job_id)
+
+    def wait(self, kind: str, job_id: int, timeout: float) -> str:
+        """Blocks until the job holds a terminal status and returns it; raises
+        :class:`WaitTimeout` at the deadline."""
+        table = self.kinds[kind].table
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self._context().store.status(table, job_id)
+            if status in TERMINAL:
+                return status
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise WaitTimeout(kind, job_id, status, timeout)
+            with self._ended:
+                self._ended.wait(min(left, _WAIT_POLL_S))
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Per pool: size, busy workers, queued jobs (due now) and delayed ones
+        (retrying, not yet due), and the number of its jobs per status."""
+        ctx = self._context()
+        result: dict[str, dict[str, Any]] = {}
+        for kind in self.kinds:
+            pool = self._pools.get(kind.name)
+            info = pool.ask(PoolStats(), timeout=_ASK_TIMEOUT_S) if pool is not None else {}
+            scope = kind.name if kind.table == "job" else None
+            queued, delayed = ctx.store.queue_counts(kind.table, scope)
+            result[kind.name] = {
+                "size": info.get("size", 0),
+                "busy": info.get("busy", 0),
+                "running": info.get("jobs", []),
+                "queued": queued,
+                "delayed": delayed,
+                "statuses": ctx.store.status_counts(kind.table, scope),
+            }
+        return result
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _context(self) -> JobContext:
+        if self._ctx is None or not self._accepting:
+            raise ServiceNotRunning("the job service is not running (call start())")
+        return self._ctx
+
+    def _job_ended(self, kind: str, job_id: int, status: str) -> None:
+        """Called from pool threads when a worker lets go of a job."""
+        with self._ended:
+            self._ended.notify_all()
+
+
+def _left(deadline: float) -> float:
+    return max(deadline - time.monotonic(), 0.01)

@@ -1,0 +1,123 @@
+"""Target passwords at rest.
+
+New values are ``<enc-v2>`` + base64(nonce ‖ AES-256-GCM ciphertext ‖ tag) under a key
+derived (HKDF-SHA256) from the key file. The original's ``<enc-v1>`` values
+(base64(iv ‖ AES-CFB ciphertext), the key file's bytes used as the AES key) and plain
+base64 values still decrypt, so an existing database keeps working.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.decrepit.ciphers.modes import CFB
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from model.errors import ConfigError, DecryptionError
+
+__all__ = ["V1_PREFIX", "V2_PREFIX", "SecretBox", "load_key"]
+
+V1_PREFIX = "<enc-v1>"
+V2_PREFIX = "<enc-v2>"
+_NONCE_BYTES = 12
+_AES_BLOCK_BYTES = 16
+
+
+def load_key(path: Path, *, create: bool = True) -> bytes:
+    """The key in ``path`` (surrounding whitespace removed).
+
+    When the file is missing and ``create`` is set, a new random 16-character key is
+    written with mode 0600, the original's key format. Raises :class:`ConfigError`
+    naming ``key_path`` when the file cannot be read or is empty.
+    """
+    try:
+        key = path.read_bytes().strip()
+    except FileNotFoundError:
+        if not create:
+            raise ConfigError("key_path", f"key file {path} does not exist") from None
+        key = secrets.token_hex(8).encode()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(key)
+    except OSError as exc:
+        raise ConfigError("key_path", f"cannot read key file {path}: {exc.strerror}") from None
+    if not key:
+        raise ConfigError("key_path", f"key file {path} is empty")
+    return key
+
+
+class SecretBox:
+    """Encrypts and decrypts secrets with one key."""
+
+    def __init__(self, key: bytes) -> None:
+        self._raw = key
+        derived = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"jobservice target password"
+        ).derive(key)
+        self._gcm = AESGCM(derived)
+
+    def encrypt(self, plaintext: str) -> str:
+        """``<enc-v2>`` + base64(nonce ‖ ciphertext ‖ tag)."""
+        nonce = os.urandom(_NONCE_BYTES)
+        sealed = self._gcm.encrypt(nonce, plaintext.encode(), None)
+        return V2_PREFIX + base64.b64encode(nonce + sealed).decode()
+
+    def decrypt(self, stored: str) -> str:
+        """The plaintext of a stored value of any of the three formats.
+
+        Raises :class:`DecryptionError` when the value is malformed or the key is wrong.
+        """
+        if stored.startswith(V2_PREFIX):
+            blob = _b64(stored[len(V2_PREFIX) :])
+            if len(blob) < _NONCE_BYTES + 16:
+                raise DecryptionError("encrypted password is too short")
+            try:
+                return self._gcm.decrypt(blob[:_NONCE_BYTES], blob[_NONCE_BYTES:], None).decode()
+            except InvalidTag:
+                raise DecryptionError(
+                    "cannot decrypt password: the key file is not the one it was encrypted with"
+                ) from None
+        if stored.startswith(V1_PREFIX):
+            return self._decrypt_v1(_b64(stored[len(V1_PREFIX) :]))
+        try:
+            return _b64(stored).decode()
+        except UnicodeDecodeError:
+            raise DecryptionError("stored password is base64 but not text") from None
+
+    def _decrypt_v1(self, blob: bytes) -> str:
+        if len(self._raw) not in (16, 24, 32):
+            raise DecryptionError(
+                f"<enc-v1> passwords need a key of 16, 24 or 32 bytes; the key file has {len(self._raw)}"
+            )
+        if len(blob) < _AES_BLOCK_BYTES:
+            raise DecryptionError("encrypted password is too short")
+        iv, body = blob[:_AES_BLOCK_BYTES], blob[_AES_BLOCK_BYTES:]
+        decryptor = Cipher(algorithms.AES(self._raw), CFB(iv)).decryptor()
+        plain = decryptor.update(body) + decryptor.finalize()
+        # CFB carries no authentication tag: a wrong key yields noise, which is almost
+        # never valid printable UTF-8. Refuse it rather than hand garbage to a registry.
+        try:
+            text = plain.decode()
+        except UnicodeDecodeError:
+            text = ""
+        if plain and (not text or not text.isprintable()):
+            raise DecryptionError(
+                "cannot decrypt <enc-v1> password: the key file is not the one it was encrypted with"
+            )
+        return text
+
+
+def _b64(text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise DecryptionError("stored password is not valid base64") from None

@@ -1,0 +1,66 @@
+"""A client of the Docker Registry HTTP API v2 / OCI distribution API, on ``httpx``.
+
+:class:`RegistryClient` talks to one registry: ping, catalog, tags, manifests as raw
+bytes with their media type (digests preserved), blobs (existence, mount, upload
+sessions, streamed reads) with anonymous, Basic or Bearer-token authentication.
+:class:`BlobCopier` moves one blob between two registries in bounded, cancellable
+steps and checks its digest. Failures raise :class:`RegistryError` subclasses; those a
+later try may cure (network, 5xx, 429) are also :class:`~model.errors.RetryableError`.
+"""
+
+from __future__ import annotations
+
+from model.registry._auth import Challenge, parse_challenges
+from model.registry._blobs import DEFAULT_STEP_BYTES, BlobCopier, BlobStream, BlobUpload
+from model.registry._client import DEFAULT_TIMEOUT_S, RegistryClient
+from model.registry._errors import (
+    DigestMismatchError,
+    InvalidManifestError,
+    RegistryAuthError,
+    RegistryContentError,
+    RegistryError,
+    RegistryNotFoundError,
+    RegistryUnavailableError,
+)
+from model.registry._manifest import (
+    ACCEPT_MANIFESTS,
+    INDEX_MEDIA_TYPES,
+    MANIFEST_MEDIA_TYPES,
+    MEDIA_TYPE_DOCKER_LIST,
+    MEDIA_TYPE_DOCKER_MANIFEST,
+    MEDIA_TYPE_OCI_INDEX,
+    MEDIA_TYPE_OCI_MANIFEST,
+    Descriptor,
+    Manifest,
+    compute_digest,
+    is_digest,
+)
+
+__all__ = [
+    "ACCEPT_MANIFESTS",
+    "DEFAULT_STEP_BYTES",
+    "DEFAULT_TIMEOUT_S",
+    "INDEX_MEDIA_TYPES",
+    "MANIFEST_MEDIA_TYPES",
+    "MEDIA_TYPE_DOCKER_LIST",
+    "MEDIA_TYPE_DOCKER_MANIFEST",
+    "MEDIA_TYPE_OCI_INDEX",
+    "MEDIA_TYPE_OCI_MANIFEST",
+    "BlobCopier",
+    "BlobStream",
+    "BlobUpload",
+    "Challenge",
+    "Descriptor",
+    "DigestMismatchError",
+    "InvalidManifestError",
+    "Manifest",
+    "RegistryAuthError",
+    "RegistryClient",
+    "RegistryContentError",
+    "RegistryError",
+    "RegistryNotFoundError",
+    "RegistryUnavailableError",
+    "compute_digest",
+    "is_digest",
+    "parse_challenges",
+]

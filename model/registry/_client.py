@@ -1,0 +1,491 @@
+"""The registry client: one object per registry and set of credentials."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Iterator, Mapping
+from types import TracebackType
+
+import httpx
+
+from model.registry._auth import Authenticator
+from model.registry._blobs import BlobStream, BlobUpload
+from model.registry._errors import (
+    DigestMismatchError,
+    InvalidManifestError,
+    RegistryAuthError,
+    RegistryError,
+    error_from_response,
+    error_from_transport,
+)
+from model.registry._manifest import (
+    ACCEPT_MANIFESTS,
+    Manifest,
+    compute_digest,
+    is_digest,
+)
+
+__all__ = ["DEFAULT_TIMEOUT_S", "RegistryClient"]
+
+#: Seconds a request may wait for a connection or for the next bytes of an answer.
+DEFAULT_TIMEOUT_S = 30.0
+#: Repositories asked for per ``_catalog`` page.
+CATALOG_PAGE_SIZE = 100
+
+_LINK_NEXT_RE = re.compile(r'<([^>]+)>\s*;\s*(?:[^,]*;\s*)*rel="?next"?')
+
+
+def _normalize_url(url: str) -> str:
+    url = url.strip().rstrip("/")
+    if "://" not in url:
+        url = "https://" + url
+    return url
+
+
+def _once(data: bytes) -> Iterator[bytes]:
+    """``data`` as a one-shot body. httpx keeps a request alive in a reference cycle
+    with its response until the garbage collector runs; an exhausted generator holds
+    no bytes, so big chunks are freed at once (memory stays bounded)."""
+    yield data
+
+
+def _length(content: bytes | None) -> dict[str, str]:
+    """An explicit ``Content-Length``, so a one-shot body is not sent chunked."""
+    return {} if content is None else {"Content-Length": str(len(content))}
+
+
+def _strings(value: object) -> list[str]:
+    """The strings of a JSON list (``null`` and other values give none)."""
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+class RegistryClient:
+    """A client of one registry (Docker Registry HTTP API v2 / OCI distribution).
+
+    ``url`` is the registry's base URL (``https://`` assumed without a scheme);
+    ``username`` and ``password`` are sent as Basic credentials, to the registry or to
+    its token server, only when the registry asks. TLS certificates are verified
+    unless ``insecure``. Manifests travel as raw bytes with their media type, so their
+    digests are preserved.
+
+    Every method raises a :class:`RegistryError` subclass on failure: the retryable
+    :class:`RegistryUnavailableError` for network failures, 5xx and 429;
+    :class:`RegistryAuthError` for 401/403; :class:`RegistryNotFoundError` for 404
+    where absence is not an answer; :class:`RegistryContentError` for invalid content.
+    Thread-safe for concurrent requests; close it (or use it as a context manager)
+    to release its connections.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        insecure: bool = False,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = _normalize_url(url)
+        self.username = username
+        self.insecure = insecure
+        self._http = httpx.Client(
+            verify=not insecure,
+            timeout=httpx.Timeout(timeout_s),
+            transport=transport,
+            follow_redirects=False,
+            headers={"User-Agent": "jobservice"},
+        )
+        self._auth = Authenticator(self._http, self.url, username, password)
+
+    def __repr__(self) -> str:
+        return f"RegistryClient({self.url!r}, username={self.username!r})"
+
+    @property
+    def tokens_fetched(self) -> int:
+        """Bearer tokens fetched from the token server so far."""
+        return self._auth.tokens_fetched
+
+    def close(self) -> None:
+        """Close the connections; the client cannot be used afterwards."""
+        self._http.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- registry ---------------------------------------------------------------
+
+    def ping(self) -> None:
+        """Check that the registry speaks API v2 and accepts the credentials
+        (``GET /v2/``)."""
+        self._send("GET", "/v2/", what="ping", scopes=frozenset(), expect=(200,))
+
+    def catalog(
+        self, prefix: str | None = None, *, page_size: int = CATALOG_PAGE_SIZE
+    ) -> list[str]:
+        """Names of all repositories (``_catalog``, ``page_size`` per page, following
+        ``Link``), sorted, only those starting with ``prefix`` when given."""
+        names: list[str] = []
+        for page in self._pages(
+            "/v2/_catalog",
+            params={"n": str(page_size)},
+            what="list repositories",
+            repository=None,
+            scopes=frozenset({"registry:catalog:*"}),
+        ):
+            names.extend(_strings(page.get("repositories")))
+        if prefix:
+            names = [n for n in names if n.startswith(prefix)]
+        return sorted(set(names))
+
+    def can_push(self, repository: str) -> bool:
+        """Whether the credentials may push to ``repository``: opens an upload session
+        and cancels it. ``False`` when the registry answers 401 or 403."""
+        try:
+            self.start_upload(repository).cancel()
+        except RegistryAuthError:
+            return False
+        return True
+
+    # -- tags and manifests -----------------------------------------------------
+
+    def list_tags(self, repository: str) -> list[str]:
+        """Tags of ``repository``, sorted (follows ``Link`` pagination when offered).
+
+        Raises :class:`RegistryNotFoundError` for an unknown repository.
+        """
+        tags: list[str] = []
+        for page in self._pages(
+            f"/v2/{repository}/tags/list",
+            params=None,
+            what="list tags",
+            repository=repository,
+            scopes=self._pull_scopes(repository),
+        ):
+            tags.extend(_strings(page.get("tags")))
+        return sorted(set(tags))
+
+    def manifest_digest(self, repository: str, reference: str) -> str | None:
+        """Digest of the manifest a tag or digest names (``HEAD``), ``None`` if absent."""
+        response = self._send(
+            "HEAD",
+            f"/v2/{repository}/manifests/{reference}",
+            what="check manifest",
+            repository=repository,
+            reference=reference,
+            scopes=self._pull_scopes(repository),
+            headers={"Accept": ACCEPT_MANIFESTS},
+            expect=(200, 404),
+        )
+        if response.status_code == 404:
+            return None
+        digest = response.headers.get("docker-content-digest")
+        if digest:
+            return digest
+        if is_digest(reference):
+            return reference
+        return self.get_manifest(repository, reference).digest
+
+    def get_manifest(self, repository: str, reference: str) -> Manifest:
+        """The manifest a tag or digest names, as raw bytes with its media type.
+
+        Raises :class:`RegistryNotFoundError` when absent, :class:`InvalidManifestError`
+        for content that is no manifest, :class:`DigestMismatchError` when the bytes do
+        not hash to the digest asked for (or the one the registry announced).
+        """
+        response = self._send(
+            "GET",
+            f"/v2/{repository}/manifests/{reference}",
+            what="get manifest",
+            repository=repository,
+            reference=reference,
+            scopes=self._pull_scopes(repository),
+            headers={"Accept": ACCEPT_MANIFESTS},
+            expect=(200,),
+        )
+        content = response.content
+        try:
+            manifest = Manifest.parse(content, response.headers.get("content-type"))
+        except ValueError as exc:
+            raise InvalidManifestError(
+                "get manifest",
+                registry=self.url,
+                repository=repository,
+                reference=reference,
+                detail=str(exc),
+            ) from None
+        expected = reference if is_digest(reference) else None
+        expected = expected or response.headers.get("docker-content-digest")
+        if expected:
+            algorithm = expected.split(":", 1)[0]
+            try:
+                actual = compute_digest(content, algorithm)
+            except ValueError:
+                actual = manifest.digest  # unknown algorithm: nothing to compare with
+                expected = actual
+            if actual != expected:
+                raise DigestMismatchError(
+                    "get manifest",
+                    registry=self.url,
+                    repository=repository,
+                    expected=expected,
+                    actual=actual,
+                )
+        return manifest
+
+    def put_manifest(self, repository: str, reference: str, manifest: Manifest) -> str:
+        """Store ``manifest``'s bytes under a tag or its digest; returns its digest.
+
+        The blobs (or, for an index, the child manifests) must be in the repository
+        first, or the registry refuses with 400 ``MANIFEST_BLOB_UNKNOWN``.
+        """
+        if is_digest(reference) and reference != manifest.digest:
+            raise DigestMismatchError(
+                "put manifest",
+                registry=self.url,
+                repository=repository,
+                expected=reference,
+                actual=manifest.digest,
+            )
+        response = self._send(
+            "PUT",
+            f"/v2/{repository}/manifests/{reference}",
+            what="put manifest",
+            repository=repository,
+            reference=reference,
+            scopes=self._push_scopes(repository),
+            headers={"Content-Type": manifest.media_type},
+            content=manifest.content,
+            expect=(200, 201, 202),
+        )
+        stored = response.headers.get("docker-content-digest")
+        if stored and stored != manifest.digest:
+            raise DigestMismatchError(
+                "put manifest",
+                registry=self.url,
+                repository=repository,
+                expected=manifest.digest,
+                actual=stored,
+            )
+        return manifest.digest
+
+    def delete_manifest(self, repository: str, digest: str) -> bool:
+        """Delete the manifest ``digest`` (and with it every tag pointing at it).
+
+        Returns ``False`` when it was not there. A tag is refused with ``ValueError``:
+        the registry deletes by digest only (see :meth:`manifest_digest`).
+        """
+        if not is_digest(digest):
+            raise ValueError(f"delete needs a digest, not {digest!r}")
+        response = self._send(
+            "DELETE",
+            f"/v2/{repository}/manifests/{digest}",
+            what="delete manifest",
+            repository=repository,
+            reference=digest,
+            scopes=self._delete_scopes(repository),
+            expect=(200, 202, 204, 404),
+        )
+        return response.status_code != 404
+
+    # -- blobs ------------------------------------------------------------------
+
+    def blob_exists(self, repository: str, digest: str) -> bool:
+        """Whether ``repository`` holds the blob ``digest`` (``HEAD``)."""
+        response = self._send(
+            "HEAD",
+            f"/v2/{repository}/blobs/{digest}",
+            what="check blob",
+            repository=repository,
+            reference=digest,
+            scopes=self._pull_scopes(repository),
+            expect=(200, 404),
+            follow_redirects=True,
+        )
+        return response.status_code == 200
+
+    def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
+        """Link the blob ``digest`` from ``from_repository`` into ``repository`` without
+        copying it. ``False`` when the registry could not (the source lacks it or
+        the credentials may not read it): the upload session it opened instead is
+        cancelled."""
+        response = self._send(
+            "POST",
+            f"/v2/{repository}/blobs/uploads/",
+            what="mount blob",
+            repository=repository,
+            reference=digest,
+            scopes=self._push_scopes(repository) | {f"repository:{from_repository}:pull"},
+            params={"mount": digest, "from": from_repository},
+            content=b"",
+            expect=(201, 202),
+        )
+        if response.status_code == 201:
+            return True
+        BlobUpload(self, repository, self._location(response, str(response.url))).cancel()
+        return False
+
+    def start_upload(self, repository: str) -> BlobUpload:
+        """Open an upload session for one blob in ``repository``."""
+        response = self._send(
+            "POST",
+            f"/v2/{repository}/blobs/uploads/",
+            what="start blob upload",
+            repository=repository,
+            scopes=self._push_scopes(repository),
+            content=b"",
+            expect=(202,),
+        )
+        return BlobUpload(self, repository, self._location(response, str(response.url)))
+
+    def open_blob(self, repository: str, digest: str) -> BlobStream:
+        """Stream the blob ``digest`` (redirects followed); close the stream when done.
+
+        The bytes are not checked against the digest here (:class:`BlobCopier` does).
+        """
+        response = self._send(
+            "GET",
+            f"/v2/{repository}/blobs/{digest}",
+            what="get blob",
+            repository=repository,
+            reference=digest,
+            scopes=self._pull_scopes(repository),
+            headers={"Accept-Encoding": "identity"},
+            expect=(200,),
+            stream=True,
+            follow_redirects=True,
+        )
+        return BlobStream(response, registry=self.url, repository=repository, digest=digest)
+
+    # -- plumbing (used by BlobUpload too) --------------------------------------
+
+    @staticmethod
+    def _pull_scopes(repository: str) -> frozenset[str]:
+        return frozenset({f"repository:{repository}:pull"})
+
+    @staticmethod
+    def _push_scopes(repository: str) -> frozenset[str]:
+        return frozenset({f"repository:{repository}:pull,push"})
+
+    @staticmethod
+    def _delete_scopes(repository: str) -> frozenset[str]:
+        return frozenset({f"repository:{repository}:delete"})
+
+    @staticmethod
+    def _location(response: httpx.Response, fallback: str) -> str:
+        """The absolute URL of a response's ``Location`` (relative ones are resolved)."""
+        location = response.headers.get("location")
+        if not location:
+            return fallback
+        return str(response.url.join(location))
+
+    def _pages(
+        self,
+        path: str,
+        *,
+        params: Mapping[str, str] | None,
+        what: str,
+        repository: str | None,
+        scopes: frozenset[str],
+    ) -> Iterator[dict[str, object]]:
+        """JSON objects of a listing and of each ``Link: <…>; rel="next"`` page after it."""
+        url: str | None = path
+        seen: set[str] = set()
+        while url is not None:
+            response = self._send(
+                "GET",
+                url,
+                what=what,
+                repository=repository,
+                scopes=scopes,
+                params=params if url == path else None,
+                expect=(200,),
+            )
+            try:
+                page = response.json()
+            except ValueError:
+                page = None
+            if not isinstance(page, dict):
+                raise RegistryError(
+                    what,
+                    registry=self.url,
+                    repository=repository,
+                    status=response.status_code,
+                    detail="answer is not a JSON object",
+                )
+            yield page
+            url = None
+            match = _LINK_NEXT_RE.search(response.headers.get("link", ""))
+            if match:
+                nxt = str(response.url.join(match.group(1)))
+                if nxt not in seen:
+                    seen.add(nxt)
+                    url = nxt
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        what: str,
+        repository: str | None = None,
+        reference: str | None = None,
+        scopes: frozenset[str],
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+        expect: Collection[int],
+        stream: bool = False,
+        follow_redirects: bool = False,
+    ) -> httpx.Response:
+        """Send one request, authenticating as the registry asks, and return the answer
+        if its status is in ``expect``; raise the matching :class:`RegistryError`
+        otherwise. ``url`` is absolute or a path below the registry's URL."""
+        if not url.startswith(("http://", "https://")):
+            url = self.url + url
+        auth = self._auth.headers(scopes)
+        for attempt in (1, 2):
+            request = self._http.build_request(
+                method,
+                url,
+                params=params,
+                headers={**(headers or {}), **auth, **_length(content)},
+                content=_once(content) if content else content,
+            )
+            try:
+                response = self._http.send(
+                    request, stream=stream, follow_redirects=follow_redirects
+                )
+            except httpx.TransportError as exc:
+                raise error_from_transport(
+                    exc, what, registry=self.url, repository=repository, reference=reference
+                ) from None
+            if response.status_code != 401 or attempt == 2:
+                break
+            response.close()
+            retry = self._auth.answer(response, scopes)
+            if retry is None:
+                break
+            auth = retry
+        if response.status_code in expect:
+            return response
+        if response.status_code == 401:
+            self._auth.forget(scopes)
+        if stream:
+            try:
+                response.read()
+            except (httpx.HTTPError, httpx.StreamError):
+                pass
+            finally:
+                response.close()
+        raise error_from_response(
+            response, what, registry=self.url, repository=repository, reference=reference
+        )

@@ -1,0 +1,283 @@
+"""Version ordering per ecosystem: dpkg (Debian, Ubuntu), apk (Alpine) and PEP 440 (PyPI).
+
+:func:`compare` is the one entry point; :func:`sort_key` gives a key for ``sorted``.
+An ecosystem may carry a release suffix (``"Debian:12"``, ``"Alpine:v3.19"``): only the
+family before the first ``:`` chooses the ordering.
+
+- dpkg: python-debian's :class:`debian.debian_support.Version`, which follows
+  ``dpkg --compare-versions`` (epoch, upstream, revision; ``~`` sorts before anything).
+- apk: the algorithm of apk-tools 3 (``src/version.c``), re-implemented here: digits,
+  ``.digits`` (compared as strings when either has a leading zero), one letter, suffixes
+  ``_alpha _beta _pre _rc`` < no suffix < ``_cvs _svn _git _hg _p`` (each with an optional
+  number), ``~hash``, then ``-rN``. An apk version that does not parse still compares
+  (the invalid tail sorts lowest), as apk itself does; it never raises.
+- PEP 440: :class:`packaging.version.Version`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from debian.debian_support import Version as DpkgVersion
+from packaging.version import InvalidVersion
+from packaging.version import Version as Pep440Version
+
+from model.scanner.errors import UnknownEcosystem, VersionError
+
+__all__ = [
+    "SCHEMES",
+    "apk_valid",
+    "compare",
+    "compare_apk",
+    "compare_dpkg",
+    "compare_pep440",
+    "family",
+    "scheme",
+    "sort_key",
+]
+
+#: Ecosystem family (the part before ``:``) -> version scheme name.
+SCHEMES: dict[str, str] = {
+    "Debian": "dpkg",
+    "Ubuntu": "dpkg",
+    "Alpine": "apk",
+    "PyPI": "pep440",
+}
+
+
+def family(ecosystem: str) -> str:
+    """The ecosystem family: ``"Debian:12"`` -> ``"Debian"``, ``"PyPI"`` -> ``"PyPI"``."""
+    return ecosystem.split(":", 1)[0]
+
+
+def scheme(ecosystem: str) -> str:
+    """The version scheme (``dpkg``, ``apk``, ``pep440``) of ``ecosystem``.
+
+    Scheme names are accepted as ecosystems too. Raises :class:`UnknownEcosystem`.
+    """
+    fam = family(ecosystem)
+    found = SCHEMES.get(fam)
+    if found is not None:
+        return found
+    if fam in _COMPARERS:
+        return fam
+    raise UnknownEcosystem(ecosystem, sorted(SCHEMES))
+
+
+def compare(ecosystem: str, a: str, b: str) -> int:
+    """Order two versions of ``ecosystem``: -1 if ``a < b``, 0 if equal, 1 if ``a > b``.
+
+    Raises :class:`UnknownEcosystem` for an ecosystem without an ordering and
+    :class:`VersionError` for a dpkg or PEP 440 version that does not parse.
+    """
+    return _COMPARERS[scheme(ecosystem)](a, b)
+
+
+def sort_key(ecosystem: str) -> Callable[[str], Any]:
+    """A key function for ``sorted(versions, key=sort_key(ecosystem))``.
+
+    The key raises :class:`VersionError` for a dpkg or PEP 440 version that does not parse.
+    """
+    return _KEYS[scheme(ecosystem)]
+
+
+# -- dpkg ------------------------------------------------------------------------------
+
+
+def _dpkg_key(version: str) -> DpkgVersion:
+    try:
+        return DpkgVersion(version)
+    except ValueError as exc:
+        raise VersionError("Debian", version, str(exc)) from None
+
+
+def compare_dpkg(a: str, b: str) -> int:
+    """``dpkg --compare-versions`` order of ``a`` and ``b`` as -1, 0 or 1."""
+    va, vb = _dpkg_key(a), _dpkg_key(b)
+    return -1 if va < vb else (1 if va > vb else 0)
+
+
+# -- PEP 440 ---------------------------------------------------------------------------
+
+
+def _pep440_key(version: str) -> Pep440Version:
+    try:
+        return Pep440Version(version)
+    except InvalidVersion as exc:
+        raise VersionError("PyPI", version, str(exc)) from None
+
+
+def compare_pep440(a: str, b: str) -> int:
+    """PEP 440 order of ``a`` and ``b`` as -1, 0 or 1."""
+    va, vb = _pep440_key(a), _pep440_key(b)
+    return -1 if va < vb else (1 if va > vb else 0)
+
+
+# -- apk -------------------------------------------------------------------------------
+
+# Token kinds, in the order apk ranks them when one version runs out before the other:
+# a version whose next token kind is *higher* is the *lower* version (END is high, so
+# "1.0" < "1.0.1"; REVISION is high, so "1.0-r1" < "1.0.1").
+_INITIAL_DIGIT, _DIGIT, _LETTER, _SUFFIX, _SUFFIX_NO, _HASH, _REVISION, _END, _INVALID = range(9)
+
+_SUFFIX_NONE = 5
+_SUFFIXES = {
+    "alpha": 1,
+    "beta": 2,
+    "pre": 3,
+    "rc": 4,
+    # 5 is "no suffix"
+    "cvs": 6,
+    "svn": 7,
+    "git": 8,
+    "hg": 9,
+    "p": 10,
+}
+_DIGITS = frozenset("0123456789")
+_LOWER = frozenset("abcdefghijklmnopqrstuvwxyz")
+_HEX = frozenset("0123456789abcdef")
+
+
+class _Token(NamedTuple):
+    kind: int
+    text: str  # the token's characters (digits, letter, suffix name, hash)
+    number: int  # digits' value or suffix rank
+
+
+def _apk_tokens(version: str) -> list[_Token]:
+    """Split an apk version into tokens; the last one is always END or INVALID."""
+    tokens: list[_Token] = []
+    n = len(version)
+    i = 0
+    while i < n and version[i] in _DIGITS:
+        i += 1
+    if i == 0:
+        return [_Token(_INVALID, "", 0)]
+    tokens.append(_Token(_INITIAL_DIGIT, version[:i], int(version[:i])))
+    kind = _INITIAL_DIGIT
+    while True:
+        if i == n:
+            tokens.append(_Token(_END, "", 0))
+            return tokens
+        c = version[i]
+        if c in _LOWER:
+            if kind > _DIGIT:
+                break
+            kind = _LETTER
+            tokens.append(_Token(kind, c, ord(c)))
+            i += 1
+        elif c == "." or c in _DIGITS:
+            if c == ".":
+                if kind > _DIGIT:
+                    break
+                i += 1
+            if kind in (_INITIAL_DIGIT, _DIGIT):
+                kind = _DIGIT
+            elif kind == _SUFFIX:
+                kind = _SUFFIX_NO
+            else:
+                break
+            j = i
+            while j < n and version[j] in _DIGITS:
+                j += 1
+            if j == i:
+                break
+            tokens.append(_Token(kind, version[i:j], int(version[i:j])))
+            i = j
+        elif c == "_":
+            if kind > _SUFFIX_NO:
+                break
+            j = i + 1
+            while j < n and version[j] in _LOWER:
+                j += 1
+            rank = _SUFFIXES.get(version[i + 1 : j])
+            if rank is None:
+                break
+            kind = _SUFFIX
+            tokens.append(_Token(kind, version[i + 1 : j], rank))
+            i = j
+        elif c == "~":
+            if kind >= _HASH:
+                break
+            j = i + 1
+            while j < n and version[j] in _HEX:
+                j += 1
+            if j == i + 1:
+                break
+            kind = _HASH
+            tokens.append(_Token(kind, version[i + 1 : j], 0))
+            i = j
+        elif c == "-":
+            if kind >= _REVISION or not version.startswith("-r", i):
+                break
+            j = i + 2
+            while j < n and version[j] in _DIGITS:
+                j += 1
+            if j == i + 2:
+                break
+            kind = _REVISION
+            tokens.append(_Token(kind, version[i + 2 : j], int(version[i + 2 : j])))
+            i = j
+        else:
+            break
+    tokens.append(_Token(_INVALID, "", 0))
+    return tokens
+
+
+def _cmp(a: Any, b: Any) -> int:
+    return (a > b) - (a < b)
+
+
+def _token_cmp(ta: _Token, tb: _Token) -> int:
+    kind = ta.kind
+    if kind == _DIGIT and (ta.text[0] == "0" or tb.text[0] == "0"):
+        # A leading zero makes the part a string, as in Gentoo: "1.02" < "1.1".
+        return _cmp(ta.text, tb.text)
+    if kind in (_INITIAL_DIGIT, _DIGIT, _SUFFIX_NO, _REVISION, _LETTER, _SUFFIX):
+        return _cmp(ta.number, tb.number)
+    return _cmp(ta.text, tb.text)
+
+
+def _compare_apk_tokens(ta: list[_Token], tb: list[_Token]) -> int:
+    i = 0
+    while ta[i].kind == tb[i].kind and ta[i].kind < _END:
+        r = _token_cmp(ta[i], tb[i])
+        if r:
+            return r
+        i += 1
+    a, b = ta[i], tb[i]
+    if a.kind == b.kind:
+        return 0
+    # Equal so far: the longer version is greater unless what follows is a pre-release.
+    if a.kind == _SUFFIX and a.number < _SUFFIX_NONE:
+        return -1
+    if b.kind == _SUFFIX and b.number < _SUFFIX_NONE:
+        return 1
+    return -1 if a.kind > b.kind else 1
+
+
+def compare_apk(a: str, b: str) -> int:
+    """``apk version -t`` order of ``a`` and ``b`` as -1, 0 or 1 (never raises)."""
+    if a == b:
+        return 0
+    return _compare_apk_tokens(_apk_tokens(a), _apk_tokens(b))
+
+
+def apk_valid(version: str) -> bool:
+    """Whether ``version`` is a well-formed apk version (``apk version -c``)."""
+    return _apk_tokens(version)[-1].kind == _END
+
+
+_COMPARERS: dict[str, Callable[[str, str], int]] = {
+    "dpkg": compare_dpkg,
+    "apk": compare_apk,
+    "pep440": compare_pep440,
+}
+
+_KEYS: dict[str, Callable[[str], Any]] = {
+    "dpkg": _dpkg_key,
+    "apk": functools.cmp_to_key(compare_apk),
+    "pep440": _pep440_key,
+}

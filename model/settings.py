@@ -1,0 +1,93 @@
+"""Settings: one typed object, built once at the edge (CLI, service start) and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from model.errors import ConfigError
+
+__all__ = ["Settings", "load_settings"]
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Environment variables use the prefix ``JOBSERVICE_``;
+    the original's names (``UI_SECRET``, ``LOG_DIR``, ``KEY_PATH``, ``MAX_JOB_WORKERS``)
+    are accepted as aliases."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="JOBSERVICE_", extra="forbid", populate_by_name=True, frozen=True
+    )
+
+    #: SQLAlchemy URL: ``sqlite:///path`` (default, a file in the working directory) or
+    #: ``postgresql+psycopg://user@host/db``.
+    database_url: str = "sqlite:///jobservice.db"
+    #: Folder of the per-job log files.
+    log_dir: Path = Field(
+        default=Path("logs"), validation_alias=AliasChoices("log_dir", "JOBSERVICE_LOG_DIR", "LOG_DIR")
+    )
+    #: File holding the key that encrypts target passwords (created on first start if missing).
+    key_path: Path = Field(
+        default=Path("jobservice.key"),
+        validation_alias=AliasChoices("key_path", "JOBSERVICE_KEY_PATH", "KEY_PATH"),
+    )
+    #: Workers of the replication pool.
+    max_job_workers: int = Field(
+        default=3,
+        ge=1,
+        le=256,
+        validation_alias=AliasChoices("max_job_workers", "JOBSERVICE_MAX_JOB_WORKERS", "MAX_JOB_WORKERS"),
+    )
+    #: Workers of the scan pool.
+    scan_workers: int = Field(default=3, ge=1, le=256)
+    #: Seconds before the first retry of a job that entered ``retrying`` (the original: 300).
+    retry_delay: float = Field(default=300.0, ge=0)
+    #: Upper bound in seconds of the exponential retry backoff.
+    retry_delay_max: float = Field(default=3600.0, ge=0)
+    #: Retries after which a job ends in ``error`` (the original retried forever).
+    max_retries: int = Field(default=5, ge=0)
+    #: Cookie secret the HTTP API requires (``UI_SECRET`` in the original).
+    ui_secret: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("ui_secret", "JOBSERVICE_UI_SECRET", "UI_SECRET")
+    )
+    #: Source registry of replication and scan jobs.
+    registry_url: str = "http://127.0.0.1:5000"
+    registry_username: str | None = None
+    registry_password: SecretStr | None = None
+    #: Seconds ``shutdown`` waits for running jobs to reach their next transition.
+    shutdown_timeout: float = Field(default=30.0, gt=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite://", "postgresql")):
+            raise ValueError("must be a sqlite:// or postgresql+psycopg:// URL")
+        return value
+
+    @field_validator("registry_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _backoff_bounds(self) -> Settings:
+        if self.retry_delay_max < self.retry_delay:
+            raise ValueError("retry_delay_max must be >= retry_delay")
+        return self
+
+
+def load_settings(**values: object) -> Settings:
+    """Build :class:`Settings` from ``values`` and the environment.
+
+    Raises :class:`~model.errors.ConfigError` naming the first invalid setting.
+    """
+    try:
+        return Settings(**values)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        setting = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise ConfigError(setting, first["msg"]) from None

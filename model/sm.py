@@ -1,0 +1,334 @@
+"""The state machine that moves one job at a time, as the original's ``SM``.
+
+``transitions[from] = {to, …}``; ``handlers[state]`` has ``enter() -> next`` and an
+idempotent ``exit()``. Forced states (``error``, ``stopped``, ``canceled``,
+``retrying``) may be entered from anywhere. A handler returning ``_continue`` takes
+the only way out of its state; an empty next state holds the machine. Any exception
+in a handler sends the machine to ``error`` (a :class:`~model.errors.RetryableError`
+to ``retrying``) with the traceback in the job's log.
+
+The machine runs either to completion (:meth:`SM.start`) or one transition per call
+(:meth:`SM.begin` then :meth:`SM.step`), which is how a worker actor drives it so
+that a stop request is handled between two transitions.
+
+Not thread-safe by design: one worker actor owns one machine and calls it from its
+own thread only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from model.errors import JobServiceError, RetryableError, StatusConflict, TransitionError
+from model.status import TERMINAL, Status
+
+if TYPE_CHECKING:
+    from loguru import Logger
+
+__all__ = [
+    "SM",
+    "FORCED_STATES",
+    "Job",
+    "MachineBroken",
+    "Retry",
+    "RetryPolicy",
+    "StateHandler",
+    "StatusUpdater",
+]
+
+#: States that need no entry in the transition table.
+FORCED_STATES = frozenset({Status.ERROR, Status.STOPPED, Status.CANCELED, Status.RETRYING})
+
+
+@runtime_checkable
+class Job(Protocol):
+    """What the state machine needs of a job (the original's ``Job`` interface)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def log_path(self) -> str: ...
+    @property
+    def logger(self) -> Logger: ...
+    def update_status(self, status: str) -> None: ...
+    def get_status(self) -> str: ...
+    def init(self) -> None: ...
+
+
+class StateHandler(Protocol):
+    """Runs when the machine enters or leaves one state."""
+
+    def enter(self) -> str:
+        """Does the state's work; returns the next state, ``_continue`` or "" to hold."""
+        ...
+
+    def exit(self) -> None:
+        """Releases what ``enter`` held; must be safe to call more than once."""
+        ...
+
+
+class MachineBroken(JobServiceError):
+    """The machine failed and could not even record the failure (entering ``error``
+    raised). The worker owning it cannot go on."""
+
+
+@dataclass(frozen=True)
+class StatusUpdater:
+    """Sets the job's status on entry; holds after a terminal status, else continues."""
+
+    job: Job
+    status: str
+
+    def enter(self) -> str:
+        self.job.update_status(self.status)
+        return "" if self.status in TERMINAL else Status.CONTINUE.value
+
+    def exit(self) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When a failed job runs again: ``delay_s * 2**attempts``, at most ``delay_max_s``,
+    after at most ``max_retries`` retries."""
+
+    delay_s: float = 300.0
+    delay_max_s: float = 3600.0
+    max_retries: int = 5
+
+    def delay(self, attempts: int, asked_s: float | None = None) -> float:
+        """Seconds before retry number ``attempts + 1`` (never less than ``asked_s``)."""
+        backoff = min(self.delay_s * (2**attempts), self.delay_max_s)
+        return max(backoff, asked_s or 0.0)
+
+
+class Retry:
+    """The ``retrying`` state: records the due time and attempt in the job's row and
+    reschedules it through ``reschedule``; the machine holds. After
+    ``policy.max_retries`` retries the job ends in ``error`` instead, with the reason
+    in its log."""
+
+    def __init__(
+        self,
+        job: Job,
+        sm: SM,
+        policy: RetryPolicy,
+        schedule: Callable[[Job, float], datetime],
+        reschedule: Callable[[Job, datetime], None] | None,
+    ) -> None:
+        self.job = job
+        self.sm = sm
+        self.policy = policy
+        self.schedule = schedule
+        self.reschedule = reschedule
+
+    def enter(self) -> str:
+        attempts = getattr(self.job, "attempts", 0)
+        reason = self.sm.last_error
+        if attempts >= self.policy.max_retries:
+            self.job.logger.error(
+                "giving up after {} retries; last failure: {}", attempts, reason or "unknown"
+            )
+            self.job.update_status(Status.ERROR)
+            return ""
+        asked = reason.retry_after if isinstance(reason, RetryableError) else None
+        delay = self.policy.delay(attempts, asked)
+        due = self.schedule(self.job, delay)
+        self.job.logger.warning(
+            "retry {} of {} in {:.1f} s (at {:%Y-%m-%dT%H:%M:%SZ}): {}",
+            attempts + 1,
+            self.policy.max_retries,
+            delay,
+            due,
+            reason,
+        )
+        if self.reschedule is not None:
+            self.reschedule(self.job, due)
+        return ""
+
+    def exit(self) -> None:
+        return None
+
+
+class SM:
+    """The state machine of one worker; see the module docstring."""
+
+    def __init__(self) -> None:
+        self.init()
+
+    def init(self) -> None:
+        """Empties the tables (the original calls this once per machine)."""
+        self.current_job: Job | None = None
+        self.current_state: str = ""
+        self.previous_state: str = ""
+        self.forced_states: set[str] = set(FORCED_STATES)
+        self.transitions: dict[str, set[str]] = {}
+        self.handlers: dict[str, StateHandler] = {}
+        self.desired_state: str = ""
+        self.next_state: str = ""
+        #: The exception that last sent the machine to ``error`` or ``retrying``.
+        self.last_error: BaseException | None = None
+
+    # -- the table ---------------------------------------------------------------------
+
+    def add_transition(self, source: str, target: str, handler: StateHandler) -> None:
+        """Allows ``source → target``; ``handler`` becomes the handler of ``target``."""
+        self.transitions.setdefault(source, set()).add(target)
+        self.handlers[target] = handler
+
+    def remove_transition(self, source: str, target: str) -> None:
+        """Removes ``source → target`` (the handler of ``target`` stays)."""
+        targets = self.transitions.get(source)
+        if targets is not None:
+            targets.discard(target)
+            if not targets:
+                del self.transitions[source]
+
+    # -- a job -------------------------------------------------------------------------
+
+    def reset(
+        self,
+        job: Job,
+        add_transitions: Callable[[SM, Job], None],
+        *,
+        retry_policy: RetryPolicy | None = None,
+        schedule_retry: Callable[[Job, float], datetime] | None = None,
+        reschedule: Callable[[Job, datetime], None] | None = None,
+        start_state: str = Status.PENDING,
+    ) -> None:
+        """Prepares the machine for ``job``: the common transitions (pending→running,
+        retrying→running), the forced states' handlers, then ``job.init()`` and the
+        kind's own transitions. Exceptions of ``init`` propagate to the caller."""
+        self.init()
+        self.current_job = job
+        self.current_state = start_state
+        self.add_transition(Status.PENDING, Status.RUNNING, StatusUpdater(job, Status.RUNNING))
+        self.add_transition(Status.RETRYING, Status.RUNNING, StatusUpdater(job, Status.RUNNING))
+        for state in (Status.ERROR, Status.STOPPED, Status.CANCELED):
+            self.handlers[state] = StatusUpdater(job, state)
+        if schedule_retry is not None:
+            self.handlers[Status.RETRYING] = Retry(
+                job, self, retry_policy or RetryPolicy(), schedule_retry, reschedule
+            )
+        job.init()
+        add_transitions(self, job)
+
+    def stop(self, job_id: int) -> bool:
+        """Asks the machine to enter ``stopped`` at its next transition. Ignored (returns
+        False) when the machine has moved on to another job."""
+        job = self.current_job
+        if job is None or job.id != job_id:
+            return False
+        self.desired_state = Status.STOPPED
+        return True
+
+    # -- moving --------------------------------------------------------------------------
+
+    def enter_state(self, state: str) -> str:
+        """Leaves the current state for ``state``; returns the next state ``state``'s
+        handler asked for. Raises :class:`TransitionError` when the table has no such
+        transition and ``state`` is not forced; exceptions of handlers propagate."""
+        allowed = self.transitions.get(self.current_state, ())
+        if state not in allowed and state not in self.forced_states:
+            raise TransitionError(self._job_name(), self.current_state, state)
+        leaving = self.handlers.get(self.current_state)
+        if leaving is not None:
+            leaving.exit()
+        next_state = self._enter(state)
+        return next_state
+
+    def _enter(self, state: str) -> str:
+        job = self.current_job
+        if job is not None:
+            job.logger.info("state {} (from {})", state, self.current_state or "-")
+        handler = self.handlers.get(state)
+        next_state = handler.enter() if handler is not None else Status.CONTINUE.value
+        self.previous_state, self.current_state = self.current_state, state
+        return next_state
+
+    def start(self, state: str) -> None:
+        """Enters ``state`` and runs until the machine holds."""
+        self.begin(state)
+        while self.step():
+            pass
+
+    def begin(self, state: str) -> None:
+        """Sets the first state :meth:`step` will enter."""
+        self.next_state = state
+
+    @property
+    def holding(self) -> bool:
+        """True when there is no next transition to take."""
+        return not self.next_state
+
+    def step(self) -> bool:
+        """Takes exactly one transition; returns True while there is another to take.
+
+        A pending stop request replaces the next state. A failing handler (any
+        exception, ``BaseException`` included) sends the machine to ``error`` or, for a
+        :class:`RetryableError`, ``retrying``; raises :class:`MachineBroken` only when
+        entering that state fails too.
+        """
+        target = self.next_state
+        if not target:
+            return False
+        if self.desired_state:
+            target, self.desired_state = self.desired_state, ""
+        try:
+            if target == Status.CONTINUE:
+                target = self._only_way_out()
+            self.next_state = self.enter_state(target)
+        except BaseException as exc:  # noqa: BLE001 - a handler's failure is the job's, not ours
+            self._fail(exc)
+        return bool(self.next_state)
+
+    def _only_way_out(self) -> str:
+        ways = self.transitions.get(self.current_state, set())
+        if len(ways) != 1:
+            raise TransitionError(
+                self._job_name(),
+                self.current_state,
+                Status.CONTINUE,
+                f"_continue needs exactly one way out, there are {len(ways)}",
+            )
+        return next(iter(ways))
+
+    def _fail(self, exc: BaseException) -> None:
+        self.last_error = exc
+        job = self.current_job
+        retryable = isinstance(exc, RetryableError) and Status.RETRYING in self.handlers
+        target = Status.RETRYING if retryable else Status.ERROR
+        if job is not None:
+            log = job.logger.opt(exception=exc)
+            if retryable:
+                log.warning("state {} failed, will retry: {}", self.current_state, exc)
+            else:
+                log.error("state {} failed: {!r}", self.current_state, exc)
+        leaving = self.handlers.get(self.current_state)
+        if leaving is not None:
+            try:
+                leaving.exit()
+            except BaseException as exit_exc:  # noqa: BLE001
+                if job is not None:
+                    job.logger.opt(exception=exit_exc).error(
+                        "exit of state {} failed too", self.current_state
+                    )
+        try:
+            self.next_state = self._enter(target)
+        except StatusConflict as conflict:
+            # The job already ended elsewhere (a stop, say); its status stands.
+            if job is not None:
+                job.logger.warning("{}; keeping status {!r}", conflict, conflict.current)
+            self.next_state = ""
+        except BaseException as broken:
+            self.next_state = ""
+            raise MachineBroken(f"job {self._job_name()}: cannot enter {target}: {broken!r}") from broken
+
+    def _job_name(self) -> str:
+        job = self.current_job
+        return f"{job.type}:{job.id}" if job is not None else "-"

@@ -1,0 +1,534 @@
+"""The only code that talks to the database.
+
+Every status change is one guarded ``UPDATE … WHERE id = :id AND status IN (…)`` that
+also sets ``update_time``; a change that matches no row raises
+:class:`~model.errors.StatusConflict`. SQLite runs in WAL mode with a busy timeout and
+writes start with ``BEGIN IMMEDIATE``, so concurrent worker threads wait for the lock
+instead of failing with "database is locked".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+import contextlib
+import json
+import re
+import threading
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, RowMapping
+from sqlmodel import Session, SQLModel, select
+
+from model.errors import NotFound, StatusConflict
+from model.status import Status
+from model.tables import (
+    JOB_TABLES,
+    ImgScanOverview,
+    Project,
+    ReplicationPolicy,
+    ReplicationTarget,
+    ScanFinding,
+    utcnow,
+)
+
+__all__ = ["ALLOWED_FROM", "Store"]
+
+_T = TypeVar("_T", bound=SQLModel)
+
+#: For each status, the statuses a job may hold for the change to apply. A status
+#: may be set again to itself where that is harmless (the claim sets ``running``
+#: before the state machine does).
+ALLOWED_FROM: dict[str, frozenset[str]] = {
+    Status.RUNNING: frozenset({Status.PENDING, Status.RETRYING, Status.RUNNING}),
+    Status.FINISHED: frozenset({Status.RUNNING}),
+    Status.ERROR: frozenset({Status.PENDING, Status.RUNNING, Status.RETRYING}),
+    Status.STOPPED: frozenset({Status.PENDING, Status.RUNNING, Status.RETRYING, Status.STOPPED}),
+    Status.CANCELED: frozenset({Status.PENDING, Status.RUNNING, Status.RETRYING}),
+    Status.RETRYING: frozenset({Status.RUNNING}),
+    Status.PENDING: frozenset({Status.RUNNING, Status.PENDING}),
+}
+
+_SQLITE_BUSY_TIMEOUT_MS = 60_000
+_CLAIMABLE = (Status.PENDING.value, Status.RETRYING.value)
+
+
+def _table(name: str) -> sa.Table:
+    return JOB_TABLES[name].__table__  # type: ignore[attr-defined, no-any-return]
+
+
+class Store:
+    """Database access for one service. Safe to share between threads."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        kwargs: dict[str, Any] = {}
+        if self.is_sqlite:
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 60}
+            kwargs["pool_size"] = 16
+            kwargs["max_overflow"] = 64
+        else:
+            kwargs["pool_size"] = 8
+            kwargs["max_overflow"] = 32
+            kwargs["pool_pre_ping"] = True
+        self.engine: Engine = sa.create_engine(url, **kwargs)
+        if self.is_sqlite:
+            sa.event.listen(self.engine, "connect", _sqlite_on_connect)
+            sa.event.listen(self.engine, "begin", _sqlite_on_begin)
+        self._writer = self.engine.execution_options(jobservice_write=True)
+        self._sqlite_conn: Any = None
+        self._sql_cache: dict[str, str] = {}
+        self._write_lock: threading.Lock | contextlib.nullcontext[None] = (
+            threading.Lock() if self.is_sqlite else contextlib.nullcontext()
+        )
+
+    # -- plumbing ------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        # SQLite allows one writer at a time; queueing this process's writers on a lock
+        # keeps them out of SQLite's busy handler, which sleeps in steps of up to 100 ms.
+        with self._write_lock, self._writer.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """An ORM session whose transaction commits on success (write lock on SQLite)."""
+        with Session(self._writer) as session, session.begin():
+            yield session
+
+    def create_all(self) -> None:
+        """Creates every table that does not exist yet."""
+        SQLModel.metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        """Closes every pooled connection."""
+        if self._sqlite_conn is not None:
+            self._sqlite_conn.close()
+            self._sqlite_conn = None
+        self.engine.dispose()
+
+    # -- plain rows ------------------------------------------------------------------
+
+    def add(self, row: _T) -> _T:
+        """Inserts ``row`` and returns it with its id."""
+        with self.session() as session:
+            session.add(row)
+            session.flush()
+            session.refresh(row)
+            session.expunge(row)
+        return row
+
+    def get(self, model: type[_T], ident: int) -> _T:
+        """The row of ``model`` with ``ident``; raises :class:`NotFound`."""
+        with Session(self.engine) as session:
+            row = session.get(model, ident)
+            if row is None:
+                raise NotFound(model.__tablename__, ident)  # type: ignore[arg-type]
+            session.expunge(row)
+            return row
+
+    def find(self, model: type[_T], ident: int) -> _T | None:
+        """The row of ``model`` with ``ident``, or None."""
+        with Session(self.engine) as session:
+            row = session.get(model, ident)
+            if row is not None:
+                session.expunge(row)
+            return row
+
+    def list(self, model: type[_T], **equal: Any) -> list[_T]:
+        """Every row of ``model`` whose columns equal ``equal``, by id."""
+        with Session(self.engine) as session:
+            query = select(model)
+            for column, value in equal.items():
+                query = query.where(getattr(model, column) == value)
+            rows = list(session.exec(query.order_by(model.id)))  # type: ignore[attr-defined]
+            for row in rows:
+                session.expunge(row)
+            return rows
+
+    def update(self, model: type[_T], ident: int, **values: Any) -> _T:
+        """Sets ``values`` on one row (and ``update_time`` where it has one)."""
+        with self.session() as session:
+            row = session.get(model, ident)
+            if row is None:
+                raise NotFound(model.__tablename__, ident)  # type: ignore[arg-type]
+            for column, value in values.items():
+                setattr(row, column, value)
+            if hasattr(row, "update_time"):
+                row.update_time = utcnow()
+            session.flush()
+            session.refresh(row)
+            session.expunge(row)
+            return row
+
+    def delete(self, model: type[_T], ident: int) -> None:
+        """Deletes one row; raises :class:`NotFound`."""
+        with self.session() as session:
+            row = session.get(model, ident)
+            if row is None:
+                raise NotFound(model.__tablename__, ident)  # type: ignore[arg-type]
+            session.delete(row)
+
+    def policy_with_target(
+        self, policy_id: int
+    ) -> tuple[ReplicationPolicy, ReplicationTarget, Project]:
+        """A policy with its target and project; raises :class:`NotFound` naming the missing one."""
+        with Session(self.engine) as session:
+            policy = session.get(ReplicationPolicy, policy_id)
+            if policy is None or policy.deleted:
+                raise NotFound("replication policy", policy_id)
+            target = session.get(ReplicationTarget, policy.target_id)
+            if target is None:
+                raise NotFound("replication target", policy.target_id)
+            project = session.get(Project, policy.project_id)
+            if project is None:
+                raise NotFound("project", policy.project_id)
+            for row in (policy, target, project):
+                session.expunge(row)
+            return policy, target, project
+
+    # -- jobs ------------------------------------------------------------------------
+
+    def insert_jobs(self, table: str, rows: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Inserts pending jobs in one transaction and returns their ids in order."""
+        _table(table)
+        now = self._now()
+        ids: list[int] = []
+        with self._raw(single=len(rows) == 1) as cur:
+            for values in rows:
+                columns = {
+                    "status": Status.PENDING.value,
+                    "attempts": 0,
+                    "creation_time": now,
+                    "update_time": now,
+                    **{k: _to_column(k, v) for k, v in values.items()},
+                }
+                names = ", ".join(columns)
+                marks = ", ".join(f":{name}" for name in columns)
+                cur.execute(self._sql(f"INSERT INTO {table} ({names}) VALUES ({marks}) RETURNING id"), columns)
+                ids.append(int(cur.fetchone()[0]))
+        return ids
+
+    def job(self, table: str, job_id: int) -> RowMapping:
+        """The row of one job; raises :class:`NotFound`."""
+        t = _table(table)
+        with self._read() as conn:
+            row = conn.execute(sa.select(t).where(t.c.id == job_id)).mappings().first()
+        if row is None:
+            raise NotFound(f"{table}", job_id)
+        return row
+
+    def status(self, table: str, job_id: int) -> str:
+        """The status of one job; raises :class:`NotFound`."""
+        _table(table)
+        with self._raw(write=False, single=True) as cur:
+            cur.execute(self._sql(f"SELECT status FROM {table} WHERE id = :id"), {"id": job_id})
+            found = cur.fetchone()
+        if found is None:
+            raise NotFound(f"{table}", job_id)
+        return str(found[0])
+
+    def set_status(
+        self,
+        table: str,
+        job_id: int,
+        status: str,
+        *,
+        next_attempt_at: datetime | None = None,
+        count_attempt: bool = False,
+    ) -> None:
+        """Changes a job's status with one guarded UPDATE (see :data:`ALLOWED_FROM`) that
+        also sets ``update_time`` (and ``next_attempt_at``, and counts an attempt, when
+        asked). Raises :class:`StatusConflict` when the job does not exist or may not
+        take ``status``."""
+        _table(table)
+        allowed = sorted(ALLOWED_FROM[status])
+        params: dict[str, Any] = {"id": job_id, "status": status, "now": self._now()}
+        sets = "status = :status, update_time = :now"
+        if next_attempt_at is not None:
+            sets += ", next_attempt_at = :due"
+            params["due"] = self._db_time(next_attempt_at)
+        if count_attempt:
+            sets += ", attempts = attempts + 1"
+        guard = ", ".join(f"'{a}'" for a in allowed)
+        sql = self._sql(f"UPDATE {table} SET {sets} WHERE id = :id AND status IN ({guard})")
+        with self._raw(single=True) as cur:
+            cur.execute(sql, params)
+            if cur.rowcount == 1:
+                return
+        with self._raw(write=False, single=True) as cur:
+            cur.execute(self._sql(f"SELECT status FROM {table} WHERE id = :id"), {"id": job_id})
+            found = cur.fetchone()
+        raise StatusConflict(table, job_id, status, str(found[0]) if found else None)
+
+    def claim(self, table: str, kind: str | None = None) -> dict[str, Any] | None:
+        """Takes the oldest due job (pending, or retrying whose time has come) and sets it
+        ``running``; returns its row, or None when there is none.
+
+        The UPDATE is guarded on the claimable statuses, so of two claimants only one
+        wins a job (PostgreSQL: the pick skips rows another claimant has locked).
+        """
+        _table(table)
+        scope = "AND kind = :kind " if kind is not None else ""
+        lock = "" if self.is_sqlite else " FOR UPDATE SKIP LOCKED"
+        sql = self._sql(
+            f"UPDATE {table} SET status = 'running', update_time = :now "
+            f"WHERE id = (SELECT id FROM {table} WHERE status IN ('pending', 'retrying') "
+            f"AND (status = 'pending' OR next_attempt_at <= :now) {scope}"
+            f"ORDER BY id LIMIT 1{lock}) AND status IN ('pending', 'retrying') RETURNING *"
+        )
+        params: dict[str, Any] = {"now": self._now(), "kind": kind}
+        with self._raw(single=True) as cur:
+            cur.execute(sql, params)
+            found = cur.fetchone()
+            if found is None:
+                return None
+            names = [d[0] for d in cur.description]
+        return _from_columns(dict(zip(names, found, strict=True)))
+
+    def schedule_retry(self, table: str, job_id: int, delay_s: float) -> datetime:
+        """Sets a running job ``retrying``, due in ``delay_s`` seconds, one more attempt
+        counted. Returns the due time."""
+        due = utcnow() + timedelta(seconds=delay_s)
+        self.set_status(table, job_id, Status.RETRYING, next_attempt_at=due, count_attempt=True)
+        return due
+
+    # -- the hot path: plain DBAPI statements (SQLAlchemy's per-statement cost is ~5x SQLite's)
+
+    @contextmanager
+    def _raw(self, write: bool = True, single: bool = False) -> Iterator[Any]:
+        """A DBAPI cursor in one transaction. ``single``: the caller runs one statement
+        that needs no transaction around it (SQLite runs it atomically on its own)."""
+        if self.is_sqlite:
+            with self._write_lock:
+                conn = self._sqlite_conn
+                if conn is None:
+                    conn = self._sqlite_conn = self.engine.raw_connection()
+                cur = conn.cursor()
+                if single:
+                    yield cur
+                    cur.close()
+                    return
+                cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    yield cur
+                except BaseException:
+                    cur.execute("ROLLBACK")
+                    raise
+                cur.execute("COMMIT")
+                cur.close()
+            return
+        pg = self.engine.raw_connection()
+        try:
+            cur = pg.cursor()
+            yield cur
+            pg.commit()
+        except BaseException:
+            pg.rollback()
+            raise
+        finally:
+            pg.close()
+
+    def _sql(self, text: str) -> str:
+        cached = self._sql_cache.get(text)
+        if cached is None:
+            cached = text if self.is_sqlite else re.sub(r":(\w+)", r"%(\1)s", text)
+            self._sql_cache[text] = cached
+        return cached
+
+    def _now(self) -> Any:
+        return self._db_time(utcnow())
+
+    def _db_time(self, value: datetime) -> Any:
+        # The stored form of SQLAlchemy's DateTime: naive UTC, as text on SQLite.
+        naive = value.astimezone(UTC).replace(tzinfo=None)
+        return naive.isoformat(" ", "microseconds") if self.is_sqlite else naive
+
+    def requeue_running(self) -> int:
+        """Start-up: every ``running`` job (its process is gone) becomes ``pending``."""
+        count = 0
+        with self._write() as conn:
+            for name in JOB_TABLES:
+                t = _table(name)
+                count += conn.execute(
+                    t.update()
+                    .where(t.c.status == Status.RUNNING.value)
+                    .values(status=Status.PENDING.value, update_time=utcnow())
+                ).rowcount
+        return count
+
+    def stop_waiting(self, table: str, **equal: Any) -> list[int]:
+        """Sets every pending or retrying job whose columns equal ``equal`` to ``stopped``;
+        returns their ids."""
+        t = _table(table)
+        where = [t.c.status.in_(_CLAIMABLE)] + [t.c[k] == v for k, v in equal.items()]
+        with self._write() as conn:
+            ids = [
+                int(r)
+                for r in conn.execute(
+                    t.update()
+                    .where(*where)
+                    .values(status=Status.STOPPED.value, update_time=utcnow())
+                    .returning(t.c.id)
+                ).scalars()
+            ]
+        return ids
+
+    def job_ids(self, table: str, statuses: Iterable[str], **equal: Any) -> list[int]:
+        """Ids of the jobs in ``statuses`` whose columns equal ``equal``."""
+        t = _table(table)
+        query = sa.select(t.c.id).where(t.c.status.in_(list(statuses)))
+        for column, value in equal.items():
+            query = query.where(t.c[column] == value)
+        with self._read() as conn:
+            return [int(i) for i in conn.execute(query.order_by(t.c.id)).scalars()]
+
+    def earliest_retry(self, after: datetime) -> datetime | None:
+        """The earliest due time later than ``after`` of any ``retrying`` job, or None.
+
+        Jobs already due are left out: pools take them as soon as a worker is free."""
+        earliest: datetime | None = None
+        with self._read() as conn:
+            for name in JOB_TABLES:
+                t = _table(name)
+                value = conn.execute(
+                    sa.select(sa.func.min(t.c.next_attempt_at)).where(
+                        t.c.status == Status.RETRYING.value, t.c.next_attempt_at > after
+                    )
+                ).scalar()
+                if value is not None:
+                    value = _aware(value)
+                    if earliest is None or value < earliest:
+                        earliest = value
+        return earliest
+
+    def queue_counts(self, table: str, kind: str | None = None) -> tuple[int, int]:
+        """(queued, delayed): jobs a worker could take now, and retrying jobs not yet due."""
+        t = _table(table)
+        now = utcnow()
+        queued = sa.func.sum(
+            sa.case(
+                (t.c.status == Status.PENDING.value, 1),
+                (sa.and_(t.c.status == Status.RETRYING.value, t.c.next_attempt_at <= now), 1),
+                else_=0,
+            )
+        )
+        delayed = sa.func.sum(
+            sa.case((sa.and_(t.c.status == Status.RETRYING.value, t.c.next_attempt_at > now), 1), else_=0)
+        )
+        query = sa.select(queued, delayed).where(t.c.status.in_(_CLAIMABLE))
+        if kind is not None:
+            query = query.where(t.c.kind == kind)
+        with self._read() as conn:
+            row = conn.execute(query).one()
+        return int(row[0] or 0), int(row[1] or 0)
+
+    def status_counts(self, table: str, kind: str | None = None) -> dict[str, int]:
+        """Number of jobs per status."""
+        t = _table(table)
+        query = sa.select(t.c.status, sa.func.count()).group_by(t.c.status)
+        if kind is not None:
+            query = query.where(t.c.kind == kind)
+        with self._read() as conn:
+            return {str(s): int(n) for s, n in conn.execute(query)}
+
+    # -- scan results ----------------------------------------------------------------
+
+    def save_scan_result(
+        self,
+        overview: ImgScanOverview,
+        findings: Sequence[ScanFinding],
+    ) -> None:
+        """Upserts the overview of an image by digest and replaces its findings, in one
+        transaction."""
+        o = ImgScanOverview.__table__  # type: ignore[attr-defined]
+        f = ScanFinding.__table__  # type: ignore[attr-defined]
+        now = utcnow()
+        with self._write() as conn:
+            updated = conn.execute(
+                o.update()
+                .where(o.c.image_digest == overview.image_digest)
+                .values(
+                    scan_job_id=overview.scan_job_id,
+                    severity=overview.severity,
+                    components_overview=overview.components_overview,
+                    details_key=overview.details_key,
+                    update_time=now,
+                )
+            ).rowcount
+            if not updated:
+                conn.execute(
+                    o.insert().values(
+                        image_digest=overview.image_digest,
+                        scan_job_id=overview.scan_job_id,
+                        severity=overview.severity,
+                        components_overview=overview.components_overview,
+                        details_key=overview.details_key,
+                        creation_time=now,
+                        update_time=now,
+                    )
+                )
+            conn.execute(f.delete().where(f.c.image_digest == overview.image_digest))
+            if findings:
+                conn.execute(
+                    f.insert(),
+                    [
+                        finding.model_dump(exclude={"id"})
+                        for finding in findings
+                    ],
+                )
+
+
+def _to_column(name: str, value: Any) -> Any:
+    if name == "tags":
+        return ",".join(value)
+    if name == "params":
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+def _from_columns(row: dict[str, Any]) -> dict[str, Any]:
+    if "tags" in row:
+        row["tags"] = [t for t in (row["tags"] or "").split(",") if t]
+    if "params" in row:
+        row["params"] = json.loads(row["params"]) if row["params"] else {}
+    for name in ("creation_time", "update_time", "next_attempt_at"):
+        value = row.get(name)
+        if isinstance(value, str):
+            row[name] = datetime.fromisoformat(value).replace(tzinfo=UTC)
+        elif isinstance(value, datetime) and value.tzinfo is None:
+            row[name] = value.replace(tzinfo=UTC)
+    return row
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's implicit BEGIN
+    # would be DEFERRED, whose lock upgrade fails at once instead of waiting).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    if conn.get_execution_options().get("jobservice_write"):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.exec_driver_sql("BEGIN")
+

@@ -1,0 +1,199 @@
+"""Database tables, named and shaped as Harbor 1.4's so an existing database maps onto them.
+
+Columns the original did not have are marked *added* with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+__all__ = [
+    "JOB_TABLES",
+    "GenericJob",
+    "ImgScanJob",
+    "ImgScanOverview",
+    "Project",
+    "ReplicationJob",
+    "ReplicationPolicy",
+    "ReplicationTarget",
+    "ScanFinding",
+    "utcnow",
+]
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class CommaList(TypeDecorator[list[str]]):
+    """A list of strings stored as the original's comma-separated text column."""
+
+    impl = sa.Text
+    cache_ok = True
+
+    def process_bind_param(self, value: list[str] | None, dialect: sa.Dialect) -> str:
+        return ",".join(value or [])
+
+    def process_result_value(self, value: str | None, dialect: sa.Dialect) -> list[str]:
+        return [t for t in (value or "").split(",") if t]
+
+
+class JSONText(TypeDecorator[Any]):
+    """A JSON document stored as text, portable between SQLite and PostgreSQL."""
+
+    impl = sa.Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> str:
+        return json.dumps(value if value is not None else {}, sort_keys=True)
+
+    def process_result_value(self, value: str | None, dialect: sa.Dialect) -> Any:
+        return json.loads(value) if value else {}
+
+
+def _claim_index(name: str, *columns: str) -> sa.Index:
+    """A partial index over the jobs a pool may claim, so a claim stays O(log n) however
+    many finished jobs the table holds."""
+    claimable = sa.text("status IN ('pending', 'retrying')")
+    return sa.Index(name, *columns, sqlite_where=claimable, postgresql_where=claimable)
+
+
+def _created() -> Any:
+    return Field(default_factory=utcnow, nullable=False)
+
+
+class Project(SQLModel, table=True):
+    """A project of the registry; repositories are named ``<project>/<name>``."""
+
+    __tablename__ = "project"
+
+    id: int | None = Field(default=None, primary_key=True, alias="project_id")
+    name: str = Field(unique=True, max_length=255)
+    public: bool = False
+
+
+class ReplicationTarget(SQLModel, table=True):
+    """A registry replication copies to. ``password`` holds the encrypted secret."""
+
+    __tablename__ = "replication_target"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, max_length=64)
+    url: str = Field(max_length=2048)
+    username: str = Field(default="", max_length=255)
+    password: str = Field(default="", max_length=4096)
+    insecure: bool = False
+    creation_time: datetime = _created()
+    update_time: datetime = _created()
+
+
+class ReplicationPolicy(SQLModel, table=True):
+    """Which project replicates to which target."""
+
+    __tablename__ = "replication_policy"
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True)
+    target_id: int = Field(foreign_key="replication_target.id", index=True)
+    name: str = Field(max_length=256)
+    description: str = ""
+    enabled: bool = True
+    replicate_deletion: bool = False
+    creation_time: datetime = _created()
+    update_time: datetime = _created()
+    deleted: bool = False
+
+
+class _JobColumns(SQLModel):
+    status: str = Field(default="pending", max_length=64)
+    #: *added*: how many times the job entered ``retrying``; bounds the retries
+    #: (``max_retries``) and sizes the exponential backoff. The original retried forever.
+    attempts: int = 0
+    #: *added*: when a ``retrying`` job is due again. Kept in the row so the due time
+    #: survives a restart and no thread or timer waits per job.
+    next_attempt_at: datetime | None = None
+    creation_time: datetime = _created()
+    update_time: datetime = _created()
+
+
+class ReplicationJob(_JobColumns, table=True):
+    """One replication of one repository: ``transfer`` its tags, or ``delete`` them."""
+
+    __tablename__ = "replication_job"
+    __table_args__ = (_claim_index("replication_job_claim", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    repository: str = Field(max_length=256)
+    policy_id: int = Field(index=True)
+    operation: str = Field(default="transfer", max_length=64)
+    tags: list[str] = Field(default_factory=list, sa_type=CommaList)
+
+
+class ImgScanJob(_JobColumns, table=True):
+    """One scan of one image."""
+
+    __tablename__ = "img_scan_job"
+    __table_args__ = (_claim_index("img_scan_job_claim", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    repository: str = Field(max_length=256)
+    tag: str = Field(max_length=128)
+    digest: str = Field(default="", max_length=128)
+
+
+class ImgScanOverview(SQLModel, table=True):
+    """The latest scan result of an image, one row per digest."""
+
+    __tablename__ = "img_scan_overview"
+
+    id: int | None = Field(default=None, primary_key=True)
+    image_digest: str = Field(unique=True, max_length=128)
+    scan_job_id: int
+    severity: int = 0
+    components_overview: str = ""
+    details_key: str = ""
+    creation_time: datetime = _created()
+    update_time: datetime = _created()
+
+
+class ScanFinding(SQLModel, table=True):
+    """*added*: one vulnerability found in one package of an image, so it can be listed."""
+
+    __tablename__ = "img_scan_finding"
+
+    id: int | None = Field(default=None, primary_key=True)
+    image_digest: str = Field(index=True, max_length=128)
+    scan_job_id: int
+    vulnerability_id: str = Field(max_length=256)
+    package: str = Field(max_length=256)
+    version: str = Field(max_length=256)
+    fixed_version: str = Field(default="", max_length=256)
+    severity: int = 2
+    description: str = ""
+    link: str = ""
+
+
+class GenericJob(_JobColumns, table=True):
+    """A job of a kind registered by an embedding application."""
+
+    __tablename__ = "job"
+    __table_args__ = (_claim_index("job_claim", "kind", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=64)
+    params: dict[str, Any] = Field(default_factory=dict, sa_type=JSONText)
+
+
+#: The tables that hold jobs, by table name.
+JOB_TABLES: dict[str, type[_JobColumns]] = {
+    "replication_job": ReplicationJob,
+    "img_scan_job": ImgScanJob,
+    "job": GenericJob,
+}

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from loguru import logger
+
+from actors import JobService
+from model.kinds import JobKind
+from model.settings import Settings
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quiet_loguru() -> Iterator[None]:
+    # Job logs go to their files; the default stderr sink would only add noise.
+    logger.remove()
+    yield
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    def make(**values: Any) -> Settings:
+        base: dict[str, Any] = {
+            "database_url": f"sqlite:///{tmp_path}/jobservice.db",
+            "log_dir": tmp_path / "logs",
+            "key_path": tmp_path / "key",
+            "retry_delay": 0.05,
+            "retry_delay_max": 0.2,
+        }
+        base.update(values)
+        return Settings(**base)
+
+    return make
+
+
+@pytest.fixture
+def make_service(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., JobService]]:
+    started: list[JobService] = []
+
+    def make(kinds: list[JobKind] | tuple[JobKind, ...] = (), **values: Any) -> JobService:
+        service = JobService(make_settings(**values), kinds).start()
+        started.append(service)
+        return service
+
+    yield make
+    for service in started:
+        service.shutdown(10)

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import base64
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.decrepit.ciphers.modes import CFB
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+from model.crypto import V1_PREFIX, V2_PREFIX, SecretBox, load_key
+from model.errors import ConfigError, DecryptionError
+
+KEY = b"0123456789abcdef"
+
+
+def harbor_v1_encrypt(plain: str, key: bytes) -> str:
+    """Harbor 1.4's ReversibleEncrypt: <enc-v1> + base64(iv + AES-CFB(key, iv, plain))."""
+    iv = os.urandom(16)
+    encryptor = Cipher(algorithms.AES(key), CFB(iv)).encryptor()
+    return V1_PREFIX + base64.b64encode(iv + encryptor.update(plain.encode()) + encryptor.finalize()).decode()
+
+
+def test_encrypted_passwords_round_trip_and_never_repeat() -> None:
+    box = SecretBox(KEY)
+    first, second = box.encrypt("s3cret!"), box.encrypt("s3cret!")
+    assert first.startswith(V2_PREFIX) and "s3cret" not in first
+    assert first != second
+    assert box.decrypt(first) == box.decrypt(second) == "s3cret!"
+
+
+def test_values_encrypted_by_the_original_decrypt() -> None:
+    stored = harbor_v1_encrypt("Harbor12345", KEY)
+    assert SecretBox(KEY).decrypt(stored) == "Harbor12345"
+
+
+def test_plain_base64_values_decrypt_as_the_original_falls_back() -> None:
+    assert SecretBox(KEY).decrypt(base64.b64encode(b"pass word").decode()) == "pass word"
+
+
+def test_a_wrong_key_is_a_clear_error_for_new_values() -> None:
+    stored = SecretBox(KEY).encrypt("s3cret!")
+    with pytest.raises(DecryptionError, match="not the one it was encrypted with"):
+        SecretBox(b"another key 0000").decrypt(stored)
+
+
+def test_a_wrong_key_is_a_clear_error_for_original_values() -> None:
+    stored = harbor_v1_encrypt("Harbor12345-a-longer-password", KEY)
+    with pytest.raises(DecryptionError, match="not the one it was encrypted with"):
+        SecretBox(b"fedcba9876543210").decrypt(stored)
+
+
+def test_tampered_values_are_refused() -> None:
+    stored = SecretBox(KEY).encrypt("s3cret!")
+    raw = bytearray(base64.b64decode(stored[len(V2_PREFIX) :]))
+    raw[-1] ^= 1
+    with pytest.raises(DecryptionError):
+        SecretBox(KEY).decrypt(V2_PREFIX + base64.b64encode(bytes(raw)).decode())
+    with pytest.raises(DecryptionError, match="not valid base64"):
+        SecretBox(KEY).decrypt(V2_PREFIX + "***")
+
+
+def test_a_missing_key_file_is_created_private(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "key"
+    key = load_key(path)
+    assert len(key) == 16
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_key(path) == key
+
+
+def test_an_empty_or_absent_key_file_names_the_setting(tmp_path: Path) -> None:
+    (tmp_path / "empty").write_bytes(b"\n")
+    with pytest.raises(ConfigError, match="key_path"):
+        load_key(tmp_path / "empty")
+    with pytest.raises(ConfigError, match="key_path.*does not exist"):
+        load_key(tmp_path / "absent", create=False)
