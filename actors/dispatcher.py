@@ -50,7 +50,12 @@ class Dispatcher(pykka.ThreadingActor):
         """Runs in the dispatcher's thread: starts the pools, arms the retry timer."""
         for kind in self.kinds:
             self.pools[kind.name] = WorkerPool.start(
-                kind, kind.size(self.ctx.settings), self.ctx, self.retry_policy, self.actor_ref, self.on_job_end
+                kind,
+                kind.size(self.ctx.settings),
+                self.ctx,
+                self.retry_policy,
+                self.actor_ref,
+                self.on_job_end,
             )
         self._arm_from_store()
 

@@ -72,17 +72,20 @@ class WorkerPool(pykka.ThreadingActor):
         match message:
             case Wake():
                 self._fill()
-            case WorkerIdle(slot=slot, job_id=job_id, status=status):
+            case WorkerIdle(slot=idle_slot, job_id=job_id, status=status):
                 self.running.pop(job_id, None)
-                self.idle.append(slot)
+                self.idle.append(idle_slot)
                 self.on_job_end(self.kind.name, job_id, status)
                 self._fill()
             case StopJob(job_id=job_id):
                 slot = self.running.get(job_id)
                 if slot is None:
-                    logger.debug("{} pool: stop of job {} ignored, not running", self.kind.name, job_id)
-                else:
-                    self.workers[slot].tell(StopJob(job_id))
+                    logger.debug(
+                        "{} pool: stop of job {} ignored, not running", self.kind.name, job_id
+                    )
+                    return False
+                self.workers[slot].tell(StopJob(job_id))
+                return True
             case WorkerDied():
                 self._replace(message)
             case PoolStats():
@@ -97,9 +100,13 @@ class WorkerPool(pykka.ThreadingActor):
     def _fill(self) -> None:
         while self.idle and not self.draining:
             try:
-                row = self.ctx.store.claim(self.kind.table, None if self.kind.table != "job" else self.kind.name)
+                row = self.ctx.store.claim(
+                    self.kind.table, None if self.kind.table != "job" else self.kind.name
+                )
             except Exception as exc:
-                logger.opt(exception=exc).error("{} pool: cannot claim a job: {}", self.kind.name, exc)
+                logger.opt(exception=exc).error(
+                    "{} pool: cannot claim a job: {}", self.kind.name, exc
+                )
                 return
             if row is None:
                 return
@@ -109,7 +116,9 @@ class WorkerPool(pykka.ThreadingActor):
             self.workers[slot].tell(Run(job_id, row))
 
     def _replace(self, died: WorkerDied) -> None:
-        logger.error("{} pool: worker {} died ({}); replacing it", self.kind.name, died.slot, died.error)
+        logger.error(
+            "{} pool: worker {} died ({}); replacing it", self.kind.name, died.slot, died.error
+        )
         if died.job_id is not None:
             self.running.pop(died.job_id, None)
             job = self.kind.make_job(self.ctx, died.job_id)
@@ -125,5 +134,3 @@ class WorkerPool(pykka.ThreadingActor):
         if not self.draining:
             self._start_worker(died.slot)
             self._fill()
-
-

@@ -4,12 +4,13 @@ HTTP API and the CLI are thin layers over it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import pykka
 from loguru import logger
@@ -80,7 +81,9 @@ class JobService:
         try:
             settings.log_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigError("log_dir", f"cannot create {settings.log_dir}: {exc.strerror}") from None
+            raise ConfigError(
+                "log_dir", f"cannot create {settings.log_dir}: {exc.strerror}"
+            ) from None
         box = SecretBox(load_key(settings.key_path))
         store = Store(settings.database_url)
         try:
@@ -94,8 +97,10 @@ class JobService:
         resumed = store.requeue_running()
         if resumed:
             logger.info("{} jobs left running by the previous process are pending again", resumed)
-        self._dispatcher = Dispatcher.start(self.kinds, self._ctx, self.retry_policy, self._job_ended)
-        self._pools = self._dispatcher.ask(GetPools(), timeout=_ASK_TIMEOUT_S)
+        self._dispatcher = Dispatcher.start(
+            self.kinds, self._ctx, self.retry_policy, self._job_ended
+        )
+        self._pools = cast(dict[str, Any], self._dispatcher.ask(GetPools(), timeout=_ASK_TIMEOUT_S))
         self._accepting = True
         for kind in self.kinds:
             self._dispatcher.tell(Schedule(kind.name))
@@ -110,16 +115,12 @@ class JobService:
         deadline = time.monotonic() + timeout
         workers: list[pykka.ActorRef[Any]] = []
         for pool in self._pools.values():
-            try:
-                workers += pool.ask(Drain(), timeout=_left(deadline))
-            except (pykka.ActorDeadError, pykka.Timeout):
-                pass
+            with contextlib.suppress(pykka.ActorDeadError, pykka.Timeout):
+                workers += cast(list[Any], pool.ask(Drain(), timeout=_left(deadline)))
         releases = [w.ask(Release(), block=False) for w in workers if w.is_alive()]
         for future in releases:
-            try:
+            with contextlib.suppress(pykka.ActorDeadError, pykka.Timeout):
                 future.get(timeout=_left(deadline))
-            except (pykka.ActorDeadError, pykka.Timeout):
-                pass
         self._dispatcher.stop(block=True, timeout=max(_left(deadline), 1.0))
         self._dispatcher = None
         self._pools = {}
@@ -175,7 +176,9 @@ class JobService:
         ctx = self._context()
         check_id(policy_id, "policy_id")
         if operation not in _OPERATIONS:
-            raise InvalidRequest("operation", f"must be one of {', '.join(_OPERATIONS)}, got {operation!r}")
+            raise InvalidRequest(
+                "operation", f"must be one of {', '.join(_OPERATIONS)}, got {operation!r}"
+            )
         tag_list = check_tags(tags)
         _policy, _target, project = ctx.store.policy_with_target(policy_id)
         if repository is None:
@@ -194,7 +197,9 @@ class JobService:
         (tag,) = check_tags([tag], "tag")
         if digest is not None and not (isinstance(digest, str) and digest.startswith("sha256:")):
             raise InvalidRequest("digest", f"must be a sha256: digest, got {digest!r}")
-        (job_id,) = self._queue("scan", [{"repository": repository, "tag": tag, "digest": digest or ""}])
+        (job_id,) = self._queue(
+            "scan", [{"repository": repository, "tag": tag, "digest": digest or ""}]
+        )
         return job_id
 
     def submit(self, kind: str, params: Mapping[str, Any] | None = None) -> int:
@@ -241,14 +246,24 @@ class JobService:
         if job_kind.table == "job" and ctx.store.job("job", job_id)["kind"] != kind:
             raise InvalidRequest("job_id", f"job {job_id} is not a {kind} job")
         if ctx.store.stop_waiting(job_kind.table, id=job_id):
-            job_kind.make_job(ctx, job_id).logger.info("state stopped (stop requested while {})", status)
+            job_kind.make_job(ctx, job_id).logger.info(
+                "state stopped (stop requested while {})", status
+            )
             self._job_ended(kind, job_id, Status.STOPPED)
             return status
         status = ctx.store.status(job_kind.table, job_id)
         if status == Status.RUNNING:
-            assert self._dispatcher is not None
-            self._dispatcher.tell(StopJob(job_id, kind))
+            self._stop_running(kind, job_id)
         return status
+
+    def _stop_running(self, kind: str, job_id: int) -> bool:
+        # Asked, not told: once the pool answers, the stop sits in the worker's inbox
+        # ahead of the job's next transition.
+        try:
+            return bool(self._pools[kind].ask(StopJob(job_id, kind), timeout=_ASK_TIMEOUT_S))
+        except (pykka.ActorDeadError, pykka.Timeout) as exc:
+            logger.error("cannot route stop of {} job {}: {!r}", kind, job_id, exc)
+            return False
 
     def stop_policy(self, policy_id: int) -> list[int]:
         """The original's stop action: the policy's pending and retrying jobs become
@@ -258,12 +273,13 @@ class JobService:
         ctx.store.get(ReplicationPolicy, policy_id)
         stopped = ctx.store.stop_waiting("replication_job", policy_id=policy_id)
         for job_id in stopped:
-            self.kinds["replication"].make_job(ctx, job_id).logger.info("state stopped (policy stopped)")
+            self.kinds["replication"].make_job(ctx, job_id).logger.info(
+                "state stopped (policy stopped)"
+            )
             self._job_ended("replication", job_id, Status.STOPPED)
         running = ctx.store.job_ids("replication_job", [Status.RUNNING], policy_id=policy_id)
-        assert self._dispatcher is not None
         for job_id in running:
-            self._dispatcher.tell(StopJob(job_id, "replication"))
+            self._stop_running("replication", job_id)
         return stopped + running
 
     def status(self, kind: str, job_id: int) -> str:
@@ -293,7 +309,9 @@ class JobService:
         result: dict[str, dict[str, Any]] = {}
         for kind in self.kinds:
             pool = self._pools.get(kind.name)
-            info = pool.ask(PoolStats(), timeout=_ASK_TIMEOUT_S) if pool is not None else {}
+            info: dict[str, Any] = (
+                cast(dict[str, Any], pool.ask(PoolStats(), timeout=_ASK_TIMEOUT_S)) if pool else {}
+            )
             scope = kind.name if kind.table == "job" else None
             queued, delayed = ctx.store.queue_counts(kind.table, scope)
             result[kind.name] = {

@@ -21,7 +21,7 @@ __all__ = ["Worker"]
 
 def _schedule_retry(job: Job, delay_s: float) -> datetime:
     assert isinstance(job, StoredJob)
-    return job.schedule_retry(delay_s)  # type: ignore[no-any-return]
+    return job.schedule_retry(delay_s)
 
 
 class Worker(pykka.ThreadingActor):
@@ -61,7 +61,9 @@ class Worker(pykka.ThreadingActor):
                 self._run(message)
             case StopJob(job_id=job_id):
                 if not self.sm.stop(job_id):
-                    logger.debug("worker {}: stop of job {} ignored, not running it", self.slot, job_id)
+                    logger.debug(
+                        "worker {}: stop of job {} ignored, not running it", self.slot, job_id
+                    )
             case Release():
                 return self._release()
             case _:
@@ -114,7 +116,10 @@ class Worker(pykka.ThreadingActor):
             if handler is not None:
                 handler.exit()
             job.update_status(Status.PENDING)
-            job.logger.info("service shutting down in state {}: job handed back as pending", self.sm.current_state)
+            job.logger.info(
+                "service shutting down in state {}: job handed back as pending",
+                self.sm.current_state,
+            )
         except Exception as exc:
             job.logger.opt(exception=exc).error("could not hand the job back: {}", exc)
         self.sm.current_job = None

@@ -15,8 +15,8 @@ import secrets
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.decrepit.ciphers.modes import CFB
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -96,7 +96,8 @@ class SecretBox:
     def _decrypt_v1(self, blob: bytes) -> str:
         if len(self._raw) not in (16, 24, 32):
             raise DecryptionError(
-                f"<enc-v1> passwords need a key of 16, 24 or 32 bytes; the key file has {len(self._raw)}"
+                "<enc-v1> passwords need a key of 16, 24 or 32 bytes; "
+                f"the key file has {len(self._raw)}"
             )
         if len(blob) < _AES_BLOCK_BYTES:
             raise DecryptionError("encrypted password is too short")
@@ -111,7 +112,8 @@ class SecretBox:
             text = ""
         if plain and (not text or not text.isprintable()):
             raise DecryptionError(
-                "cannot decrypt <enc-v1> password: the key file is not the one it was encrypted with"
+                "cannot decrypt <enc-v1> password: "
+                "the key file is not the one it was encrypted with"
             )
         return text
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "DecryptionError",
     "InvalidRequest",
     "JobServiceError",
-    "DecryptionError",
     "NotFound",
     "RetryableError",
     "ServiceNotRunning",
@@ -76,7 +76,7 @@ class StatusConflict(JobServiceError):
 
     def __init__(self, table: str, job_id: int, status: str, current: str | None) -> None:
         super().__init__(
-            f"{table} {job_id}: cannot set status {status!r} from {current!r}"
+            f"{table} {job_id}: cannot set status {str(status)!r} from {current!r}"
             if current is not None
             else f"{table} {job_id}: no such job"
         )

@@ -18,6 +18,7 @@ __all__ = ["JobLogSink", "job_log_path", "job_logger"]
 #: Job log files kept open between lines (the most recently written ones).
 _OPEN_FILES = 64
 
+
 def _format(_record: Any) -> str:
     # Returned as the template itself (a callable format gets no implicit newline);
     # the time is written by the sink, isoformat being many times faster than

@@ -3,9 +3,10 @@ kind an embedding application registered), all over one stored-row base."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-import os
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from model.crypto import SecretBox
@@ -20,7 +21,15 @@ if TYPE_CHECKING:
 
     from model.tables import Project, ReplicationPolicy, ReplicationTarget
 
-__all__ = ["JobContext", "KindJob", "RepJob", "RepJobParams", "ScanJob", "ScanJobParams", "StoredJob"]
+__all__ = [
+    "JobContext",
+    "KindJob",
+    "RepJob",
+    "RepJobParams",
+    "ScanJob",
+    "ScanJobParams",
+    "StoredJob",
+]
 
 
 @dataclass(frozen=True)
@@ -105,7 +114,7 @@ class StoredJob:
         self.status = self.ctx.store.status(self.table, self._id)
         return self.status
 
-    def schedule_retry(self, delay_s: float) -> Any:
+    def schedule_retry(self, delay_s: float) -> datetime:
         """Sets the job ``retrying``, due in ``delay_s`` seconds; returns the due time."""
         due = self.ctx.store.schedule_retry(self.table, self._id, delay_s)
         self.status = Status.RETRYING
@@ -154,7 +163,11 @@ class RepJob(StoredJob):
     table = "replication_job"
 
     def __init__(
-        self, ctx: JobContext, job_id: int, kind: str = "replication", row: Mapping[str, Any] | None = None
+        self,
+        ctx: JobContext,
+        job_id: int,
+        kind: str = "replication",
+        row: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(ctx, job_id, kind, row)
         self.params: RepJobParams | None = None
@@ -168,7 +181,9 @@ class RepJob(StoredJob):
         Raises :class:`NotFound` naming the missing job, policy or target."""
         super().init()
         row = self.row
-        self.policy, self.target, self.project = self.ctx.store.policy_with_target(int(row["policy_id"]))
+        self.policy, self.target, self.project = self.ctx.store.policy_with_target(
+            int(row["policy_id"])
+        )
         password = self.ctx.box.decrypt(self.target.password) if self.target.password else ""
         self.secret(password)
         self.params = RepJobParams(
@@ -208,7 +223,9 @@ class ScanJob(StoredJob):
         """Loads the image to scan; raises :class:`NotFound` for an unknown id."""
         super().init()
         row = self.row
-        self.params = ScanJobParams(str(row["repository"]), str(row["tag"]), str(row["digest"] or ""))
+        self.params = ScanJobParams(
+            str(row["repository"]), str(row["tag"]), str(row["digest"] or "")
+        )
 
 
 class KindJob(StoredJob):

@@ -41,12 +41,18 @@ class JobKind:
 
     def size(self, settings: Settings) -> int:
         """The number of workers of this kind's pool."""
-        value = getattr(settings, self.pool_size) if isinstance(self.pool_size, str) else self.pool_size
+        value = (
+            getattr(settings, self.pool_size) if isinstance(self.pool_size, str) else self.pool_size
+        )
         if not isinstance(value, int) or value < 1:
-            raise InvalidRequest("pool_size", f"kind {self.name!r} needs a pool size >= 1, got {value!r}")
+            raise InvalidRequest(
+                "pool_size", f"kind {self.name!r} needs a pool size >= 1, got {value!r}"
+            )
         return value
 
-    def make_job(self, ctx: JobContext, job_id: int, row: Mapping[str, Any] | None = None) -> StoredJob:
+    def make_job(
+        self, ctx: JobContext, job_id: int, row: Mapping[str, Any] | None = None
+    ) -> StoredJob:
         """The job object for one row."""
         return self.job_class(ctx, job_id, self.name, row)
 
@@ -83,7 +89,9 @@ class KindRegistry:
         if kind.name in self._kinds:
             raise InvalidRequest("kind", f"a kind named {kind.name!r} is already registered")
         if kind.table != "job" and kind not in BUILTIN_KINDS:
-            raise InvalidRequest("kind", f"kind {kind.name!r}: registered kinds live in the 'job' table")
+            raise InvalidRequest(
+                "kind", f"kind {kind.name!r}: registered kinds live in the 'job' table"
+            )
         self._kinds[kind.name] = kind
 
     def __getitem__(self, name: str) -> JobKind:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model.errors import ConfigError
@@ -26,7 +33,8 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///jobservice.db"
     #: Folder of the per-job log files.
     log_dir: Path = Field(
-        default=Path("logs"), validation_alias=AliasChoices("log_dir", "JOBSERVICE_LOG_DIR", "LOG_DIR")
+        default=Path("logs"),
+        validation_alias=AliasChoices("log_dir", "JOBSERVICE_LOG_DIR", "LOG_DIR"),
     )
     #: File holding the key that encrypts target passwords (created on first start if missing).
     key_path: Path = Field(
@@ -38,7 +46,9 @@ class Settings(BaseSettings):
         default=3,
         ge=1,
         le=256,
-        validation_alias=AliasChoices("max_job_workers", "JOBSERVICE_MAX_JOB_WORKERS", "MAX_JOB_WORKERS"),
+        validation_alias=AliasChoices(
+            "max_job_workers", "JOBSERVICE_MAX_JOB_WORKERS", "MAX_JOB_WORKERS"
+        ),
     )
     #: Workers of the scan pool.
     scan_workers: int = Field(default=3, ge=1, le=256)
@@ -50,7 +60,8 @@ class Settings(BaseSettings):
     max_retries: int = Field(default=5, ge=0)
     #: Cookie secret the HTTP API requires (``UI_SECRET`` in the original).
     ui_secret: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("ui_secret", "JOBSERVICE_UI_SECRET", "UI_SECRET")
+        default=None,
+        validation_alias=AliasChoices("ui_secret", "JOBSERVICE_UI_SECRET", "UI_SECRET"),
     )
     #: Source registry of replication and scan jobs.
     registry_url: str = "http://127.0.0.1:5000"

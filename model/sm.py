@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from loguru import Logger
 
 __all__ = [
-    "SM",
     "FORCED_STATES",
+    "SM",
     "Job",
     "MachineBroken",
     "Retry",
@@ -140,7 +140,7 @@ class Retry:
         delay = self.policy.delay(attempts, asked)
         due = self.schedule(self.job, delay)
         self.job.logger.warning(
-            "retry {} of {} in {:.1f} s (at {:%Y-%m-%dT%H:%M:%SZ}): {}",
+            "retry {} of {} in {:g} s (at {:%Y-%m-%dT%H:%M:%SZ}): {}",
             attempts + 1,
             self.policy.max_retries,
             delay,
@@ -283,7 +283,7 @@ class SM:
             if target == Status.CONTINUE:
                 target = self._only_way_out()
             self.next_state = self.enter_state(target)
-        except BaseException as exc:  # noqa: BLE001 - a handler's failure is the job's, not ours
+        except BaseException as exc:
             self._fail(exc)
         return bool(self.next_state)
 
@@ -313,7 +313,7 @@ class SM:
         if leaving is not None:
             try:
                 leaving.exit()
-            except BaseException as exit_exc:  # noqa: BLE001
+            except BaseException as exit_exc:
                 if job is not None:
                     job.logger.opt(exception=exit_exc).error(
                         "exit of state {} failed too", self.current_state
@@ -327,7 +327,9 @@ class SM:
             self.next_state = ""
         except BaseException as broken:
             self.next_state = ""
-            raise MachineBroken(f"job {self._job_name()}: cannot enter {target}: {broken!r}") from broken
+            raise MachineBroken(
+                f"job {self._job_name()}: cannot enter {target}: {broken!r}"
+            ) from broken
 
     def _job_name(self) -> str:
         job = self.current_job

@@ -9,17 +9,17 @@ instead of failing with "database is locked".
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
 import contextlib
 import json
 import re
 import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine, RowMapping
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, SQLModel, select
 
 from model.errors import NotFound, StatusConflict
@@ -56,7 +56,7 @@ _CLAIMABLE = (Status.PENDING.value, Status.RETRYING.value)
 
 
 def _table(name: str) -> sa.Table:
-    return JOB_TABLES[name].__table__  # type: ignore[attr-defined, no-any-return]
+    return JOB_TABLES[name].__table__  # type: ignore[attr-defined]
 
 
 class Store:
@@ -144,7 +144,7 @@ class Store:
                 session.expunge(row)
             return row
 
-    def list(self, model: type[_T], **equal: Any) -> list[_T]:
+    def list_rows(self, model: type[_T], **equal: Any) -> list[_T]:
         """Every row of ``model`` whose columns equal ``equal``, by id."""
         with Session(self.engine) as session:
             query = select(model)
@@ -214,18 +214,21 @@ class Store:
                 }
                 names = ", ".join(columns)
                 marks = ", ".join(f":{name}" for name in columns)
-                cur.execute(self._sql(f"INSERT INTO {table} ({names}) VALUES ({marks}) RETURNING id"), columns)
+                cur.execute(
+                    self._sql(f"INSERT INTO {table} ({names}) VALUES ({marks}) RETURNING id"),
+                    columns,
+                )
                 ids.append(int(cur.fetchone()[0]))
         return ids
 
-    def job(self, table: str, job_id: int) -> RowMapping:
+    def job(self, table: str, job_id: int) -> dict[str, Any]:
         """The row of one job; raises :class:`NotFound`."""
         t = _table(table)
         with self._read() as conn:
             row = conn.execute(sa.select(t).where(t.c.id == job_id)).mappings().first()
         if row is None:
             raise NotFound(f"{table}", job_id)
-        return row
+        return dict(row)
 
     def status(self, table: str, job_id: int) -> str:
         """The status of one job; raises :class:`NotFound`."""
@@ -423,7 +426,10 @@ class Store:
             )
         )
         delayed = sa.func.sum(
-            sa.case((sa.and_(t.c.status == Status.RETRYING.value, t.c.next_attempt_at > now), 1), else_=0)
+            sa.case(
+                (sa.and_(t.c.status == Status.RETRYING.value, t.c.next_attempt_at > now), 1),
+                else_=0,
+            )
         )
         query = sa.select(queued, delayed).where(t.c.status.in_(_CLAIMABLE))
         if kind is not None:
@@ -481,10 +487,7 @@ class Store:
             if findings:
                 conn.execute(
                     f.insert(),
-                    [
-                        finding.model_dump(exclude={"id"})
-                        for finding in findings
-                    ],
+                    [finding.model_dump(exclude={"id"}) for finding in findings],
                 )
 
 
@@ -531,4 +534,3 @@ def _sqlite_on_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
     else:
         conn.exec_driver_sql("BEGIN")
-

@@ -100,8 +100,8 @@ class ReplicationPolicy(SQLModel, table=True):
     __tablename__ = "replication_policy"
 
     id: int | None = Field(default=None, primary_key=True)
-    project_id: int = Field(foreign_key="project.id", index=True)
-    target_id: int = Field(foreign_key="replication_target.id", index=True)
+    project_id: int = Field(index=True)
+    target_id: int = Field(index=True)
     name: str = Field(max_length=256)
     description: str = ""
     enabled: bool = True

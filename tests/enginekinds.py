@@ -175,4 +175,3 @@ def crash_kind(name: str, tracker: Tracker, pool_size: int = 2) -> JobKind:
         sm.add_transition("tick", Status.FINISHED, _FinishRecorder(job, tracker))
 
     return JobKind(name, transitions, pool_size, job_class=CrashingJob)
-

@@ -19,7 +19,10 @@ def harbor_v1_encrypt(plain: str, key: bytes) -> str:
     """Harbor 1.4's ReversibleEncrypt: <enc-v1> + base64(iv + AES-CFB(key, iv, plain))."""
     iv = os.urandom(16)
     encryptor = Cipher(algorithms.AES(key), CFB(iv)).encryptor()
-    return V1_PREFIX + base64.b64encode(iv + encryptor.update(plain.encode()) + encryptor.finalize()).decode()
+    return (
+        V1_PREFIX
+        + base64.b64encode(iv + encryptor.update(plain.encode()) + encryptor.finalize()).decode()
+    )
 
 
 def test_encrypted_passwords_round_trip_and_never_repeat() -> None:
@@ -73,5 +76,5 @@ def test_an_empty_or_absent_key_file_names_the_setting(tmp_path: Path) -> None:
     (tmp_path / "empty").write_bytes(b"\n")
     with pytest.raises(ConfigError, match="key_path"):
         load_key(tmp_path / "empty")
-    with pytest.raises(ConfigError, match="key_path.*does not exist"):
+    with pytest.raises(ConfigError, match=r"key_path.*does not exist"):
         load_key(tmp_path / "absent", create=False)

@@ -3,10 +3,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from loguru import Logger
@@ -63,7 +62,9 @@ class FakeJob:
 class Recorder:
     """A handler that records enter/exit calls into a shared list."""
 
-    def __init__(self, name: str, calls: list[str], result: str | Any = Status.CONTINUE.value) -> None:
+    def __init__(
+        self, name: str, calls: list[str], result: str | Any = Status.CONTINUE.value
+    ) -> None:
         self.name = name
         self.calls = calls
         self.result = result
@@ -165,7 +166,12 @@ def test_an_empty_next_state_holds_the_machine(job: FakeJob) -> None:
 
 @pytest.mark.parametrize(
     "failure",
-    [ValueError("bad value"), AssertionError("invariant broken"), KeyboardInterrupt(), SystemExit(3)],
+    [
+        ValueError("bad value"),
+        AssertionError("invariant broken"),
+        KeyboardInterrupt(),
+        SystemExit(3),
+    ],
     ids=["exception", "failed-assertion", "keyboard-interrupt", "system-exit"],
 )
 def test_any_failure_in_enter_lands_in_error_with_the_traceback_logged(
@@ -210,7 +216,9 @@ def test_a_retryable_failure_enters_retrying_which_reschedules(job: FakeJob) -> 
     sm = SM()
     sm.reset(
         job,
-        lambda sm, j: sm.add_transition(Status.RUNNING, "pull", Recorder("pull", [], RetryableError("down"))),
+        lambda sm, j: sm.add_transition(
+            Status.RUNNING, "pull", Recorder("pull", [], RetryableError("down"))
+        ),
         retry_policy=RetryPolicy(10, 100, 3),
         schedule_retry=schedule,
         reschedule=lambda j, due: rescheduled.append(due),
@@ -259,7 +267,9 @@ def test_stop_replaces_the_next_state_at_the_next_transition(job: FakeJob) -> No
     assert job.statuses == [Status.RUNNING, Status.STOPPED]
 
 
-def test_stop_is_ignored_when_the_machine_runs_another_job(job: FakeJob, sink: JobLogSink, tmp_path: Path) -> None:
+def test_stop_is_ignored_when_the_machine_runs_another_job(
+    job: FakeJob, sink: JobLogSink, tmp_path: Path
+) -> None:
     other = FakeJob(8, sink, tmp_path)
     sm = machine(job, lambda sm, j: sm.add_transition(Status.RUNNING, "a", Recorder("a", [], "")))
     sm.reset(other, lambda sm, j: sm.add_transition(Status.RUNNING, "a", Recorder("a", [], "")))
@@ -327,14 +337,19 @@ def test_every_entered_state_is_logged_with_its_time(job: FakeJob) -> None:
 
 def test_a_machine_that_cannot_record_its_failure_is_broken(job: FakeJob) -> None:
     job.fail_status = Status.ERROR
-    sm = machine(job, lambda sm, j: sm.add_transition(Status.RUNNING, "a", Recorder("a", [], ValueError("x"))))
+    sm = machine(
+        job,
+        lambda sm, j: sm.add_transition(Status.RUNNING, "a", Recorder("a", [], ValueError("x"))),
+    )
     sm.begin(Status.RUNNING)
     sm.step()
     with pytest.raises(MachineBroken, match="cannot enter error"):
         sm.step()
 
 
-def test_reset_clears_the_previous_jobs_table(job: FakeJob, sink: JobLogSink, tmp_path: Path) -> None:
+def test_reset_clears_the_previous_jobs_table(
+    job: FakeJob, sink: JobLogSink, tmp_path: Path
+) -> None:
     sm = machine(job, lambda sm, j: sm.add_transition(Status.RUNNING, "a", Recorder("a", [])))
     sm.desired_state = Status.STOPPED
     sm.reset(FakeJob(9, sink, tmp_path), lambda sm, j: None)
