@@ -26,6 +26,7 @@ from model.names import check_id, check_repository, check_tags
 from model.settings import Settings
 from model.sm import RetryPolicy
 from model.status import TERMINAL, Status
+from model.registry import RegistryClient
 from model.store import Store
 from model.tables import ReplicationPolicy
 
@@ -204,21 +205,28 @@ class JobService:
 
     def submit(self, kind: str, params: Mapping[str, Any] | None = None) -> int:
         """Queues a job of a registered kind with JSON ``params``; returns its id."""
+        (job_id,) = self._queue(kind, [self._checked_params(kind, params or {})])
+        return job_id
+
+    def _checked_params(self, kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
         self._context()
         job_kind = self.kinds[kind]
         if job_kind.table != "job":
             raise InvalidRequest("kind", f"{kind!r} jobs are queued with JobService.{kind}()")
-        values: Mapping[str, Any] = params or {}
-        if not isinstance(values, Mapping):
+        if not isinstance(params, Mapping):
             raise InvalidRequest("params", "must be a JSON object")
-        if job_kind.check_params is not None:
-            values = job_kind.check_params(values)
+        values = job_kind.check_params(params) if job_kind.check_params is not None else params
         try:
             json.dumps(values)
         except (TypeError, ValueError) as exc:
             raise InvalidRequest("params", f"must be JSON: {exc}") from None
-        (job_id,) = self._queue(kind, [{"kind": kind, "params": dict(values)}])
-        return job_id
+        return {"kind": kind, "params": dict(values)}
+
+    def submit_many(self, kind: str, params: Iterable[Mapping[str, Any]]) -> list[int]:
+        """Queues many jobs of a registered kind in one transaction; returns their ids.
+        Nothing is written when any ``params`` is refused."""
+        rows = [self._checked_params(kind, values) for values in params]
+        return self._queue(kind, rows)
 
     def _queue(self, kind: str, rows: list[dict[str, Any]]) -> list[int]:
         ctx = self._context()
@@ -230,9 +238,23 @@ class JobService:
         return ids
 
     def _repositories_of(self, project: str) -> list[str]:
-        if self._list_repositories is None:
-            raise InvalidRequest("repository", "no repository given and no source registry to list")
-        return [check_repository(r) for r in self._list_repositories(project)]
+        lister = self._list_repositories or self._catalog
+        return [check_repository(r) for r in lister(project)]
+
+    def _catalog(self, project: str) -> list[str]:
+        """The source registry's repositories under ``<project>/`` (``_catalog``, paginated)."""
+        with self.source_registry() as client:
+            return client.catalog(prefix=f"{project}/")
+
+    def source_registry(self) -> RegistryClient:
+        """A client of the source registry (``registry_url`` and its credentials)."""
+        settings = self.settings
+        password = settings.registry_password
+        return RegistryClient(
+            settings.registry_url,
+            username=settings.registry_username,
+            password=password.get_secret_value() if password is not None else None,
+        )
 
     # -- control -----------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from model.registry._errors import (
     error_from_transport,
 )
 
-__all__ = ["Authenticator", "Challenge", "parse_challenges"]
+__all__ = ["Authenticator", "Challenge", "parse_challenges", "scope_key"]
 
 #: Lifetime of a token whose answer has no ``expires_in``, in seconds.
 DEFAULT_TOKEN_TTL_S = 60.0
@@ -76,6 +76,16 @@ def parse_challenges(headers: Iterable[str]) -> list[Challenge]:
     return found
 
 
+def scope_key(scopes: Iterable[str]) -> frozenset[str]:
+    """A scope set in canonical form (each scope's actions sorted), for cache keys:
+    distribution lists actions in no fixed order (``push,pull`` or ``pull,push``)."""
+    canonical = set()
+    for scope in scopes:
+        kind_name, sep, actions = scope.rpartition(":")
+        canonical.add(f"{kind_name}:{','.join(sorted(actions.split(',')))}" if sep else scope)
+    return frozenset(canonical)
+
+
 class Authenticator:
     """Chooses the ``Authorization`` header for a request and answers challenges.
 
@@ -120,7 +130,7 @@ class Authenticator:
                 return {"Authorization": self._basic}
             if self._scheme != "bearer" or self._bearer is None:
                 return {}
-            cached = self._tokens.get(scopes)
+            cached = self._tokens.get(scope_key(scopes))
             if cached is not None and cached[1] > self._clock():
                 return {"Authorization": f"Bearer {cached[0]}"}
             params = {k: v for k, v in self._bearer.params.items() if k != "scope"}
@@ -128,7 +138,7 @@ class Authenticator:
             params["scope"] = " ".join(sorted(scopes))
         token, ttl = self._fetch_token(Challenge("bearer", params))
         with self._lock:
-            self._tokens[scopes] = (token, self._clock() + ttl)
+            self._tokens[scope_key(scopes)] = (token, self._clock() + ttl)
         return {"Authorization": f"Bearer {token}"}
 
     def answer(self, response: httpx.Response, scopes: frozenset[str]) -> dict[str, str] | None:
@@ -146,8 +156,8 @@ class Authenticator:
             expires = self._clock() + ttl
             with self._lock:
                 self._scheme, self._bearer = "bearer", bearer
-                self._tokens[frozenset(bearer.scopes)] = (token, expires)
-                self._tokens[scopes] = (token, expires)
+                self._tokens[scope_key(bearer.scopes)] = (token, expires)
+                self._tokens[scope_key(scopes)] = (token, expires)
             return {"Authorization": f"Bearer {token}"}
         if any(c.scheme == "basic" for c in challenges) and self._basic:
             with self._lock:
@@ -160,7 +170,7 @@ class Authenticator:
     def forget(self, scopes: frozenset[str]) -> None:
         """Drop the cached token for ``scopes`` (the registry refused it)."""
         with self._lock:
-            self._tokens.pop(scopes, None)
+            self._tokens.pop(scope_key(scopes), None)
 
     def _fetch_token(self, challenge: Challenge) -> tuple[str, float]:
         """``(token, seconds it may be cached)`` from the challenge's realm."""

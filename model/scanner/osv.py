@@ -339,6 +339,8 @@ def _records(path: Path) -> Iterator[tuple[str, bytes]]:
                     full = Path(root, name)
                     yield str(full.relative_to(path)), full.read_bytes()
         return
+    if path.suffix.lower() == ".zip" and not zipfile.is_zipfile(path):
+        raise VulnDBError(str(path), "not a zip archive")
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             for info in archive.infolist():

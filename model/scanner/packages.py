@@ -54,6 +54,9 @@ __all__ = [
 CHUNK_BYTES = 1 << 20
 #: Largest package database file read; a bigger one makes the layer fail.
 MAX_DATABASE_BYTES = 64 << 20
+#: Compressed input handed to zlib at a time: small enough that the unconsumed rest,
+#: which zlib copies whenever the output block fills first, stays cheap to copy.
+_GZIP_INPUT_BYTES = 256 << 10
 #: Most of a Python METADATA/PKG-INFO file read while looking for its headers.
 _MAX_METADATA_BYTES = 1 << 20
 
@@ -142,7 +145,8 @@ class _Source:
             self._file = source  # type: ignore[assignment]
         else:
             self._chunks = iter(source)
-        self._pending = b""
+        self._pending = b""  # read from the source but not yet handed out, from _poff on
+        self._poff = 0
         self.count = 0
 
     def _next(self, size: int) -> bytes:
@@ -160,22 +164,27 @@ class _Source:
         return data
 
     def read(self, size: int) -> bytes:
-        data = self._pending or self._next(size)
-        if len(data) > size:
-            data, self._pending = data[:size], data[size:]
-        else:
-            self._pending = b""
+        if not self._pending:
+            data = self._next(size)
+            if len(data) <= size:
+                return data
+            self._pending, self._poff = data, 0
+        off = self._poff
+        data = self._pending[off : off + size]
+        self._poff = off + len(data)
+        if self._poff >= len(self._pending):
+            self._pending, self._poff = b"", 0
         return data
 
     def peek(self, size: int) -> bytes:
         """The next ``size`` bytes (fewer at the end), left to be read again."""
-        data = self._pending
+        data = self._pending[self._poff :]
         while len(data) < size:
             more = self._next(size - len(data))
             if not more:
                 break
             data += more
-        self._pending = data
+        self._pending, self._poff = data, 0
         return data[:size]
 
     def skip(self, size: int) -> int:
@@ -214,7 +223,7 @@ class _Gunzip:
     def read(self, size: int) -> bytes:
         while not self._done:
             if not self._input:
-                self._input = self._source.read(CHUNK_BYTES)
+                self._input = self._source.read(_GZIP_INPUT_BYTES)
                 if not self._input:
                     if not self._inflate.eof:
                         raise _Truncated("gzip stream ends early")
@@ -499,7 +508,7 @@ def _dpkg_packages(data: bytes, path: str) -> tuple[Package, ...]:
     states do not. ``status.d`` entries without a ``Status`` count as installed.
     """
     found: list[Package] = []
-    lines = data.splitlines(keepends=True)
+    lines = data.decode("utf-8", "replace").splitlines(keepends=True)
     fields = ["Package", "Version", "Status", "Source"]
     for para in Deb822.iter_paragraphs(lines, fields=fields, use_apt_pkg=False):
         name, version = para.get("Package", "").strip(), para.get("Version", "").strip()

@@ -100,11 +100,11 @@ def build_layers(folder: Path, total_mb: int, layers: int, seed: int = 1) -> lis
                 if rng.random() < 0.05:
                     directory += 1
                     _add_dir(tar, f"opt/app{index}/d{directory}")
-                roll = rng.random()  # mean file ~65 KB, as in a typical distro image
-                if roll < 0.90:
+                roll = rng.random()  # mean file ~30 KB, as in a typical distro image
+                if roll < 0.93:
                     size = int(rng.lognormvariate(8.3, 1.6))  # median ~4 KB
-                elif roll < 0.997:
-                    size = rng.randint(16_000, 512_000)
+                elif roll < 0.999:
+                    size = rng.randint(16_000, 256_000)
                 else:
                     size = rng.randint(2_000_000, 16_000_000)
                 size = min(size, per_layer - written + 512)
@@ -162,7 +162,7 @@ def _inflate_floor(paths: list[Path]) -> float:
     for path in paths:
         inflate = zlib.decompressobj(wbits=31)
         with path.open("rb") as blob:
-            while chunk := blob.read(1 << 20):
+            while chunk := blob.read(256 << 10):  # as scan_layer feeds zlib
                 data = chunk
                 while data:
                     inflate.decompress(data, 1 << 20)

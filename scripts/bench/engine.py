@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+"""Engine benchmark: N no-op jobs of a registered kind through the whole engine
+(submit, claim, state machine, per-job log, status writes) on SQLite.
+
+Prints jobs/s, submit-to-finished latency (p50/p99), peak RSS; the RSS that 100,000
+queued jobs add; and the threads and RSS of 10,000 jobs waiting to retry.
+
+    .venv/bin/python scripts/bench/engine.py [--jobs 10000] [--workers 8] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from actors import JobService
+from model.errors import RetryableError
+from model.jobs import KindJob
+from model.kinds import JobKind
+from model.settings import Settings
+from model.sm import SM, Job, StatusUpdater
+from model.status import Status
+
+
+class Noop:
+    def enter(self) -> str:
+        return Status.CONTINUE.value
+
+    def exit(self) -> None:
+        return None
+
+
+class Gate:
+    """Holds every job until the gate opens: keeps jobs queued while RSS is measured."""
+
+    opened = threading.Event()
+
+    def enter(self) -> str:
+        Gate.opened.wait(600)
+        return Status.CONTINUE.value
+
+    def exit(self) -> None:
+        return None
+
+
+class FailOnce:
+    def __init__(self, job: KindJob) -> None:
+        self.job = job
+
+    def enter(self) -> str:
+        raise RetryableError("registry unreachable")
+
+    def exit(self) -> None:
+        return None
+
+
+def noop_kind(workers: int) -> JobKind:
+    def transitions(sm: SM, job: Job) -> None:
+        sm.add_transition(Status.RUNNING, "work", Noop())
+        sm.add_transition("work", Status.FINISHED, StatusUpdater(job, Status.FINISHED))
+
+    return JobKind("noop", transitions, workers)
+
+
+def gated_kind(workers: int) -> JobKind:
+    def transitions(sm: SM, job: Job) -> None:
+        sm.add_transition(Status.RUNNING, "work", Gate())
+        sm.add_transition("work", Status.FINISHED, StatusUpdater(job, Status.FINISHED))
+
+    return JobKind("gated", transitions, workers)
+
+
+def failing_kind(workers: int) -> JobKind:
+    def transitions(sm: SM, job: Job) -> None:
+        assert isinstance(job, KindJob)
+        sm.add_transition(Status.RUNNING, "work", FailOnce(job))
+
+    return JobKind("failing", transitions, workers)
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def settings_in(folder: Path, **values: Any) -> Settings:
+    return Settings(
+        database_url=f"sqlite:///{folder}/bench.db",
+        log_dir=folder / "logs",
+        key_path=folder / "key",
+        **values,
+    )
+
+
+def throughput(jobs: int, workers: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp, JobService(settings_in(Path(tmp)), [noop_kind(workers)]) as svc:
+        started = time.perf_counter()
+        ids = [svc.submit("noop", {}) for _ in range(jobs)]
+        submitted = time.perf_counter()
+        for job_id in reversed(ids):  # the last ones finish last; earlier waits return at once
+            svc.wait("noop", job_id, 600)
+        done = time.perf_counter()
+        rows = [svc.store.job("job", i) for i in ids[:: max(1, jobs // 2000)]]
+        latencies = sorted((r["update_time"] - r["creation_time"]).total_seconds() for r in rows)
+    return {
+        "jobs": jobs,
+        "workers": workers,
+        "seconds": round(done - started, 3),
+        "jobs_per_s": round(jobs / (done - started), 1),
+        "submit_per_s": round(jobs / (submitted - started), 1),
+        "latency_p50_ms": round(statistics.median(latencies) * 1000, 1),
+        "latency_p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+
+
+def queued_memory(jobs: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp, JobService(settings_in(Path(tmp)), [gated_kind(8)]) as svc:
+        before = rss_mb()
+        for start in range(0, jobs, 10_000):
+            svc.submit_many("gated", ({"n": n} for n in range(start, min(start + 10_000, jobs))))
+        stats = svc.stats()["gated"]
+        after = rss_mb()
+        Gate.opened.set()
+        svc.stop("gated", 1)
+    return {
+        "queued": stats["queued"],
+        "rss_before_mb": round(before, 1),
+        "rss_after_mb": round(after, 1),
+        "rss_added_mb": round(after - before, 1),
+    }
+
+
+def waiting_retries(jobs: int) -> dict[str, Any]:
+    settings = dict(retry_delay=3600.0, retry_delay_max=3600.0)
+    with tempfile.TemporaryDirectory() as tmp, JobService(settings_in(Path(tmp), **settings), [failing_kind(8)]) as svc:
+        svc.stats()  # every actor has started once its pool answers
+        threads_before, rss_before = threading.active_count(), rss_mb()
+        ids = svc.submit_many("failing", ({} for _ in range(jobs)))
+        deadline = time.monotonic() + 600
+        while svc.store.status_counts("job", "failing").get(Status.RETRYING, 0) < jobs:
+            if time.monotonic() > deadline:
+                raise SystemExit("jobs did not all reach retrying")
+            with svc._ended:
+                svc._ended.wait(0.1)
+        stats = svc.stats()["failing"]
+        threads_after, rss_after = threading.active_count(), rss_mb()
+        del ids
+    return {
+        "retrying": stats["delayed"],
+        "threads_before": threads_before,
+        "threads_after": threads_after,
+        "rss_before_mb": round(rss_before, 1),
+        "rss_after_mb": round(rss_after, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--queued", type=int, default=100_000)
+    parser.add_argument("--retrying", type=int, default=10_000)
+    parser.add_argument("--json", type=Path, help="also write the numbers to this file")
+    args = parser.parse_args()
+    logger.remove()
+
+    result: dict[str, Any] = {"throughput": throughput(args.jobs, args.workers)}
+    t = result["throughput"]
+    print(
+        f"throughput: {t['jobs']} no-op jobs, {t['workers']} workers, SQLite: {t['jobs_per_s']} jobs/s "
+        f"(submit {t['submit_per_s']}/s), latency p50 {t['latency_p50_ms']} ms p99 {t['latency_p99_ms']} ms, "
+        f"peak RSS {t['peak_rss_mb']} MB  [goal >= 2000 jobs/s]"
+    )
+    if args.queued:
+        q = result["queued"] = queued_memory(args.queued)
+        print(
+            f"queued: {q['queued']} jobs waiting add {q['rss_added_mb']} MB RSS "
+            f"({q['rss_before_mb']} -> {q['rss_after_mb']} MB)  [goal <= 100 MB]"
+        )
+    if args.retrying:
+        r = result["retrying"] = waiting_retries(args.retrying)
+        print(
+            f"retrying: {r['retrying']} jobs waiting to retry; threads {r['threads_before']} -> "
+            f"{r['threads_after']}, RSS {r['rss_before_mb']} -> {r['rss_after_mb']} MB  [goal: no extra threads]"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
