@@ -23,10 +23,10 @@ from model.joblog import JobLogSink
 from model.jobs import JobContext
 from model.kinds import JobKind, KindRegistry
 from model.names import check_id, check_repository, check_tags
+from model.registry import RegistryClient
 from model.settings import Settings
 from model.sm import RetryPolicy
 from model.status import TERMINAL, Status
-from model.registry import RegistryClient
 from model.store import Store
 from model.tables import ReplicationPolicy
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from loguru import logger
+from postgres import PostgresCluster, postgres_cluster
 
 from actors import JobService
 from model.kinds import JobKind
@@ -47,3 +48,25 @@ def make_service(make_settings: Callable[..., Settings]) -> Iterator[Callable[..
     yield make
     for service in started:
         service.shutdown(10)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """One PostgreSQL cluster for the whole session."""
+    with postgres_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresCluster) -> str:
+    """A fresh, empty PostgreSQL database."""
+    return postgres.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each store test runs on a SQLite file and on a real PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/store.db"
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    return cluster.new_database()

@@ -109,7 +109,10 @@ def settings_in(folder: Path, **values: Any) -> Settings:
 
 
 def throughput(jobs: int, workers: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp, JobService(settings_in(Path(tmp)), [noop_kind(workers)]) as svc:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        JobService(settings_in(Path(tmp)), [noop_kind(workers)]) as svc,
+    ):
         started = time.perf_counter()
         ids = [svc.submit("noop", {}) for _ in range(jobs)]
         submitted = time.perf_counter()
@@ -131,7 +134,10 @@ def throughput(jobs: int, workers: int) -> dict[str, Any]:
 
 
 def queued_memory(jobs: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp, JobService(settings_in(Path(tmp)), [gated_kind(8)]) as svc:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        JobService(settings_in(Path(tmp)), [gated_kind(8)]) as svc,
+    ):
         before = rss_mb()
         for start in range(0, jobs, 10_000):
             svc.submit_many("gated", ({"n": n} for n in range(start, min(start + 10_000, jobs))))
@@ -149,7 +155,10 @@ def queued_memory(jobs: int) -> dict[str, Any]:
 
 def waiting_retries(jobs: int) -> dict[str, Any]:
     settings = dict(retry_delay=3600.0, retry_delay_max=3600.0)
-    with tempfile.TemporaryDirectory() as tmp, JobService(settings_in(Path(tmp), **settings), [failing_kind(8)]) as svc:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        JobService(settings_in(Path(tmp), **settings), [failing_kind(8)]) as svc,
+    ):
         svc.stats()  # every actor has started once its pool answers
         threads_before, rss_before = threading.active_count(), rss_mb()
         ids = svc.submit_many("failing", ({} for _ in range(jobs)))
@@ -172,7 +181,9 @@ def waiting_retries(jobs: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--queued", type=int, default=100_000)
