@@ -9,6 +9,7 @@ from typing import Any
 
 __all__ = [
     "Drain",
+    "Fill",
     "GetPools",
     "PoolStats",
     "Release",
@@ -53,6 +54,11 @@ class GetPools:
 @dataclass(frozen=True)
 class Wake:
     """To a pool: claim due jobs for idle workers."""
+
+
+@dataclass(frozen=True)
+class Fill:
+    """To a pool, from itself: claim jobs for every idle worker (many wake-ups, one claim)."""
 
 
 @dataclass(frozen=True)

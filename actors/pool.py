@@ -8,7 +8,7 @@ from typing import Any
 import pykka
 from loguru import logger
 
-from actors.messages import Drain, PoolStats, Run, StopJob, Wake, WorkerDied, WorkerIdle
+from actors.messages import Drain, Fill, PoolStats, Run, StopJob, Wake, WorkerDied, WorkerIdle
 from actors.worker import Worker
 from model.jobs import JobContext
 from model.kinds import JobKind
@@ -48,6 +48,7 @@ class WorkerPool(pykka.ThreadingActor):
         self.idle: list[int] = []
         self.running: dict[int, int] = {}  # job id -> slot
         self.draining = False
+        self.fill_asked = False
 
     def on_start(self) -> None:
         """Runs in the pool's thread: starts the workers."""
@@ -71,12 +72,15 @@ class WorkerPool(pykka.ThreadingActor):
         """Runs in the pool's thread."""
         match message:
             case Wake():
+                self._fill_soon()
+            case Fill():
+                self.fill_asked = False
                 self._fill()
             case WorkerIdle(slot=idle_slot, job_id=job_id, status=status):
                 self.running.pop(job_id, None)
                 self.idle.append(idle_slot)
                 self.on_job_end(self.kind.name, job_id, status)
-                self._fill()
+                self._fill_soon()
             case StopJob(job_id=job_id):
                 slot = self.running.get(job_id)
                 if slot is None:
@@ -97,19 +101,26 @@ class WorkerPool(pykka.ThreadingActor):
                 logger.warning("{} pool: unknown message {!r}", self.kind.name, message)
         return None
 
+    def _fill_soon(self) -> None:
+        # Wake-ups that arrive together (a burst of submits, several workers finishing)
+        # end in one claim for all idle workers: the Fill is queued behind them.
+        if self.idle and not self.fill_asked and not self.draining:
+            self.fill_asked = True
+            self.actor_ref.tell(Fill())
+
     def _fill(self) -> None:
-        while self.idle and not self.draining:
-            try:
-                row = self.ctx.store.claim(
-                    self.kind.table, None if self.kind.table != "job" else self.kind.name
-                )
-            except Exception as exc:
-                logger.opt(exception=exc).error(
-                    "{} pool: cannot claim a job: {}", self.kind.name, exc
-                )
-                return
-            if row is None:
-                return
+        if not self.idle or self.draining:
+            return
+        try:
+            rows = self.ctx.store.claim_many(
+                self.kind.table,
+                None if self.kind.table != "job" else self.kind.name,
+                len(self.idle),
+            )
+        except Exception as exc:
+            logger.opt(exception=exc).error("{} pool: cannot claim jobs: {}", self.kind.name, exc)
+            return
+        for row in rows:
             slot = self.idle.pop()
             job_id = int(row["id"])
             self.running[job_id] = slot

@@ -18,7 +18,7 @@ from loguru import logger
 from actors.dispatcher import Dispatcher
 from actors.messages import Drain, GetPools, PoolStats, Release, Schedule, StopJob
 from model.crypto import SecretBox, load_key
-from model.errors import ConfigError, InvalidRequest, ServiceNotRunning, WaitTimeout
+from model.errors import ConfigError, InvalidRequest, NotFound, ServiceNotRunning, WaitTimeout
 from model.joblog import JobLogSink
 from model.jobs import JobContext
 from model.kinds import JobKind, KindRegistry
@@ -41,6 +41,8 @@ _OPERATIONS = ("transfer", "delete")
 
 #: ``list_repositories(project_name) -> [repository, ...]`` for ``replicate`` without one.
 RepositoryLister = Callable[[str], list[str]]
+#: ``listener(kind, job_id, status)``: a worker let go of a job, or a waiting job was stopped.
+JobListener = Callable[[str, int, str], None]
 
 
 class JobService:
@@ -59,11 +61,14 @@ class JobService:
             self.settings.retry_delay, self.settings.retry_delay_max, self.settings.max_retries
         )
         self._list_repositories = list_repositories
-        self._ended = threading.Condition()
+        #: ``wait`` callers by (kind, job id); woken when a worker lets go of the job.
+        self._waiters: dict[tuple[str, int], list[threading.Event]] = {}
+        self._waiters_lock = threading.Lock()
         self._dispatcher: pykka.ActorRef[Any] | None = None
         self._pools: dict[str, pykka.ActorRef[Any]] = {}
         self._ctx: JobContext | None = None
         self._accepting = False
+        self._listeners: list[JobListener] = []
 
     # -- life --------------------------------------------------------------------------
 
@@ -128,8 +133,10 @@ class JobService:
         self._ctx.sink.remove()
         self._ctx.store.close()
         self._ctx = None
-        with self._ended:
-            self._ended.notify_all()
+        with self._waiters_lock:
+            for events in self._waiters.values():
+                for event in events:
+                    event.set()
 
     def __enter__(self) -> JobService:
         return self.start()
@@ -314,15 +321,49 @@ class JobService:
         :class:`WaitTimeout` at the deadline."""
         table = self.kinds[kind].table
         deadline = time.monotonic() + timeout
-        while True:
-            status = self._context().store.status(table, job_id)
-            if status in TERMINAL:
-                return status
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise WaitTimeout(kind, job_id, status, timeout)
-            with self._ended:
-                self._ended.wait(min(left, _WAIT_POLL_S))
+        key = (kind, job_id)
+        ended = threading.Event()
+        with self._waiters_lock:
+            self._waiters.setdefault(key, []).append(ended)
+        try:
+            while True:
+                status = self._context().store.status(table, job_id)
+                if status in TERMINAL:
+                    return status
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise WaitTimeout(kind, job_id, status, timeout)
+                ended.wait(min(left, _WAIT_POLL_S))
+                ended.clear()
+        finally:
+            with self._waiters_lock:
+                events = self._waiters.get(key, [])
+                if ended in events:
+                    events.remove(ended)
+                if not events:
+                    self._waiters.pop(key, None)
+
+    def job(self, kind: str, job_id: int) -> dict[str, Any]:
+        """The stored row of one job; raises :class:`NotFound` (also for a job of
+        another kind) and :class:`InvalidRequest` for a bad id."""
+        check_id(job_id, "job_id")
+        job_kind = self.kinds[kind]
+        row = self._context().store.job(job_kind.table, job_id)
+        if job_kind.table == "job" and row["kind"] != kind:
+            raise NotFound(f"{kind} job", job_id)
+        return row
+
+    def log_path(self, kind: str, job_id: int) -> str:
+        """Where the log file of job ``job_id`` of ``kind`` is, whether or not it exists
+        (the original's layout, see :func:`model.joblog.job_log_path`)."""
+        check_id(job_id, "job_id")
+        return self.kinds[kind].make_job(self._context(), job_id).log_path
+
+    def add_job_listener(self, listener: JobListener) -> None:
+        """Calls ``listener(kind, job_id, status)`` whenever a worker lets go of a job
+        (``status`` is the one it left the job in) or a waiting job is stopped. It runs
+        in a pool's thread or the caller's: it must be quick; what it raises is logged."""
+        self._listeners.append(listener)
 
     def stats(self) -> dict[str, dict[str, Any]]:
         """Per pool: size, busy workers, queued jobs (due now) and delayed ones
@@ -354,9 +395,15 @@ class JobService:
         return self._ctx
 
     def _job_ended(self, kind: str, job_id: int, status: str) -> None:
-        """Called from pool threads when a worker lets go of a job."""
-        with self._ended:
-            self._ended.notify_all()
+        """Called from pool threads when a worker lets go of a job: wakes its waiters."""
+        with self._waiters_lock:
+            for event in self._waiters.get((kind, job_id), ()):
+                event.set()
+        for listener in self._listeners:
+            try:
+                listener(kind, job_id, status)
+            except Exception as exc:
+                logger.opt(exception=exc).error("job listener {!r} failed: {}", listener, exc)
 
 
 def _left(deadline: float) -> float:

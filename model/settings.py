@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 from pydantic import (
@@ -12,11 +13,18 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from model.errors import ConfigError
 
 __all__ = ["Settings", "load_settings"]
+
+_LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 
 
 class Settings(BaseSettings):
@@ -69,6 +77,18 @@ class Settings(BaseSettings):
     registry_password: SecretStr | None = None
     #: Seconds ``shutdown`` waits for running jobs to reach their next transition.
     shutdown_timeout: float = Field(default=30.0, gt=0)
+    #: Address ``jobservice serve`` listens on (loopback by default: put a proxy in front).
+    listen_host: str = "127.0.0.1"
+    #: TCP port ``jobservice serve`` listens on (0: any free port).
+    listen_port: int = Field(default=8080, ge=0, le=65535)
+    #: Largest request body the HTTP API reads, in bytes; larger ones get 413.
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=1_073_741_824)
+    #: Days a job log is kept after its last line; older ones are deleted (0: keep forever).
+    log_retention_days: float = Field(default=14.0, ge=0)
+    #: Seconds between two sweeps of old job logs.
+    log_sweep_interval: float = Field(default=3600.0, gt=0)
+    #: Level of the service's own log on stderr (job logs always get every line).
+    log_level: str = "INFO"
 
     @field_validator("database_url")
     @classmethod
@@ -84,6 +104,14 @@ class Settings(BaseSettings):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
 
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in _LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(_LOG_LEVELS)}")
+        return level
+
     @model_validator(mode="after")
     def _backoff_bounds(self) -> Settings:
         if self.retry_delay_max < self.retry_delay:
@@ -91,14 +119,47 @@ class Settings(BaseSettings):
         return self
 
 
-def load_settings(**values: object) -> Settings:
-    """Build :class:`Settings` from ``values`` and the environment.
+def load_settings(*, config_file: Path | None = None, **values: object) -> Settings:
+    """Build :class:`Settings` from ``values``, the environment and, when given, the TOML
+    file ``config_file`` (flat ``setting = value`` lines, the names of :class:`Settings`).
 
-    Raises :class:`~model.errors.ConfigError` naming the first invalid setting.
+    ``values`` win over the environment, which wins over the file. Raises
+    :class:`~model.errors.ConfigError` naming the first invalid setting (``config`` for
+    a file that is missing or not TOML).
     """
+    cls: type[Settings] = Settings
+    if config_file is not None:
+        cls = _from_file(config_file)
     try:
-        return Settings(**values)  # type: ignore[arg-type]
+        return cls(**values)  # type: ignore[arg-type]
     except ValidationError as exc:
         first = exc.errors()[0]
         setting = ".".join(str(p) for p in first["loc"]) or "settings"
         raise ConfigError(setting, first["msg"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("config", f"{config_file} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError("config", f"cannot read {config_file}: {exc.strerror}") from None
+
+
+def _from_file(path: Path) -> type[Settings]:
+    """A :class:`Settings` subclass that also reads ``path`` (below the environment)."""
+    if not path.is_file():
+        raise ConfigError("config", f"no such file: {path}")
+
+    class FileSettings(Settings):
+        model_config = SettingsConfigDict(toml_file=path)
+
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    FileSettings.__name__ = FileSettings.__qualname__ = "Settings"
+    return FileSettings

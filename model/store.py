@@ -274,8 +274,15 @@ class Store:
         raise StatusConflict(table, job_id, status, str(found[0]) if found else None)
 
     def claim(self, table: str, kind: str | None = None) -> dict[str, Any] | None:
-        """Takes the oldest due job (pending, or retrying whose time has come) and sets it
-        ``running``; returns its row, or None when there is none.
+        """Takes the oldest due job and sets it ``running``; returns its row or None."""
+        rows = self.claim_many(table, kind, 1)
+        return rows[0] if rows else None
+
+    def claim_many(
+        self, table: str, kind: str | None = None, limit: int = 1
+    ) -> list[dict[str, Any]]:
+        """Takes up to ``limit`` of the oldest due jobs (pending, or retrying whose time
+        has come), sets them ``running`` and returns their rows, oldest first.
 
         The UPDATE is guarded on the claimable statuses, so of two claimants only one
         wins a job (PostgreSQL: the pick skips rows another claimant has locked).
@@ -285,18 +292,18 @@ class Store:
         lock = "" if self.is_sqlite else " FOR UPDATE SKIP LOCKED"
         sql = self._sql(
             f"UPDATE {table} SET status = 'running', update_time = :now "
-            f"WHERE id = (SELECT id FROM {table} WHERE status IN ('pending', 'retrying') "
+            f"WHERE id IN (SELECT id FROM {table} WHERE status IN ('pending', 'retrying') "
             f"AND (status = 'pending' OR next_attempt_at <= :now) {scope}"
-            f"ORDER BY id LIMIT 1{lock}) AND status IN ('pending', 'retrying') RETURNING *"
+            f"ORDER BY id LIMIT :limit{lock}) AND status IN ('pending', 'retrying') RETURNING *"
         )
-        params: dict[str, Any] = {"now": self._now(), "kind": kind}
+        params: dict[str, Any] = {"now": self._now(), "kind": kind, "limit": limit}
         with self._raw(single=True) as cur:
             cur.execute(sql, params)
-            found = cur.fetchone()
-            if found is None:
-                return None
-            names = [d[0] for d in cur.description]
-        return _from_columns(dict(zip(names, found, strict=True)))
+            found = cur.fetchall()
+            names = [d[0] for d in cur.description] if found else []
+        rows = [_from_columns(dict(zip(names, values, strict=True))) for values in found]
+        rows.sort(key=lambda row: int(row["id"]))
+        return rows
 
     def schedule_retry(self, table: str, job_id: int, delay_s: float) -> datetime:
         """Sets a running job ``retrying``, due in ``delay_s`` seconds, one more attempt

@@ -1,9 +1,10 @@
 """Installed packages of a container image, read layer by layer from the layer blobs.
 
 :func:`scan_layer` streams one layer (gzip, zstd or plain tar, told apart by their magic
-bytes) once, front to back, and never holds more than a few MiB of it: members that do
-not matter are skipped without being turned into Python objects, and only package
-databases, Python metadata headers and ``os-release`` are read. It records per layer
+bytes) once, front to back, through :class:`~model.scanner.tarstream.LayerReader`, and
+never holds more than a few MiB of it: members that do not matter are skipped unread,
+and only package databases, Python metadata headers and ``os-release`` are read. It
+records per layer
 
 - the package databases found, per path: ``var/lib/dpkg/status``,
   ``var/lib/dpkg/status.d/*`` (deb822), ``lib/apk/db/installed`` (``P:``/``V:``/``o:``
@@ -26,21 +27,18 @@ databases in lower layers.
 
 from __future__ import annotations
 
-import io
 import posixpath
 import re
-import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import IO, BinaryIO, TypeVar, cast
+from typing import BinaryIO, TypeVar
 
-import zstandard
 from debian.deb822 import Deb822
 
 from model.scanner.errors import LayerError
+from model.scanner.tarstream import LayerReader, NotTar, TarError
 
 __all__ = [
-    "CHUNK_BYTES",
     "MAX_DATABASE_BYTES",
     "LayerScan",
     "OsRelease",
@@ -50,18 +48,10 @@ __all__ = [
     "scan_layer",
 ]
 
-#: Size of the reads from the layer and of the decompressed blocks handed to tarfile.
-CHUNK_BYTES = 1 << 20
 #: Largest package database file read; a bigger one makes the layer fail.
 MAX_DATABASE_BYTES = 64 << 20
-#: Compressed input handed to zlib at a time: small enough that the unconsumed rest,
-#: which zlib copies whenever the output block fills first, stays cheap to copy.
-_GZIP_INPUT_BYTES = 256 << 10
 #: Most of a Python METADATA/PKG-INFO file read while looking for its headers.
 _MAX_METADATA_BYTES = 1 << 20
-
-_GZIP_MAGIC = b"\x1f\x8b"
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 _DPKG_STATUS = "var/lib/dpkg/status"
 _DPKG_STATUS_D = "var/lib/dpkg/status.d/"
@@ -130,369 +120,6 @@ class LayerScan:
     opaque_dirs: frozenset[str]  #: directories whose lower-layer content this layer hides
     compression: str  #: "gzip", "zstd" or "none"
     bytes_read: int  #: bytes of the layer blob consumed
-
-
-# -- reading the blob ------------------------------------------------------------------
-
-
-class _Source:
-    """The layer blob as ``read(n)`` (up to ``n`` bytes, ``b""`` at the end)."""
-
-    def __init__(self, source: BinaryIO | Iterable[bytes]) -> None:
-        self._file: BinaryIO | None = None
-        self._chunks: Iterator[bytes] | None = None
-        if hasattr(source, "read"):
-            self._file = source  # type: ignore[assignment]
-        else:
-            self._chunks = iter(source)
-        self._pending = b""  # read from the source but not yet handed out, from _poff on
-        self._poff = 0
-        self.count = 0
-
-    def _next(self, size: int) -> bytes:
-        """The next piece of the underlying source (a whole chunk for an iterable)."""
-        if self._file is not None:
-            data = self._file.read(size)
-        else:
-            assert self._chunks is not None
-            data = b""
-            for chunk in self._chunks:
-                if chunk:
-                    data = bytes(chunk)
-                    break
-        self.count += len(data)
-        return data
-
-    def read(self, size: int) -> bytes:
-        if not self._pending:
-            data = self._next(size)
-            if len(data) <= size:
-                return data
-            self._pending, self._poff = data, 0
-        off = self._poff
-        data = self._pending[off : off + size]
-        self._poff = off + len(data)
-        if self._poff >= len(self._pending):
-            self._pending, self._poff = b"", 0
-        return data
-
-    def peek(self, size: int) -> bytes:
-        """The next ``size`` bytes (fewer at the end), left to be read again."""
-        data = self._pending[self._poff :]
-        while len(data) < size:
-            more = self._next(size - len(data))
-            if not more:
-                break
-            data += more
-        self._pending, self._poff = data, 0
-        return data[:size]
-
-    def skip(self, size: int) -> int:
-        """Discard up to ``size`` bytes by seeking where the source can; bytes skipped.
-
-        Never seeks past the end of the file, so a truncated blob is still noticed.
-        """
-        if self._pending or self._file is None:
-            return 0
-        try:
-            if not self._file.seekable():
-                return 0
-            here = self._file.tell()
-            end = self._file.seek(0, io.SEEK_END)
-            size = max(0, min(size, end - here))
-            self._file.seek(here + size)
-        except (OSError, ValueError):
-            return 0
-        self.count += size
-        return size
-
-
-class _Truncated(Exception):
-    """The compressed stream ended before its end marker."""
-
-
-class _Gunzip:
-    """Decompresses a (multi-member) gzip stream in bounded blocks."""
-
-    def __init__(self, source: _Source) -> None:
-        self._source = source
-        self._inflate = zlib.decompressobj(wbits=31)
-        self._input = b""
-        self._done = False
-
-    def read(self, size: int) -> bytes:
-        while not self._done:
-            if not self._input:
-                self._input = self._source.read(_GZIP_INPUT_BYTES)
-                if not self._input:
-                    if not self._inflate.eof:
-                        raise _Truncated("gzip stream ends early")
-                    self._done = True
-                    break
-            if self._inflate.eof:
-                if self._input[:2] != _GZIP_MAGIC:
-                    self._done = True  # trailing padding after the last member
-                    break
-                self._inflate = zlib.decompressobj(wbits=31)
-            out = self._inflate.decompress(self._input, size)
-            self._input = (
-                self._inflate.unused_data if self._inflate.eof else self._inflate.unconsumed_tail
-            )
-            if out:
-                return out
-        return b""
-
-
-class _Unzstd:
-    """Decompresses a zstd stream (all frames) in bounded blocks."""
-
-    def __init__(self, source: _Source) -> None:
-        self._reader = zstandard.ZstdDecompressor().stream_reader(
-            cast("IO[bytes]", source), read_size=CHUNK_BYTES, read_across_frames=True
-        )
-
-    def read(self, size: int) -> bytes:
-        data: bytes = self._reader.read(size)
-        return data
-
-
-class _Plain:
-    """An uncompressed tar: the source itself."""
-
-    def __init__(self, source: _Source) -> None:
-        self._source = source
-
-    def read(self, size: int) -> bytes:
-        return self._source.read(size)
-
-    def skip(self, size: int) -> int:
-        return self._source.skip(size)
-
-
-class _Stream:
-    """The uncompressed tar stream: exact reads and forward skips.
-
-    A skip seeks a plain seekable source, or else decompresses into a discarded block,
-    so skipped data never piles up in memory.
-    """
-
-    def __init__(self, decoder: _Gunzip | _Unzstd | _Plain) -> None:
-        self._decoder = decoder
-        self._skip = decoder.skip if isinstance(decoder, _Plain) else None
-        self._buf = b""
-        self._off = 0
-        self.pos = 0  #: offset in the tar stream
-
-    def read(self, size: int) -> bytes:
-        """Exactly ``size`` bytes, fewer only where the stream ends."""
-        off = self._off
-        if len(self._buf) - off >= size:
-            self._off = off + size
-            self.pos += size
-            return self._buf[off : off + size]
-        parts = [self._buf[off:]]
-        need = size - len(parts[0])
-        self._buf, self._off = b"", 0
-        while need > 0:
-            block = self._decoder.read(max(need, CHUNK_BYTES))
-            if not block:
-                break
-            if len(block) > need:
-                parts.append(block[:need])
-                self._buf, self._off = block, need
-                break
-            parts.append(block)
-            need -= len(block)
-        data = b"".join(parts)
-        self.pos += len(data)
-        return data
-
-    def skip_to(self, pos: int) -> None:
-        """Move forward to offset ``pos`` (or to the end of the stream, if before it)."""
-        delta = pos - self.pos
-        avail = len(self._buf) - self._off
-        if delta <= avail:
-            self._off += delta
-            self.pos = pos
-            return
-        self.pos += avail
-        delta -= avail
-        self._buf, self._off = b"", 0
-        if self._skip is not None:
-            skipped = self._skip(delta)
-            self.pos += skipped
-            delta -= skipped
-        while delta > 0:
-            block = self._decoder.read(min(delta, CHUNK_BYTES))
-            if not block:
-                return  # past the end: the next header read finds nothing
-            self.pos += len(block)
-            delta -= len(block)
-
-
-# -- the tar format --------------------------------------------------------------------
-
-_BLOCK = 512
-_ZERO_BLOCK = bytes(_BLOCK)
-_USTAR = b"ustar\x00"
-_REGTYPES = frozenset(b"0\x007")  # regular file, old regular file, contiguous file
-_NO_DATA_TYPES = frozenset(b"123456")  # hard/sym link, devices, directory, fifo
-_PAX, _PAX_GLOBAL, _GNU_LONGNAME, _GNU_LONGLINK, _GNU_SPARSE, _HARDLINK = b"xgLKS1"
-_MAX_META_BYTES = 1 << 20  # largest pax header or GNU long name accepted
-
-
-class _BadTar(Exception):
-    """The tar stream is malformed (the message says how)."""
-
-
-class _NotTar(_BadTar):
-    """The stream does not start with a tar header."""
-
-
-class _Member:
-    """One archive member, as the scan needs it."""
-
-    __slots__ = ("linkname", "name", "size", "type")
-
-    def __init__(self, name: str, type_: int, size: int, linkname: str) -> None:
-        self.name = name
-        self.type = type_
-        self.size = size  #: bytes of data that follow the header
-        self.linkname = linkname
-
-    def isreg(self) -> bool:
-        return self.type in _REGTYPES
-
-
-def _text(field: bytes) -> str:
-    return field.split(b"\x00", 1)[0].decode("utf-8", "surrogateescape")
-
-
-def _number(field: bytes) -> int:
-    """A numeric header field: octal text, or base-256 if the high bit is set."""
-    if field[0] & 0x80:
-        value = int.from_bytes(field[1:], "big")
-        return value - (1 << (8 * len(field) - 8)) if field[0] == 0xFF else value
-    text = field.split(b"\x00", 1)[0].strip()
-    try:
-        return int(text, 8) if text else 0
-    except ValueError:
-        raise _BadTar(f"bad number field {field!r}") from None
-
-
-def _checksum_ok(header: bytes) -> bool:
-    stored = _number(header[148:156])
-    unsigned = sum(header) - sum(header[148:156]) + 8 * 0x20
-    if stored == unsigned:
-        return True
-    # some old tars summed signed chars
-    signed = sum(b - 256 if b > 127 else b for b in header[:148] + header[156:]) + 8 * 0x20
-    return stored == signed
-
-
-def _pax_records(data: bytes) -> dict[str, str]:
-    """The ``key=value`` records of a pax extended header (``"%d %s=%s\\n"``)."""
-    records: dict[str, str] = {}
-    pos = 0
-    while pos < len(data):
-        space = data.find(b" ", pos)
-        if space < 0:
-            break
-        try:
-            length = int(data[pos:space])
-        except ValueError:
-            raise _BadTar("bad pax header") from None
-        if length <= 0:
-            raise _BadTar("bad pax header")
-        key, _, value = data[space + 1 : pos + length - 1].partition(b"=")
-        records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
-        pos += length
-    return records
-
-
-def _read_meta(stream: _Stream, size: int) -> bytes:
-    """The data of a pax/GNU meta member, its padding skipped."""
-    if size > _MAX_META_BYTES:
-        raise _BadTar(f"meta header of {size} bytes")
-    data = stream.read(size)
-    if len(data) < size:
-        raise _BadTar("unexpected end of data")
-    stream.skip_to(stream.pos + (-size % _BLOCK))
-    return data
-
-
-def _members(stream: _Stream) -> Iterator[_Member]:
-    """The members of a tar (ustar, GNU, pax) stream, front to back.
-
-    After each member is yielded the caller may ``stream.read`` up to ``member.size``
-    bytes of its data; the rest is skipped when the next member is asked for. The
-    archive ends at a zero block or at the end of the stream on a block boundary.
-    Raises :class:`_BadTar` for a bad first block (not a tar), a bad checksum, or a
-    stream that ends inside a header or a member.
-    """
-    pax: dict[str, str] = {}
-    long_name = long_link = ""
-    first = True
-    while True:
-        header = stream.read(_BLOCK)
-        if len(header) < _BLOCK:
-            if first:
-                raise _NotTar("empty stream" if not header else "shorter than one tar header")
-            if header:
-                raise _BadTar("truncated header")
-            if long_name or pax:
-                raise _BadTar("unexpected end of data")
-            return
-        if header == _ZERO_BLOCK:
-            return
-        try:
-            valid = _checksum_ok(header)
-        except _BadTar as exc:
-            if first:
-                raise _NotTar("invalid header") from exc
-            raise
-        if not valid:
-            raise (_NotTar("invalid header") if first else _BadTar("bad header checksum"))
-        first = False
-        kind = header[156]
-        size = _number(header[124:136])
-        if kind == _PAX:
-            pax = _pax_records(_read_meta(stream, size))
-            continue
-        if kind == _GNU_LONGNAME:
-            long_name = _text(_read_meta(stream, size))
-            continue
-        if kind == _GNU_LONGLINK:
-            long_link = _text(_read_meta(stream, size))
-            continue
-        if kind == _PAX_GLOBAL:
-            _read_meta(stream, size)
-            continue
-        if kind == _GNU_SPARSE and header[482]:
-            extension = header
-            while extension[504]:
-                extension = stream.read(_BLOCK)
-                if len(extension) < _BLOCK:
-                    raise _BadTar("unexpected end of data")
-        name = pax.get("path") or long_name
-        if not name:
-            name = _text(header[0:100])
-            if header[257:263] == _USTAR and header[345]:
-                name = _text(header[345:500]) + "/" + name
-        linkname = pax.get("linkpath") or long_link or _text(header[157:257])
-        if "size" in pax:
-            try:
-                size = int(pax["size"])
-            except ValueError:
-                raise _BadTar("bad pax size") from None
-        if kind in _NO_DATA_TYPES:
-            size = 0  # as tarfile: these carry no data whatever the size field says
-        pax, long_name, long_link = {}, "", ""
-        end = stream.pos + size + (-size % _BLOCK)
-        yield _Member(name, kind, size, linkname)
-        stream.skip_to(end)
-        if stream.pos < end:
-            raise _BadTar("unexpected end of data")
 
 
 # -- parsing package databases ---------------------------------------------------------
@@ -594,12 +221,12 @@ def _os_release(data: bytes) -> OsRelease:
     return OsRelease(id=values.get("ID", "").lower(), version_id=values.get("VERSION_ID", ""))
 
 
-def _read_headers(stream: _Stream, size: int) -> bytes:
+def _read_headers(reader: LayerReader, size: int) -> bytes:
     """The header block of a metadata file: up to its first blank line (bounded)."""
     data = b""
     limit = min(size, _MAX_METADATA_BYTES)
     while len(data) < limit:
-        block = stream.read(min(64 << 10, limit - len(data)))
+        block = reader.read(min(64 << 10, limit - len(data)))
         if not block:
             break
         data += block
@@ -647,23 +274,14 @@ def scan_layer(source: BinaryIO | Iterable[bytes], layer: str = "layer") -> Laye
     compressed) tar, is corrupt or truncated, or holds a package database bigger than
     :data:`MAX_DATABASE_BYTES`. Errors of ``source`` itself (network, disk) propagate.
     """
-    src = _Source(source)
-    magic = src.peek(4)
-    decoder: _Gunzip | _Unzstd | _Plain
-    if magic[:2] == _GZIP_MAGIC:
-        compression, decoder = "gzip", _Gunzip(src)
-    elif magic == _ZSTD_MAGIC:
-        compression, decoder = "zstd", _Unzstd(src)
-    else:
-        compression, decoder = "none", _Plain(src)
-    stream = _Stream(decoder)
+    reader = LayerReader(source)
     files: dict[str, tuple[Package, ...]] = {}
     os_releases: dict[str, OsRelease | None] = {}
     whiteouts: set[str] = set()
     opaque: set[str] = set()
-    what = f"{compression} tar" if compression != "none" else "tar"
+    what = "tar" if reader.compression == "none" else f"{reader.compression} tar"
     try:
-        for member in _members(stream):
+        for member in reader.members():
             path = _normalize(member.name)
             base = path.rpartition("/")[2]
             if base.startswith(_WHITEOUT):
@@ -680,32 +298,27 @@ def scan_layer(source: BinaryIO | Iterable[bytes], layer: str = "layer") -> Laye
                 if kind == _OS:
                     os_releases[path] = None
                     continue
-                target = _normalize(member.linkname) if member.type == _HARDLINK else ""
+                target = _normalize(member.linkname) if member.islnk() else ""
                 files[path] = tuple(replace(p, path=path) for p in files.get(target, ()))
                 continue
             if kind == _PYTHON:
-                files[path] = _python_package(_read_headers(stream, member.size), path)
+                files[path] = _python_package(_read_headers(reader, member.size), path)
                 continue
             if member.size > MAX_DATABASE_BYTES:
                 raise LayerError(
                     layer, f"{path} is {member.size} bytes, more than {MAX_DATABASE_BYTES}"
                 )
-            data = stream.read(member.size)
-            if len(data) < member.size:
-                raise _BadTar("unexpected end of data")
+            data = reader.read(member.size)
             if kind == _DPKG:
                 files[path] = _dpkg_packages(data, path)
             elif kind == _APK:
                 files[path] = _apk_packages(data, path)
             else:
                 os_releases[path] = _os_release(data)
-        # Read to the end: a compressed stream's checksum is verified there, and a
-        # caller hashing the blob as it streams sees all of it.
-        while decoder.read(CHUNK_BYTES):
-            pass
-    except _NotTar as exc:
+        reader.finish()
+    except NotTar as exc:
         raise LayerError(layer, f"not a {what} archive ({exc})") from None
-    except (_BadTar, zlib.error, zstandard.ZstdError, _Truncated) as exc:
+    except TarError as exc:
         raise LayerError(layer, f"corrupt or truncated {what} archive ({exc})") from None
     return LayerScan(
         layer=layer,
@@ -713,8 +326,8 @@ def scan_layer(source: BinaryIO | Iterable[bytes], layer: str = "layer") -> Laye
         os_releases=os_releases,
         whiteouts=frozenset(whiteouts),
         opaque_dirs=frozenset(opaque),
-        compression=compression,
-        bytes_read=src.count,
+        compression=reader.compression,
+        bytes_read=reader.bytes_read,
     )
 
 

@@ -179,6 +179,24 @@ def test_status_d_entries_are_read_and_md5sums_skipped() -> None:
     }
 
 
+def test_a_hard_link_to_a_database_of_the_same_layer_carries_its_packages() -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("var/lib/dpkg/status")
+        info.size = len(DPKG_STATUS_2)
+        tar.addfile(info, io.BytesIO(DPKG_STATUS_2))
+        link = tarfile.TarInfo("var/lib/dpkg/status.d/copy")
+        link.type = tarfile.LNKTYPE
+        link.linkname = "var/lib/dpkg/status"
+        tar.addfile(link)
+    result = scan_layer(io.BytesIO(buf.getvalue()), "hardlink")
+    copied = result.files["var/lib/dpkg/status.d/copy"]
+    assert [(p.name, p.path) for p in copied] == [
+        ("libfoo1", "var/lib/dpkg/status.d/copy"),
+        ("newpkg", "var/lib/dpkg/status.d/copy"),
+    ]
+
+
 @pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
 def test_long_member_names_are_followed(fmt: int) -> None:
     deep = "usr/lib/python3/" + "x" * 150 + "/pkg_name-1.0.dist-info/METADATA"

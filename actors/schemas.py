@@ -1,0 +1,286 @@
+"""The HTTP API's request and response bodies: strict pydantic models (no coercion, no
+unknown fields), whose limits are the database's, so that input the schema accepts
+never fails further down. A target's password is write-only: no output model has it."""
+
+from __future__ import annotations
+
+import urllib.parse
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
+
+__all__ = [
+    "MAX_ID",
+    "ErrorBody",
+    "FieldError",
+    "Id",
+    "ImageScan",
+    "JobIds",
+    "JobOut",
+    "JobStopped",
+    "PolicyIn",
+    "PolicyOut",
+    "PolicyUpdate",
+    "ProjectIn",
+    "ProjectOut",
+    "ProjectUpdate",
+    "ReplicationAction",
+    "ReplicationRequest",
+    "ScanJobId",
+    "ScanRequest",
+    "TargetIn",
+    "TargetOut",
+    "TargetUpdate",
+    "check_target_url",
+]
+
+#: The largest id a table holds (PostgreSQL's ``integer``).
+MAX_ID = 2**31 - 1
+#: Bytes a target password may have (its ciphertext must fit the 4096-character column).
+MAX_PASSWORD_BYTES = 2048
+
+# The distribution spec's grammar (as model.names), for the OpenAPI document.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+REPOSITORY_PATTERN = rf"^{_COMPONENT}(?:/{_COMPONENT})*$"
+TAG_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
+_PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+_NO_NUL = r"^[^\x00]*$"
+
+Id = Annotated[int, Field(ge=0, le=MAX_ID)]
+Name = Annotated[str, Field(min_length=1, pattern=_PRINTABLE)]
+Repository = Annotated[str, Field(min_length=1, max_length=255, pattern=REPOSITORY_PATTERN)]
+Tag = Annotated[str, Field(min_length=1, max_length=128, pattern=TAG_PATTERN)]
+ProjectName = Annotated[str, Field(min_length=1, max_length=255, pattern=rf"^{_COMPONENT}$")]
+TargetName = Annotated[Name, Field(max_length=64)]
+PolicyName = Annotated[Name, Field(max_length=256)]
+Description = Annotated[str, Field(max_length=2048, pattern=_NO_NUL)]
+Username = Annotated[str, Field(max_length=255, pattern=_PRINTABLE)]
+
+
+def check_target_url(value: str) -> str:
+    """A registry URL: ``http`` or ``https``, a host, no user info, query or fragment;
+    returned without a trailing slash. Raises ``ValueError`` saying what is wrong."""
+    if any(c.isspace() or ord(c) < 0x20 or c == "\x7f" for c in value):
+        raise ValueError("must not contain spaces or control characters")
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # noqa: B018  (raises ValueError for a port out of range)
+    except ValueError as exc:
+        raise ValueError(f"is not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("must start with http:// or https://")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not contain a user name or password (set username/password)")
+    if not parts.hostname:
+        raise ValueError("must name a host")
+    if parts.query or parts.fragment:
+        raise ValueError("must not have a query or fragment")
+    return value.rstrip("/")
+
+
+def _check_password(value: SecretStr) -> SecretStr:
+    secret = value.get_secret_value()
+    if "\x00" in secret:
+        raise ValueError("must not contain NUL characters")
+    if len(secret.encode("utf-8", "surrogatepass")) > MAX_PASSWORD_BYTES:
+        raise ValueError(f"must be at most {MAX_PASSWORD_BYTES} bytes")
+    return value
+
+
+TargetUrl = Annotated[str, Field(min_length=1, max_length=2048), AfterValidator(check_target_url)]
+Password = Annotated[
+    SecretStr,
+    Field(json_schema_extra={"writeOnly": True, "maxLength": MAX_PASSWORD_BYTES // 4}),
+    AfterValidator(_check_password),
+]
+
+
+class _In(BaseModel):
+    """A request body: strict types, unknown fields refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+# -- the original's routes ----------------------------------------------------------------
+
+
+class ReplicationRequest(_In):
+    """``POST /api/jobs/replication``: replicate one repository of a policy, or (without
+    ``repository``) every repository of its project."""
+
+    policy_id: Id
+    repository: Repository | Literal[""] | None = None
+    operation: Literal["transfer", "delete"] | None = None
+    tags: Annotated[list[Tag], Field(max_length=1000)] = []
+
+
+class ReplicationAction(_In):
+    """``POST /api/jobs/replication/actions``: ``stop`` every job of a policy."""
+
+    policy_id: Id
+    action: Literal["stop"]
+
+
+class ScanRequest(_In):
+    """``POST /api/jobs/scan``: scan one image of the source registry."""
+
+    repository: Repository
+    tag: Tag
+
+
+class JobIds(BaseModel):
+    job_ids: list[int]
+
+
+class ScanJobId(BaseModel):
+    job_id: int
+
+
+# -- jobs -----------------------------------------------------------------------------------
+
+
+class JobOut(BaseModel):
+    """One job: its status, parameters (never a secret) and the last line of its log."""
+
+    id: int
+    kind: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime | None
+    creation_time: datetime
+    update_time: datetime
+    parameters: dict[str, Any]
+    progress: str | None = Field(description="The last line of the job's log, if it has one")
+
+
+class JobStopped(BaseModel):
+    id: int
+    kind: str
+    status: str = Field(description="The status the job had when the stop was asked")
+
+
+class Finding(_Out):
+    vulnerability_id: str
+    package: str
+    version: str
+    fixed_version: str
+    severity: int
+    description: str
+    link: str
+
+
+class ImageScan(BaseModel):
+    """The latest scan of an image: its overview and every vulnerability found."""
+
+    image_digest: str
+    scan_job_id: int
+    severity: int
+    components_overview: Any
+    details_key: str
+    creation_time: datetime
+    update_time: datetime
+    findings: list[Finding]
+
+
+# -- projects, targets, policies -------------------------------------------------------------
+
+
+class ProjectIn(_In):
+    name: ProjectName
+    public: bool = False
+
+
+class ProjectUpdate(_In):
+    name: ProjectName | None = None
+    public: bool | None = None
+
+
+class ProjectOut(_Out):
+    id: int
+    name: str
+    public: bool
+
+
+class TargetIn(_In):
+    """A registry to replicate to. ``password`` is write-only."""
+
+    name: TargetName
+    url: TargetUrl
+    username: Username = ""
+    password: Password = SecretStr("")
+    insecure: bool = False
+
+
+class TargetUpdate(_In):
+    """Changes to a target; a field left out keeps its value (the password too)."""
+
+    name: TargetName | None = None
+    url: TargetUrl | None = None
+    username: Username | None = None
+    password: Password | None = None
+    insecure: bool | None = None
+
+
+class TargetOut(_Out):
+    id: int
+    name: str
+    url: str
+    username: str
+    has_password: bool
+    insecure: bool
+    creation_time: datetime
+    update_time: datetime
+
+
+class PolicyIn(_In):
+    name: PolicyName
+    project_id: Id
+    target_id: Id
+    description: Description = ""
+    enabled: bool = True
+    replicate_deletion: bool = False
+
+
+class PolicyUpdate(_In):
+    name: PolicyName | None = None
+    project_id: Id | None = None
+    target_id: Id | None = None
+    description: Description | None = None
+    enabled: bool | None = None
+    replicate_deletion: bool | None = None
+
+
+class PolicyOut(_Out):
+    id: int
+    name: str
+    project_id: int
+    target_id: int
+    description: str
+    enabled: bool
+    replicate_deletion: bool
+    creation_time: datetime
+    update_time: datetime
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: the status, a message a person can act on, and the input
+    field at fault when there is one."""
+
+    code: int
+    message: str
+    field: str | None = None
+    errors: list[FieldError] | None = None
