@@ -89,7 +89,8 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
         check=True,
         capture_output=True,
     )
-    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off -c synchronous_commit=off"
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {folder}"
+    options += " -c fsync=off -c synchronous_commit=off"
     subprocess.run(
         [
             *as_user,
