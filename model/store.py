@@ -13,7 +13,7 @@ import contextlib
 import json
 import re
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -37,6 +37,21 @@ from model.tables import (
 __all__ = ["ALLOWED_FROM", "Store"]
 
 _T = TypeVar("_T", bound=SQLModel)
+_R = TypeVar("_R")
+
+
+class _Write:
+    """One write waiting for the SQLite write lock (see :meth:`Store._apply`)."""
+
+    __slots__ = ("atomic", "done", "error", "result", "write")
+
+    def __init__(self, write: Callable[[Any], Any], atomic: bool) -> None:
+        self.write = write
+        self.atomic = atomic
+        self.done = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+
 
 #: For each status, the statuses a job may hold for the change to apply. A status
 #: may be set again to itself where that is harmless (the claim sets ``running``
@@ -80,6 +95,9 @@ class Store:
             sa.event.listen(self.engine, "begin", _sqlite_on_begin)
         self._writer = self.engine.execution_options(jobservice_write=True)
         self._sqlite_conn: Any = None
+        self._queue: list[_Write] = []
+        self._queue_lock = threading.Lock()
+        self._readers = threading.local()
         self._sql_cache: dict[str, str] = {}
         self._write_lock: threading.Lock | contextlib.nullcontext[None] = (
             threading.Lock() if self.is_sqlite else contextlib.nullcontext()
@@ -202,24 +220,28 @@ class Store:
         """Inserts pending jobs in one transaction and returns their ids in order."""
         _table(table)
         now = self._now()
-        ids: list[int] = []
-        with self._raw(single=len(rows) == 1) as cur:
-            for values in rows:
-                columns = {
-                    "status": Status.PENDING.value,
-                    "attempts": 0,
-                    "creation_time": now,
-                    "update_time": now,
-                    **{k: _to_column(k, v) for k, v in values.items()},
-                }
-                names = ", ".join(columns)
-                marks = ", ".join(f":{name}" for name in columns)
-                cur.execute(
-                    self._sql(f"INSERT INTO {table} ({names}) VALUES ({marks}) RETURNING id"),
-                    columns,
-                )
+        statements: list[tuple[str, dict[str, Any]]] = []
+        for values in rows:
+            columns = {
+                "status": Status.PENDING.value,
+                "attempts": 0,
+                "creation_time": now,
+                "update_time": now,
+                **{k: _to_column(k, v) for k, v in values.items()},
+            }
+            names = ", ".join(columns)
+            marks = ", ".join(f":{name}" for name in columns)
+            sql = self._sql(f"INSERT INTO {table} ({names}) VALUES ({marks}) RETURNING id")
+            statements.append((sql, columns))
+
+        def insert(cur: Any) -> list[int]:
+            ids = []
+            for sql, columns in statements:
+                cur.execute(sql, columns)
                 ids.append(int(cur.fetchone()[0]))
-        return ids
+            return ids
+
+        return self._apply(insert, atomic=len(statements) > 1)
 
     def job(self, table: str, job_id: int) -> dict[str, Any]:
         """The row of one job; raises :class:`NotFound`."""
@@ -233,9 +255,7 @@ class Store:
     def status(self, table: str, job_id: int) -> str:
         """The status of one job; raises :class:`NotFound`."""
         _table(table)
-        with self._raw(write=False, single=True) as cur:
-            cur.execute(self._sql(f"SELECT status FROM {table} WHERE id = :id"), {"id": job_id})
-            found = cur.fetchone()
+        found = self._read_one(f"SELECT status FROM {table} WHERE id = :id", {"id": job_id})
         if found is None:
             raise NotFound(f"{table}", job_id)
         return str(found[0])
@@ -264,13 +284,9 @@ class Store:
             sets += ", attempts = attempts + 1"
         guard = ", ".join(f"'{a}'" for a in allowed)
         sql = self._sql(f"UPDATE {table} SET {sets} WHERE id = :id AND status IN ({guard})")
-        with self._raw(single=True) as cur:
-            cur.execute(sql, params)
-            if cur.rowcount == 1:
-                return
-        with self._raw(write=False, single=True) as cur:
-            cur.execute(self._sql(f"SELECT status FROM {table} WHERE id = :id"), {"id": job_id})
-            found = cur.fetchone()
+        if self._apply(lambda cur: cur.execute(sql, params).rowcount) == 1:
+            return
+        found = self._read_one(f"SELECT status FROM {table} WHERE id = :id", {"id": job_id})
         raise StatusConflict(table, job_id, status, str(found[0]) if found else None)
 
     def claim(self, table: str, kind: str | None = None) -> dict[str, Any] | None:
@@ -297,11 +313,14 @@ class Store:
             f"ORDER BY id LIMIT :limit{lock}) AND status IN ('pending', 'retrying') RETURNING *"
         )
         params: dict[str, Any] = {"now": self._now(), "kind": kind, "limit": limit}
-        with self._raw(single=True) as cur:
+
+        def claim(cur: Any) -> list[dict[str, Any]]:
             cur.execute(sql, params)
             found = cur.fetchall()
             names = [d[0] for d in cur.description] if found else []
-        rows = [_from_columns(dict(zip(names, values, strict=True))) for values in found]
+            return [dict(zip(names, values, strict=True)) for values in found]
+
+        rows = [_from_columns(row) for row in self._apply(claim)]
         rows.sort(key=lambda row: int(row["id"]))
         return rows
 
@@ -314,39 +333,86 @@ class Store:
 
     # -- the hot path: plain DBAPI statements (SQLAlchemy's per-statement cost is ~5x SQLite's)
 
-    @contextmanager
-    def _raw(self, write: bool = True, single: bool = False) -> Iterator[Any]:
-        """A DBAPI cursor in one transaction. ``single``: the caller runs one statement
-        that needs no transaction around it (SQLite runs it atomically on its own)."""
-        if self.is_sqlite:
-            with self._write_lock:
-                conn = self._sqlite_conn
-                if conn is None:
-                    conn = self._sqlite_conn = self.engine.raw_connection()
-                cur = conn.cursor()
-                if single:
-                    yield cur
-                    cur.close()
-                    return
-                cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                try:
-                    yield cur
-                except BaseException:
-                    cur.execute("ROLLBACK")
-                    raise
-                cur.execute("COMMIT")
-                cur.close()
-            return
-        pg = self.engine.raw_connection()
+    def _apply(self, write: Callable[[Any], _R], *, atomic: bool = False) -> _R:
+        """Runs ``write(cursor)`` in a write transaction and returns what it returns.
+
+        On SQLite, writers combine: whoever holds the write lock commits every write
+        queued so far in one transaction, and the others find theirs done when they get
+        the lock. One commit and one lock hand-off serve a burst of writers, where a lock
+        per write would make them queue behind each other's GIL waits. ``atomic``: the
+        write runs several statements that must stand or fall together.
+        """
+        if not self.is_sqlite:
+            pg = self.engine.raw_connection()
+            try:
+                result = write(pg.cursor())
+                pg.commit()
+                return result
+            except BaseException:
+                pg.rollback()
+                raise
+            finally:
+                pg.close()
+        op = _Write(write, atomic)
+        with self._queue_lock:
+            self._queue.append(op)
+        with self._write_lock:
+            if not op.done:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._commit(batch)
+        if op.error is not None:
+            raise op.error
+        return op.result
+
+    def _commit(self, batch: list[_Write]) -> None:
+        conn = self._sqlite_conn
+        if conn is None:
+            conn = self._sqlite_conn = self.engine.raw_connection()
+        cur = conn.cursor()
         try:
-            cur = pg.cursor()
-            yield cur
-            pg.commit()
-        except BaseException:
-            pg.rollback()
-            raise
+            cur.execute("BEGIN IMMEDIATE")
+            for op in batch:
+                # A failing statement is undone by SQLite alone; a failing write of
+                # several statements is undone to its savepoint. Either way the other
+                # writes of the batch stand.
+                if op.atomic:
+                    cur.execute("SAVEPOINT write")
+                try:
+                    op.result = op.write(cur)
+                except Exception as exc:
+                    op.error = exc
+                    if op.atomic:
+                        cur.execute("ROLLBACK TO write")
+                if op.atomic:
+                    cur.execute("RELEASE write")
+            cur.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                cur.execute("ROLLBACK")
+            for op in batch:
+                op.error = op.error or exc
+            if not isinstance(exc, Exception):
+                raise
         finally:
-            pg.close()
+            cur.close()
+            for op in batch:
+                op.done = True
+
+    def _read_one(self, sql: str, params: dict[str, Any]) -> Any:
+        """The first row of a read, on this thread's own connection (SQLite: WAL readers
+        never wait for the writer)."""
+        if not self.is_sqlite:
+            with self._read() as conn:
+                return conn.exec_driver_sql(self._sql(sql), params).first()
+        reader: Any = getattr(self._readers, "conn", None)
+        if reader is None:
+            reader = self._readers.conn = self.engine.raw_connection()
+        cur = reader.cursor()
+        try:
+            return cur.execute(sql, params).fetchone()
+        finally:
+            cur.close()
 
     def _sql(self, text: str) -> str:
         cached = self._sql_cache.get(text)
