@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Literal
 
 from pydantic import (
     AliasChoices,
@@ -75,6 +76,22 @@ class Settings(BaseSettings):
     registry_url: str = "http://127.0.0.1:5000"
     registry_username: str | None = None
     registry_password: SecretStr | None = None
+    #: Scanner of scan jobs: ``builtin`` reads the layers here and matches their packages
+    #: against ``vuln_db_path`` (no server); ``adapter`` asks a Harbor pluggable scanner
+    #: (API v1.0/v1.1) at ``scanner_url``; ``clair`` asks Clair v2 at ``clair_url``, as
+    #: Harbor 1.4 did.
+    scanner: Literal["builtin", "adapter", "clair"] = "builtin"
+    #: OSV vulnerability database of the ``builtin`` scanner: a folder (searched
+    #: recursively) or a ``.zip`` of OSV JSON records, as osv.dev publishes them for the
+    #: Debian, Ubuntu, Alpine and PyPI ecosystems. Read at the start of each scan and
+    #: reloaded when its files change. Unset: scans list the packages and match none
+    #: (every component counts as severity 1, and the job log says so).
+    vuln_db_path: Path | None = None
+    #: Base URL of a Harbor pluggable scanner adapter (``scanner = "adapter"``), e.g.
+    #: ``http://trivy-adapter:8080``; the API lives under ``/api/v1``.
+    scanner_url: str | None = None
+    #: Base URL of Clair v2's API (``scanner = "clair"``), e.g. ``http://clair:6060``.
+    clair_url: str | None = None
     #: Seconds ``shutdown`` waits for running jobs to reach their next transition.
     shutdown_timeout: float = Field(default=30.0, gt=0)
     #: Address ``jobservice serve`` listens on (loopback by default: put a proxy in front).
@@ -104,6 +121,20 @@ class Settings(BaseSettings):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
 
+    @field_validator("vuln_db_path", mode="before")
+    @classmethod
+    def _unset_if_empty(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("scanner_url", "clair_url")
+    @classmethod
+    def _optional_http_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
@@ -116,6 +147,14 @@ class Settings(BaseSettings):
     def _backoff_bounds(self) -> Settings:
         if self.retry_delay_max < self.retry_delay:
             raise ValueError("retry_delay_max must be >= retry_delay")
+        return self
+
+    @model_validator(mode="after")
+    def _scanner_endpoint(self) -> Settings:
+        if self.scanner == "adapter" and not self.scanner_url:
+            raise ValueError("scanner 'adapter' needs scanner_url")
+        if self.scanner == "clair" and not self.clair_url:
+            raise ValueError("scanner 'clair' needs clair_url")
         return self
 
 

@@ -171,6 +171,7 @@ class SM:
         self.handlers: dict[str, StateHandler] = {}
         self.desired_state: str = ""
         self.next_state: str = ""
+        self._entering: str = ""
         #: The exception that last sent the machine to ``error`` or ``retrying``.
         self.last_error: BaseException | None = None
 
@@ -247,7 +248,9 @@ class SM:
         if job is not None:
             job.logger.info("state {} (from {})", state, self.current_state or "-")
         handler = self.handlers.get(state)
+        self._entering = state
         next_state = handler.enter() if handler is not None else Status.CONTINUE.value
+        self._entering = ""
         self.previous_state, self.current_state = self.current_state, state
         return next_state
 
@@ -303,21 +306,22 @@ class SM:
         job = self.current_job
         retryable = isinstance(exc, RetryableError) and Status.RETRYING in self.handlers
         target = Status.RETRYING if retryable else Status.ERROR
+        # The state whose handler failed: the one being entered, or (when leaving the
+        # current state failed) the current one. Its exit releases what it held.
+        failed, self._entering = self._entering or self.current_state, ""
         if job is not None:
             log = job.logger.opt(exception=exc)
             if retryable:
-                log.warning("state {} failed, will retry: {}", self.current_state, exc)
+                log.warning("state {} failed, will retry: {}", failed, exc)
             else:
-                log.error("state {} failed: {!r}", self.current_state, exc)
-        leaving = self.handlers.get(self.current_state)
+                log.error("state {} failed: {!r}", failed, exc)
+        leaving = self.handlers.get(failed)
         if leaving is not None:
             try:
                 leaving.exit()
             except BaseException as exit_exc:
                 if job is not None:
-                    job.logger.opt(exception=exit_exc).error(
-                        "exit of state {} failed too", self.current_state
-                    )
+                    job.logger.opt(exception=exit_exc).error("exit of state {} failed too", failed)
         try:
             self.next_state = self._enter(target)
         except StatusConflict as conflict:

@@ -365,6 +365,16 @@ class RegistryClient:
         )
         return BlobStream(response, registry=self.url, repository=repository, digest=digest)
 
+    def authorization(self, repository: str) -> dict[str, str]:
+        """The ``Authorization`` header a pull from ``repository`` carries now, for a
+        third party that fetches blobs on this client's behalf (Clair's ``Headers``).
+
+        Basic credentials, or a Bearer token for ``repository:<name>:pull`` (fetched if
+        none is cached); empty when the registry has not asked this client for
+        credentials so far, so make a request first. The value is a secret: never log it.
+        """
+        return self._auth.headers(self._pull_scopes(repository))
+
     # -- plumbing (used by BlobUpload too) --------------------------------------
 
     @staticmethod

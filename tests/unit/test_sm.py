@@ -356,3 +356,17 @@ def test_reset_clears_the_previous_jobs_table(
     assert "a" not in sm.handlers
     assert sm.desired_state == ""
     assert sm.current_job is not None and sm.current_job.id == 9
+
+
+def test_a_failing_state_is_named_in_the_log_and_its_exit_releases_it(job: FakeJob) -> None:
+    calls: list[str] = []
+
+    def build(sm: SM, job: FakeJob) -> None:
+        sm.add_transition(Status.RUNNING, "a", Recorder("a", calls))
+        sm.add_transition("a", "b", Recorder("b", calls, OSError("disk full")))
+
+    sm = machine(job, build)
+    sm.start(Status.RUNNING)
+    assert calls == ["enter a", "exit a", "enter b", "exit b"]
+    assert "state b failed: OSError('disk full')" in job.log()
+    assert sm.current_state == Status.ERROR
