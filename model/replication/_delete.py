@@ -1,0 +1,134 @@
+"""The delete workflow: remove a repository's tags from the target, by digest."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+
+from model.jobs import RepJob
+from model.registry import RegistryClient, RegistryNotFoundError
+from model.replication._clients import job_params, target_client, target_label
+from model.replication._shared import ReplicationShared
+from model.status import Status
+
+__all__ = ["DeleteRun"]
+
+#: Parallel ``HEAD`` requests when the digests of the target's tags are read.
+HEAD_CONCURRENCY = 8
+
+
+class DeleteRun:
+    """One run of a delete job.
+
+    A registry deletes a manifest by digest, and with it every tag pointing at it. So
+    each tag's digest is read on the target (``HEAD`` with every manifest type
+    accepted) and deleted only when no tag the job does not name points at it too;
+    otherwise the tag is kept and the log says why. A tag or repository missing on
+    the target is a warning. No tags named: every tag of the repository goes.
+    """
+
+    def __init__(self, job: RepJob, shared: ReplicationShared) -> None:
+        self.job = job
+        self.log = job.logger
+        self.shared = shared
+        self.repository = job_params(job).repository
+        self.target: RegistryClient | None = None
+        self.deleted = 0
+        self.kept = 0
+        self.started = time.monotonic()
+        self.released = False
+
+    def delete(self) -> str:
+        """The ``delete`` state's work; returns ``finished``."""
+        params = job_params(self.job)
+        target = self.target = target_client(self.job, self.shared.clients)
+        label = target_label(self.job)
+        named = list(dict.fromkeys(params.tags))
+        try:
+            all_tags = target.list_tags(self.repository)
+        except RegistryNotFoundError:
+            self.log.warning(
+                "repository {} is not on the target {}: nothing to delete", self.repository, label
+            )
+            return Status.FINISHED.value
+        wanted = named or all_tags
+        self.log.info(
+            "delete {} tag(s) of {} on {}: {}",
+            len(wanted),
+            self.repository,
+            label,
+            ", ".join(wanted) or "-",
+        )
+        digests = self._digests(target, dict.fromkeys([*all_tags, *wanted]))
+        by_digest: dict[str, list[str]] = {}
+        for tag in wanted:
+            digest = digests.get(tag)
+            if digest is None:
+                self.log.warning(
+                    "tag {}:{} is not on the target: nothing to delete", self.repository, tag
+                )
+            else:
+                by_digest.setdefault(digest, []).append(tag)
+        chosen = set(wanted)
+        for digest, tags in by_digest.items():
+            sharing = sorted(t for t in all_tags if digests.get(t) == digest and t not in chosen)
+            if sharing:
+                self.kept += 1
+                self.log.warning(
+                    "tag(s) {} of {} not deleted: manifest {} is also tagged {}, which this job "
+                    "does not name, and deleting the digest would remove those tags too",
+                    ", ".join(tags),
+                    self.repository,
+                    digest,
+                    ", ".join(sharing),
+                )
+                continue
+            started = time.monotonic()
+            if target.delete_manifest(self.repository, digest):
+                self.deleted += 1
+                self.shared.stats.add("manifests_deleted")
+                self.log.info(
+                    "manifest {} deleted with tag(s) {} ({:.3f} s)",
+                    digest,
+                    ", ".join(tags),
+                    time.monotonic() - started,
+                )
+            else:
+                self.log.warning(
+                    "manifest {} of tag(s) {} was already gone from the target",
+                    digest,
+                    ", ".join(tags),
+                )
+        return Status.FINISHED.value
+
+    def release(self, state: str) -> None:
+        """Closes the client and logs what the run did (safe to call more than once)."""
+        if self.released:
+            return
+        self.released = True
+        if self.target is not None:
+            self.shared.clients.release(self.target)
+        self.log.info(
+            "delete {}: {} manifest(s) deleted, {} kept ({:.3f} s)",
+            state,
+            self.deleted,
+            self.kept,
+            time.monotonic() - self.started,
+        )
+
+    def _digests(self, target: RegistryClient, tags: Iterable[str]) -> dict[str, str]:
+        """The manifest digest of each tag present on the target (absent ones left out)."""
+        names = list(tags)
+
+        def digest(tag: str) -> str | None:
+            return target.manifest_digest(self.repository, tag)
+
+        if len(names) <= 1:
+            answers = [digest(t) for t in names]
+        else:
+            with ThreadPoolExecutor(
+                min(HEAD_CONCURRENCY, len(names)), thread_name_prefix="replication-head"
+            ) as pool:
+                answers = list(pool.map(digest, names))
+        return {t: d for t, d in zip(names, answers, strict=True) if d is not None}

@@ -1,0 +1,503 @@
+"""The transfer workflow: copy a repository's tags from the source registry to a target.
+
+One :class:`TransferRun` per run of a job (a retry starts a new one) holds the registry
+clients, the tags left, the current tag's plan and what is known of the target's blobs.
+Its methods are the states' work; each returns the next state.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from model.jobs import RepJob
+from model.registry import (
+    Descriptor,
+    Manifest,
+    RegistryAuthError,
+    RegistryClient,
+    RegistryError,
+    RegistryNotFoundError,
+    RegistryUnavailableError,
+)
+from model.replication._clients import job_params, source_client, target_client, target_label
+from model.replication._copy import BlobCopy
+from model.replication._errors import ReplicationError, TargetCheckError
+from model.replication._shared import ReplicationShared
+from model.replication._states import PULL_MANIFEST, PUSH_MANIFEST, TRANSFER_BLOB
+from model.status import Status
+
+__all__ = [
+    "BLOB_BUFFERS",
+    "BLOB_CONCURRENCY",
+    "BLOB_STEP_BYTES",
+    "HEAD_CONCURRENCY",
+    "MAX_INDEX_DEPTH",
+    "TransferRun",
+]
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+#: Bytes each blob being copied moves per ``transfer_blob`` transition (one PATCH): a
+#: stop request waits for at most one step. Distribution 2.8 took a PATCH of 8 MiB
+#: fastest here (smaller ones pay a fixed cost each, larger ones were slower).
+BLOB_STEP_BYTES = 8 * 1024 * 1024
+#: Read-ahead buffers of ``BLOB_STEP_BYTES`` per blob being copied: the next piece is
+#: read from the source while the current one uploads.
+BLOB_BUFFERS = 1
+#: Blobs of one tag copied at the same time, each one step per transition. Memory in
+#: flight is at most ``BLOB_CONCURRENCY * (BLOB_BUFFERS + 1) * BLOB_STEP_BYTES``.
+BLOB_CONCURRENCY = 2
+#: Parallel ``HEAD`` requests when a tag's blobs are looked for on the target.
+HEAD_CONCURRENCY = 8
+#: Deepest nesting of indexes followed (an index of indexes is 2).
+MAX_INDEX_DEPTH = 4
+#: Media type fragments of layers that live outside registries ("foreign",
+#: "non-distributable"): manifests may name them, registries never hold them.
+_EXTERNAL_LAYER_MARKS = ("foreign", "nondistributable")
+
+
+def _external(blob: Descriptor) -> bool:
+    return any(mark in blob.media_type for mark in _EXTERNAL_LAYER_MARKS)
+
+
+def _step(copy: BlobCopy) -> bool | Exception:
+    """One step of ``copy``: whether it completed, or what it raised."""
+    try:
+        return copy.step()
+    except Exception as exc:
+        return exc
+
+
+def _seconds(started: float) -> float:
+    return time.monotonic() - started
+
+
+@dataclass
+class TagPlan:
+    """What one tag needs on the target: its manifest, the child manifests missing
+    there (pushed first, innermost first) and the blobs still to check or copy."""
+
+    tag: str
+    manifest: Manifest
+    children: list[Manifest] = field(default_factory=list)
+    blobs: deque[Descriptor] = field(default_factory=deque)
+    _digests: set[str] = field(default_factory=set)
+
+    def add_blob(self, blob: Descriptor) -> None:
+        if blob.digest not in self._digests and not _external(blob):
+            self._digests.add(blob.digest)
+            self.blobs.append(blob)
+
+
+@dataclass
+class _Counts:
+    tags_pushed: int = 0
+    tags_skipped: int = 0
+    blobs_sent: int = 0
+    blobs_mounted: int = 0
+    blobs_skipped: int = 0
+    bytes_sent: int = 0
+    manifests_pushed: int = 0
+
+
+class TransferRun:
+    """One run of a transfer job; see the module docstring. Called from the worker's
+    thread only: work it hands to its thread pool (``HEAD`` requests, the steps of
+    blobs copied at once) has ended before a state returns."""
+
+    def __init__(self, job: RepJob, shared: ReplicationShared) -> None:
+        self.job = job
+        self.log = job.logger
+        self.shared = shared
+        self.repository = job_params(job).repository
+        self.source: RegistryClient | None = None
+        self.target: RegistryClient | None = None
+        self.tags: deque[str] = deque()
+        self.plan: TagPlan | None = None
+        #: Blob digest → whether the target repository holds it (answers of HEAD, and
+        #: what this run stored), kept for the whole run, across tags.
+        self.blobs_present: dict[str, bool] = {}
+        #: Manifest digests known to be in the target repository.
+        self.manifests_present: set[str] = set()
+        #: Blobs being copied (at most :data:`BLOB_CONCURRENCY`), and when each began.
+        self.copies: list[BlobCopy] = []
+        self.copy_started: dict[str, float] = {}
+        #: Thread pools by width: one for HEAD requests, one for blob steps (few
+        #: threads touch the big buffers, which keeps the allocator's arenas few).
+        self._pools: dict[int, ThreadPoolExecutor] = {}
+        self.counts = _Counts()
+        self.started = time.monotonic()
+        self.released = False
+
+    # -- states ------------------------------------------------------------------------
+
+    def initialize(self) -> str:
+        """Opens the clients and lists the tags (all of the source's when none named)."""
+        params = job_params(self.job)
+        self.source = source_client(self.job, self.shared.clients)
+        self.target = target_client(self.job, self.shared.clients)
+        if params.tags:
+            tags = list(dict.fromkeys(params.tags))
+        else:
+            try:
+                tags = self.source.list_tags(self.repository)
+            except RegistryNotFoundError:
+                self.log.warning(
+                    "repository {} is not in the source registry {}: nothing to transfer",
+                    self.repository,
+                    self.source.url,
+                )
+                tags = []
+        self.tags = deque(tags)
+        self.log.info(
+            "transfer {} from {} to {}: {} tag(s): {}",
+            self.repository,
+            self.source.url,
+            target_label(self.job),
+            len(tags),
+            ", ".join(tags) or "-",
+        )
+        return Status.CONTINUE.value
+
+    def check(self) -> str:
+        """Checks that the target answers ``/v2/`` and that the credentials may push to
+        the repository; raises :class:`TargetCheckError` saying which and why."""
+        target = self._target()
+        label = target_label(self.job)
+        user = target.username
+        who = f"user {user!r}" if user else "anonymous users"
+        try:
+            target.ping()
+        except RegistryAuthError as exc:
+            refused = f"the credentials of user {user!r}" if user else "anonymous access"
+            raise TargetCheckError(
+                f"target {label} refused {refused} (HTTP {exc.status}): {exc}",
+                target=target.url,
+                status=exc.status,
+                code=exc.code,
+            ) from None
+        except RegistryUnavailableError:
+            raise
+        except RegistryError as exc:
+            raise TargetCheckError(
+                f"target {label} does not answer GET /v2/ as a registry (HTTP {exc.status}): {exc}",
+                target=target.url,
+                status=exc.status,
+                code=exc.code,
+            ) from None
+        try:
+            target.start_upload(self.repository).cancel()
+        except RegistryAuthError as exc:
+            raise TargetCheckError(
+                f"target {label} does not let {who} push to {self.repository} "
+                f"(HTTP {exc.status}): {exc}",
+                target=target.url,
+                status=exc.status,
+                code=exc.code,
+            ) from None
+        self.log.info("target {} answers and lets {} push to {}", label, who, self.repository)
+        return Status.CONTINUE.value
+
+    def pull_manifest(self) -> str:
+        """Reads the next tag's manifest (and an index's children) from the source and
+        finds which blobs the target lacks. A tag gone from the source, or already on
+        the target with the same digest, is skipped."""
+        if not self.tags:
+            return Status.FINISHED.value
+        source, target = self._source(), self._target()
+        tag = self.tags.popleft()
+        started = time.monotonic()
+        try:
+            manifest = source.get_manifest(self.repository, tag)
+        except RegistryNotFoundError:
+            self._tag_skipped(tag, "it is no longer in the source registry")
+            return PULL_MANIFEST
+        on_target = target.manifest_digest(self.repository, tag)
+        if on_target == manifest.digest:
+            self.manifests_present.add(manifest.digest)
+            self._tag_skipped(tag, f"the target has it already, as {manifest.digest}", "info")
+            return PULL_MANIFEST
+        plan = TagPlan(tag, manifest)
+        try:
+            self._collect(plan, manifest, 0)
+        except RegistryNotFoundError as exc:
+            self._tag_skipped(tag, f"part of it is no longer in the source registry ({exc})")
+            return PULL_MANIFEST
+        # Largest first: with several copies at once, the longest starts earliest.
+        plan.blobs = deque(sorted(plan.blobs, key=lambda b: b.size, reverse=True))
+        self._look_up_blobs(plan.blobs)
+        missing = sum(1 for b in plan.blobs if not self.blobs_present.get(b.digest))
+        self.log.info(
+            "tag {}:{} is manifest {} ({}, {} bytes{}){}: {} blob(s), {} not on the target "
+            "({:.3f} s)",
+            self.repository,
+            tag,
+            manifest.digest,
+            manifest.media_type,
+            len(manifest.content),
+            f", {len(manifest.children())} platform(s)" if manifest.is_index else "",
+            f", replacing {on_target}" if on_target else "",
+            len(plan.blobs),
+            missing,
+            _seconds(started),
+        )
+        self.plan = plan
+        return TRANSFER_BLOB
+
+    def transfer_blob(self) -> str:
+        """Advances the current tag's blobs by one bounded step: blobs the target holds
+        are skipped, blobs it holds in another repository are mounted, and up to
+        :data:`BLOB_CONCURRENCY` missing ones move at most :data:`BLOB_STEP_BYTES`
+        each, in parallel; the step ends when all of them have moved."""
+        plan = self._plan()
+        while len(self.copies) < BLOB_CONCURRENCY:
+            blob = self._next_blob_to_send(plan)
+            if blob is None:
+                break
+            self.copies.append(
+                BlobCopy(
+                    self._source(),
+                    self.repository,
+                    self._target(),
+                    self.repository,
+                    blob,
+                    step_bytes=BLOB_STEP_BYTES,
+                    buffers=BLOB_BUFFERS,
+                )
+            )
+            self.copy_started[blob.digest] = time.monotonic()
+            self.log.debug("blob {} ({} bytes): sending", blob.digest, blob.size)
+        if not self.copies:
+            return PUSH_MANIFEST
+        self._step_copies()
+        return TRANSFER_BLOB if self.copies or plan.blobs else PUSH_MANIFEST
+
+    def push_manifest(self) -> str:
+        """Stores the tag's missing child manifests, then its own under the tag; all
+        their blobs are on the target by now."""
+        plan = self._plan()
+        target = self._target()
+        for child in plan.children:
+            self._push(target, child, child.digest, f"{self.repository}@{child.digest}")
+        self._push(target, plan.manifest, plan.tag, f"{self.repository}:{plan.tag}")
+        self.counts.tags_pushed += 1
+        self.plan = None
+        return PULL_MANIFEST
+
+    def release(self, state: str) -> None:
+        """Ends the run as it enters ``state``: cancels unfinished uploads, stops its
+        threads, gives the clients back to the service's pool and logs what the run
+        did. Safe to call more than once."""
+        if self.released:
+            return
+        self.released = True
+        copies, self.copies = self.copies, []
+        for copy in copies:
+            copy.cancel()
+            self.log.warning(
+                "blob {} ({} bytes): upload cancelled after {} bytes ({:.3f} s), job {}",
+                copy.blob.digest,
+                copy.blob.size,
+                copy.copied,
+                _seconds(self.copy_started.get(copy.blob.digest, self.started)),
+                state,
+            )
+        pools, self._pools = self._pools, {}
+        for pool in pools.values():
+            pool.shutdown(wait=True)
+        for client in (self.source, self.target):
+            if client is not None:
+                self.shared.clients.release(client)
+        c = self.counts
+        self.log.info(
+            "transfer {}: {} tag(s) pushed, {} skipped; {} blob(s) sent, {} mounted, "
+            "{} skipped; {} bytes sent; {} manifest(s) pushed ({:.3f} s)",
+            state,
+            c.tags_pushed,
+            c.tags_skipped,
+            c.blobs_sent,
+            c.blobs_mounted,
+            c.blobs_skipped,
+            c.bytes_sent,
+            c.manifests_pushed,
+            _seconds(self.started),
+        )
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _source(self) -> RegistryClient:
+        if self.source is None:
+            raise ReplicationError("the source client is not open (initialize did not run)")
+        return self.source
+
+    def _target(self) -> RegistryClient:
+        if self.target is None:
+            raise ReplicationError("the target client is not open (initialize did not run)")
+        return self.target
+
+    def _plan(self) -> TagPlan:
+        if self.plan is None:
+            raise ReplicationError("no tag is being transferred (pull_manifest did not run)")
+        return self.plan
+
+    def _tag_skipped(self, tag: str, why: str, level: str = "warning") -> None:
+        self.counts.tags_skipped += 1
+        self.shared.stats.add("tags_skipped")
+        self.log.log(level.upper(), "tag {}:{} skipped: {}", self.repository, tag, why)
+
+    def _collect(self, plan: TagPlan, manifest: Manifest, depth: int) -> None:
+        """Adds ``manifest``'s blobs, or for an index its children missing on the target
+        (each after its own children) and their blobs, to ``plan``."""
+        source, target = self._source(), self._target()
+        for child in manifest.children():
+            if child.digest in self.manifests_present:
+                continue
+            if target.manifest_digest(self.repository, child.digest) is not None:
+                self.manifests_present.add(child.digest)
+                continue
+            if depth >= MAX_INDEX_DEPTH:
+                raise ReplicationError(
+                    f"{self.repository}:{plan.tag} nests indexes deeper than {MAX_INDEX_DEPTH}"
+                )
+            child_manifest = source.get_manifest(self.repository, child.digest)
+            self._collect(plan, child_manifest, depth + 1)
+            plan.children.append(child_manifest)
+        for blob in manifest.blobs():
+            plan.add_blob(blob)
+
+    def _look_up_blobs(self, blobs: Iterable[Descriptor]) -> None:
+        """Asks the target (``HEAD``, in parallel) about blobs this run knows nothing of."""
+        unknown = [b.digest for b in blobs if b.digest not in self.blobs_present]
+        if not unknown:
+            return
+        target = self._target()
+
+        def exists(digest: str) -> bool:
+            return target.blob_exists(self.repository, digest)
+
+        answers = self._in_parallel(exists, unknown, HEAD_CONCURRENCY)
+        for digest, present in zip(unknown, answers, strict=True):
+            self.blobs_present[digest] = present
+            if present:
+                self.shared.locations.remember(target.url, digest, self.repository)
+
+    def _next_blob_to_send(self, plan: TagPlan) -> Descriptor | None:
+        """Pops the plan's blobs the target holds (logged as skipped) or can mount
+        (logged as mounted); returns the first that must be sent, if any."""
+        target = self._target()
+        while plan.blobs:
+            blob = plan.blobs[0]
+            started = time.monotonic()
+            if blob.digest not in self.blobs_present:
+                self._look_up_blobs([blob])
+            if self.blobs_present[blob.digest]:
+                self.log.info(
+                    "blob {} ({} bytes) skipped: already on the target ({:.3f} s)",
+                    blob.digest,
+                    blob.size,
+                    _seconds(started),
+                )
+                self.counts.blobs_skipped += 1
+                self.shared.stats.add("blobs_skipped")
+                plan.blobs.popleft()
+                continue
+            origin = self.shared.locations.where(target.url, blob.digest, besides=self.repository)
+            if origin is not None and self._mount(target, blob, origin):
+                self.log.info(
+                    "blob {} ({} bytes) mounted from {} ({:.3f} s)",
+                    blob.digest,
+                    blob.size,
+                    origin,
+                    _seconds(started),
+                )
+                self.counts.blobs_mounted += 1
+                self.shared.stats.add("blobs_mounted")
+                self._blob_stored(blob.digest)
+                plan.blobs.popleft()
+                continue
+            plan.blobs.popleft()
+            return blob
+        return None
+
+    def _step_copies(self) -> None:
+        """Moves every blob being copied by one step, in parallel; logs and records the
+        ones that completed. Raises the first failure once every step has ended (a
+        failed copy has cancelled itself; the others are cancelled by :meth:`release`)."""
+        copies = list(self.copies)
+        before = [c.copied for c in copies]
+        outcomes = self._in_parallel(_step, copies, BLOB_CONCURRENCY)
+        failure: Exception | None = None
+        for copy, copied, outcome in zip(copies, before, outcomes, strict=True):
+            self._count_bytes(copy.copied - copied)
+            if isinstance(outcome, Exception):
+                failure = failure or outcome
+                continue
+            if not outcome:
+                continue
+            self.copies.remove(copy)
+            blob = copy.blob
+            self.log.info(
+                "blob {} ({} bytes) sent ({:.3f} s)",
+                blob.digest,
+                blob.size,
+                _seconds(self.copy_started.pop(blob.digest, self.started)),
+            )
+            self.counts.blobs_sent += 1
+            self.shared.stats.add("blobs_sent")
+            self._blob_stored(blob.digest)
+        if failure is not None:
+            raise failure
+
+    def _in_parallel(self, work: Callable[[_T], _R], items: list[_T], width: int) -> list[_R]:
+        """``work(item)`` for every item, in the run's thread pool of ``width`` threads
+        when there are several; returns the results in order once all have ended, or
+        raises the first exception once all have ended."""
+        if len(items) == 1:
+            return [work(items[0])]
+        pool = self._pools.get(width)
+        if pool is None:
+            pool = self._pools[width] = ThreadPoolExecutor(
+                width, thread_name_prefix=f"replication-{self.job.id}"
+            )
+        futures: list[Future[_R]] = [pool.submit(work, item) for item in items]
+        wait(futures)
+        return [future.result() for future in futures]
+
+    def _mount(self, target: RegistryClient, blob: Descriptor, origin: str) -> bool:
+        try:
+            if target.mount_blob(self.repository, blob.digest, origin):
+                return True
+        except (RegistryAuthError, RegistryNotFoundError) as exc:
+            self.log.debug("blob {}: no mount from {}: {}", blob.digest, origin, exc)
+        self.shared.locations.forget(target.url, blob.digest, origin)
+        return False
+
+    def _blob_stored(self, digest: str) -> None:
+        self.blobs_present[digest] = True
+        self.shared.locations.remember(self._target().url, digest, self.repository)
+
+    def _count_bytes(self, sent: int) -> None:
+        if sent:
+            self.counts.bytes_sent += sent
+            self.shared.stats.add("bytes_sent", sent)
+
+    def _push(self, target: RegistryClient, manifest: Manifest, reference: str, name: str) -> None:
+        started = time.monotonic()
+        target.put_manifest(self.repository, reference, manifest)
+        self.manifests_present.add(manifest.digest)
+        self.counts.manifests_pushed += 1
+        self.shared.stats.add("manifests_pushed")
+        self.log.info(
+            "manifest {} ({}, {} bytes) pushed as {} ({:.3f} s)",
+            manifest.digest,
+            manifest.media_type,
+            len(manifest.content),
+            name,
+            _seconds(started),
+        )
