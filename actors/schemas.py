@@ -8,12 +8,13 @@ import urllib.parse
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 
 __all__ = [
     "MAX_ID",
     "ErrorBody",
     "FieldError",
+    "Health",
     "Id",
     "ImageScan",
     "JobIds",
@@ -22,6 +23,7 @@ __all__ = [
     "PolicyIn",
     "PolicyOut",
     "PolicyUpdate",
+    "PoolStatsOut",
     "ProjectIn",
     "ProjectOut",
     "ProjectUpdate",
@@ -48,7 +50,20 @@ DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
 _PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
 _NO_NUL = r"^[^\x00]*$"
 
-Id = Annotated[int, Field(ge=0, le=MAX_ID)]
+_PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
+#: A registry URL as :func:`check_target_url` takes it (host names and IPv4 addresses).
+TARGET_URL_PATTERN = rf'^https?://[A-Za-z0-9.-]+(?::{_PORT})?(?:/[!"$->@-~]*)?$'
+
+
+def _json_integer(value: object) -> object:
+    """JSON has one number type: ``3.0`` is the integer 3, as JSON Schema says; ``3.5``
+    stays a float, and is refused."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Id = Annotated[int, Field(ge=0, le=MAX_ID), BeforeValidator(_json_integer)]
 Name = Annotated[str, Field(min_length=1, pattern=_PRINTABLE)]
 Repository = Annotated[str, Field(min_length=1, max_length=255, pattern=REPOSITORY_PATTERN)]
 Tag = Annotated[str, Field(min_length=1, max_length=128, pattern=TAG_PATTERN)]
@@ -62,8 +77,8 @@ Username = Annotated[str, Field(max_length=255, pattern=_PRINTABLE)]
 def check_target_url(value: str) -> str:
     """A registry URL: ``http`` or ``https``, a host, no user info, query or fragment;
     returned without a trailing slash. Raises ``ValueError`` saying what is wrong."""
-    if any(c.isspace() or ord(c) < 0x20 or c == "\x7f" for c in value):
-        raise ValueError("must not contain spaces or control characters")
+    if any(not "!" <= c <= "~" for c in value):
+        raise ValueError("must be printable ASCII without spaces (percent-encode the others)")
     try:
         parts = urllib.parse.urlsplit(value)
         parts.port  # noqa: B018  (raises ValueError for a port out of range)
@@ -89,10 +104,25 @@ def _check_password(value: SecretStr) -> SecretStr:
     return value
 
 
-TargetUrl = Annotated[str, Field(min_length=1, max_length=2048), AfterValidator(check_target_url)]
+def _checked_url(value: object) -> object:
+    # Before the pattern, so that a refusal says what is wrong in words.
+    return check_target_url(value) if isinstance(value, str) and len(value) <= 2048 else value
+
+
+TargetUrl = Annotated[
+    str,
+    Field(min_length=1, max_length=2048, pattern=TARGET_URL_PATTERN),
+    BeforeValidator(_checked_url),
+]
 Password = Annotated[
     SecretStr,
-    Field(json_schema_extra={"writeOnly": True, "maxLength": MAX_PASSWORD_BYTES // 4}),
+    Field(
+        json_schema_extra={
+            "writeOnly": True,
+            "maxLength": MAX_PASSWORD_BYTES // 4,
+            "pattern": _NO_NUL,
+        }
+    ),
     AfterValidator(_check_password),
 ]
 
@@ -186,6 +216,21 @@ class ImageScan(BaseModel):
     creation_time: datetime
     update_time: datetime
     findings: list[Finding]
+
+
+class PoolStatsOut(BaseModel):
+    """One pool: its workers, the jobs they run, its queue, its jobs per status."""
+
+    size: int
+    busy: int
+    running: list[int]
+    queued: int
+    delayed: int
+    statuses: dict[str, int]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
 
 
 # -- projects, targets, policies -------------------------------------------------------------

@@ -365,6 +365,13 @@ class JobService:
         in a pool's thread or the caller's: it must be quick; what it raises is logged."""
         self._listeners.append(listener)
 
+    def replication_counters(self) -> dict[str, int]:
+        """Counters of this service's replication jobs since it started, by name
+        (``bytes_sent``, ``blobs_sent``, …; see :data:`model.replication.STAT_NAMES`)."""
+        from model.replication import replication_stats
+
+        return replication_stats(self._context()).snapshot()
+
     def stats(self) -> dict[str, dict[str, Any]]:
         """Per pool: size, busy workers, queued jobs (due now) and delayed ones
         (retrying, not yet due), and the number of its jobs per status."""

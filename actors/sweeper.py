@@ -102,7 +102,7 @@ class LogSweeper:
             )
         if total.files or total.folders:
             logger.info(
-                "log sweeper: deleted {} job logs ({} bytes) older than {:g} days, {} empty folders",
+                "log sweeper: deleted {} job logs ({} bytes) older than {:g} days and {} folders",
                 total.files,
                 total.bytes,
                 self.retention_s / _SECONDS_PER_DAY,

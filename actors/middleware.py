@@ -1,0 +1,165 @@
+"""The HTTP API's plumbing: errors as JSON :class:`~actors.schemas.ErrorBody` answers,
+and the pure ASGI middleware that answer before routing (auth, body limit) or count
+every answer (metrics)."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import Any
+
+from fastapi.responses import JSONResponse
+from starlette.requests import cookie_parser
+
+from actors.metrics import ServiceMetrics
+from actors.schemas import ErrorBody, FieldError
+
+__all__ = [
+    "OPEN_PATHS",
+    "BodyLimit",
+    "Problem",
+    "RequestMetrics",
+    "SecretCookieAuth",
+    "error_response",
+]
+
+#: Paths anyone may read: probes, metrics and the API's description.
+OPEN_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class Problem(Exception):
+    """An answer other than 2xx, raised by a handler."""
+
+    def __init__(self, code: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+def error_response(
+    code: int,
+    message: str,
+    field: str | None = None,
+    errors: list[FieldError] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    body = ErrorBody(code=code, message=message, field=field, errors=errors)
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=code, headers=headers)
+
+
+# -- middleware (pure ASGI: they answer before routing, and bodies are read once) ---------
+
+
+class SecretCookieAuth:
+    """Refuses requests without the cookie ``secret`` (401) or with a wrong one (403),
+    comparing in constant time; :data:`OPEN_PATHS` pass."""
+
+    def __init__(self, app: ASGIApp, secret: str) -> None:
+        self.app = app
+        self._secret = secret.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        cookies: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            if name == b"cookie":
+                cookies.update(cookie_parser(value.decode("latin-1")))
+        given = cookies.get("secret")
+        if given is None:
+            response = error_response(401, "the cookie 'secret' is missing", "secret")
+        elif not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), self._secret):
+            response = error_response(403, "the cookie 'secret' is wrong", "secret")
+        else:
+            await self.app(scope, receive, send)
+            return
+        await response(scope, receive, send)
+
+
+class BodyLimit:
+    """Answers 413 to a request whose body exceeds ``max_bytes`` (by its
+    ``Content-Length`` or, when chunked, as it arrives); passes the body on otherwise."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_big = error_response(
+            413, f"the request body exceeds the limit of {self.max_bytes} bytes", "body"
+        )
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await error_response(400, "Content-Length is not a number", "content-length")(
+                        scope, receive, send
+                    )
+                    return
+                if declared > self.max_bytes:
+                    await too_big(scope, receive, send)
+                    return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break  # the client left: let the app see it
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await too_big(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+class RequestMetrics:
+    """Counts answered requests by method, route template and status code."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def noting(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noting)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "other"
+            self.metrics.requests.labels(scope["method"], template, str(status)).inc()

@@ -1,0 +1,84 @@
+"""The Alembic migrations on SQLite and on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlmodel import SQLModel
+
+import model.tables  # noqa: F401  (the tables the migrations must create)
+from model import migrations
+from model.errors import ConfigError
+from model.store import Store
+
+
+def schema_differences(url: str) -> list[object]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            return list(compare_metadata(context, SQLModel.metadata))
+    finally:
+        engine.dispose()
+
+
+def claim_indexes(url: str) -> dict[str, str]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            query = (
+                "SELECT name, sql FROM sqlite_master WHERE name LIKE :like"
+                if url.startswith("sqlite")
+                else "SELECT indexname, indexdef FROM pg_indexes WHERE indexname LIKE :like"
+            )
+            rows = conn.execute(sa.text(query), {"like": "%_claim"})
+            return {str(name): str(sql) for name, sql in rows}
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_creates_every_table_exactly_as_the_models_declare(database_url: str) -> None:
+    assert migrations.upgrade(database_url) == (None, migrations.head())
+    assert schema_differences(database_url) == []
+    indexes = claim_indexes(database_url)
+    assert set(indexes) == {"replication_job_claim", "img_scan_job_claim", "job_claim"}
+    for sql in indexes.values():
+        assert "WHERE" in sql and "pending" in sql and "retrying" in sql
+    assert migrations.check_current(database_url) == migrations.head()
+    assert migrations.upgrade(database_url) == (migrations.head(), migrations.head())
+
+
+def test_a_database_behind_is_refused_with_a_message_naming_db_upgrade(
+    database_url: str,
+) -> None:
+    with pytest.raises(migrations.DatabaseBehind, match="run `jobservice db upgrade`") as caught:
+        migrations.check_current(database_url)
+    assert caught.value.current is None and caught.value.head == migrations.head()
+
+
+def test_upgrade_adopts_a_database_an_embedded_service_created(database_url: str) -> None:
+    store = Store(database_url)
+    store.create_all()
+    store.close()
+    assert migrations.current(database_url) is None
+    assert migrations.upgrade(database_url) == (None, migrations.head())
+    assert migrations.check_current(database_url) == migrations.head()
+
+
+def test_a_database_a_newer_version_migrated_is_refused(database_url: str) -> None:
+    migrations.upgrade(database_url)
+    engine = sa.create_engine(database_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = 'f00d'")
+    engine.dispose()
+    with pytest.raises(ConfigError, match="does not know"):
+        migrations.check_current(database_url)
+    with pytest.raises(ConfigError, match="does not know"):
+        migrations.upgrade(database_url)
+
+
+def test_a_database_that_cannot_be_opened_is_a_config_error_naming_database_url() -> None:
+    with pytest.raises(ConfigError, match="database_url"):
+        migrations.current("sqlite:////nonexistent-folder/jobservice.db")
