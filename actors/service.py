@@ -24,6 +24,7 @@ from model.jobs import JobContext
 from model.kinds import JobKind, KindRegistry
 from model.names import check_id, check_repository, check_tags
 from model.registry import RegistryClient
+from model.replication import close_shared
 from model.settings import Settings
 from model.sm import RetryPolicy
 from model.status import TERMINAL, Status
@@ -130,6 +131,7 @@ class JobService:
         self._dispatcher.stop(block=True, timeout=max(_left(deadline), 1.0))
         self._dispatcher = None
         self._pools = {}
+        close_shared(self._ctx)
         self._ctx.sink.remove()
         self._ctx.store.close()
         self._ctx = None

@@ -264,5 +264,21 @@ def test_start_resumes_running_and_retrying_jobs_keeping_the_due_time(
         again.shutdown()
 
 
+def test_the_engine_runs_on_postgresql_too(make_service: MakeService, postgres_url: str) -> None:
+    tracker = Tracker()
+    service = make_service(
+        [tick_kind("slow", tracker, pool_size=2), flaky_kind()], database_url=postgres_url
+    )
+    ids = [service.submit("slow", {"ticks": 2, "hold": True}) for _ in range(5)]
+    flaky = service.submit("flaky", {"fail_times": 1})
+    assert tracker.wait_for(lambda: tracker.running == 2)
+    tracker.gate.set()
+    for job_id in ids:
+        assert service.wait("slow", job_id, 20) == Status.FINISHED
+    assert service.wait("flaky", flaky, 20) == Status.FINISHED
+    assert tracker.most_at_once == 2
+    assert service.store.job("job", flaky)["attempts"] == 1
+
+
 def _wait_status(service: JobService, kind: str, job_id: int, status: str) -> str:
     return wait_until(lambda: service.status(kind, job_id) == status and status)
