@@ -69,6 +69,9 @@ class JobLogSink:
                 format=_format,
                 filter=lambda record: record["extra"].get("job_log_sink") == token,
                 catch=True,
+                # Tracebacks without local variables' values: those may hold secrets.
+                backtrace=False,
+                diagnose=False,
             )
 
     def remove(self) -> None:
@@ -96,7 +99,12 @@ class JobLogSink:
             if folder not in self._made:
                 os.makedirs(folder, exist_ok=True)
                 self._made.add(folder)
-            out = self._open[path] = open(path, "a", encoding="utf-8")  # noqa: SIM115
+            try:
+                out = open(path, "a", encoding="utf-8")  # noqa: SIM115
+            except FileNotFoundError:  # the log sweeper removed the emptied folder
+                os.makedirs(folder, exist_ok=True)
+                out = open(path, "a", encoding="utf-8")  # noqa: SIM115
+            self._open[path] = out
             if len(self._open) > _OPEN_FILES:
                 self._open.popitem(last=False)[1].close()
         else:

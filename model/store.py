@@ -93,6 +93,8 @@ class Store:
         if self.is_sqlite:
             sa.event.listen(self.engine, "connect", _sqlite_on_connect)
             sa.event.listen(self.engine, "begin", _sqlite_on_begin)
+        else:
+            sa.event.listen(self.engine, "connect", _postgres_on_connect)
         self._writer = self.engine.execution_options(jobservice_write=True)
         self._sqlite_conn: Any = None
         self._queue: list[_Write] = []
@@ -600,6 +602,14 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _postgres_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Times are written as naive UTC on the hot path: read them as UTC whatever the
+    # server's time zone.
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SET TIME ZONE 'UTC'")
+    dbapi_connection.commit()
 
 
 def _sqlite_on_begin(conn: Connection) -> None:

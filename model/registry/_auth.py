@@ -161,9 +161,10 @@ class Authenticator:
             return {"Authorization": f"Bearer {token}"}
         if any(c.scheme == "basic" for c in challenges) and self._basic:
             with self._lock:
-                already = self._scheme == "basic"
                 self._scheme = "basic"
-            # Credentials already sent and refused: a retry would be refused again.
+            # This request carried the credentials and was refused: a retry would be
+            # refused again. (Judged by the request, not by what other requests learnt.)
+            already = "authorization" in response.request.headers
             return None if already else {"Authorization": self._basic}
         return None
 

@@ -252,14 +252,24 @@ def _replication(results: dict[str, Any], lines: list[str]) -> tuple[bool | None
         f"{Summary(sec['skopeo_sync_repository']).cell(2)} | "
         f"{rep['ratio_repository_sync']:.2f}x sync, {rep['ratio_repository_copy']:.2f}x copy |",
         "",
-        f"RSS of the process running the service: idle {rep['rss_idle_mb']:.0f} MB, peak while "
-        f"copying the 200 MB image {rep['rss_peak_mb']:.0f} MB.",
+        f"RSS of the process running the service: idle {rep.get('rss_idle_mb', 0):.0f} MB, "
+        f"peak while copying the 200 MB image {_peaks(rep)}.",
         "",
     ]
     return (
         rep["ratio_repository_sync"] <= GOAL_SYNC_RATIO,
         rep["ratio_image"] <= GOAL_COPY_RATIO,
     )
+
+
+def _peaks(rep: dict[str, Any]) -> str:
+    """replication.py's peak RSS: one number, or one per round (newer versions)."""
+    by_round = rep.get("rss_peak_mb_by_round")
+    if by_round:
+        return f"{by_round[0]:.0f} MB in the first round, {max(by_round):.0f} MB at most"
+    if "rss_peak_mb" in rep:
+        return f"{rep['rss_peak_mb']:.0f} MB"
+    return "not measured"
 
 
 def _scan(results: dict[str, Any], lines: list[str]) -> None:
