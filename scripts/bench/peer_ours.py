@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parents[1]
@@ -44,8 +44,6 @@ from model.store import Store  # noqa: E402
 __all__ = ["KIND", "OursEmbedded", "OursProcess", "bench_kind"]
 
 KIND = "bench"
-#: Seconds the child may take to start or to confirm its submissions.
-CHILD_TIMEOUT_S = 120.0
 
 
 class _Work:
@@ -191,9 +189,5 @@ def child_main(database_url: str, work: Path, workers: int) -> None:
             service.submit(KIND, {"n": int(n), "sleep": float(sleep_s)})
 
 
-def _params(args: list[str]) -> dict[str, Any]:
-    return {"database_url": args[0], "work": Path(args[1]), "workers": int(args[2])}
-
-
 if __name__ == "__main__":
-    child_main(**_params(sys.argv[1:4]))
+    child_main(sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]))

@@ -85,11 +85,17 @@ def _finishes_everything(runs: list[dict[str, Any]]) -> bool | None:
 # -- sections -----------------------------------------------------------------------
 
 
-def _throughput(results: dict[str, Any], lines: list[str]) -> dict[str, Any]:
+def _throughput(results: dict[str, Any], lines: list[str]) -> dict[str, float]:
+    """Writes the throughput table; returns each system's median jobs/s (systems
+    without a successful run left out)."""
     plan = results["plan"]
     table = results["throughput"]
     jobs = plan["jobs"]
-    medians = {s: summarize(r, "jobs_per_s").median for s, r in table.items()}
+    medians: dict[str, float] = {}
+    for system, runs in table.items():
+        median = summarize(runs, "jobs_per_s").median
+        if median is not None:
+            medians[system] = median
     ours = medians.get(OURS)
     lines += [
         f"### Engine throughput: {jobs:,} no-op jobs, 8 workers",
@@ -111,7 +117,8 @@ def _throughput(results: dict[str, Any], lines: list[str]) -> dict[str, Any]:
             f"{ratio} |"
         )
     lines.append("")
-    best = max(((s, medians[s]) for s in PEERS if medians.get(s)), key=lambda x: x[1], default=None)
+    peers = [(s, medians[s]) for s in PEERS if s in medians]
+    best = max(peers, key=lambda x: x[1], default=None)
     if best is not None:
         for system in ("ours-sqlite", "ours-postgres"):
             if medians.get(system):
@@ -507,7 +514,7 @@ def _readme_section(results: dict[str, Any], parts: list[str]) -> str:
 # -- the chart ----------------------------------------------------------------------
 
 
-def _chart(results: dict[str, Any], medians: dict[str, Any], path: Path) -> None:
+def _chart(results: dict[str, Any], medians: dict[str, float], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
