@@ -10,6 +10,7 @@ from typing import Any
 import pykka
 from loguru import logger
 
+from actors.base import ServiceActor
 from actors.messages import GetPools, Reschedule, Schedule, StopJob, Tick, Wake
 from actors.pool import WorkerPool
 from model.jobs import JobContext
@@ -22,7 +23,7 @@ __all__ = ["Dispatcher"]
 _POOL_STOP_TIMEOUT_S = 15.0
 
 
-class Dispatcher(pykka.ThreadingActor):
+class Dispatcher(ServiceActor):
     """Starts one :class:`WorkerPool` per kind and routes to them.
 
     ``Schedule`` wakes the kind's pool; ``Reschedule`` arms the one timer for the

@@ -8,6 +8,7 @@ from typing import Any
 import pykka
 from loguru import logger
 
+from actors.base import ServiceActor
 from actors.messages import Drain, Fill, PoolStats, Run, StopJob, Wake, WorkerDied, WorkerIdle
 from actors.worker import Worker
 from model.jobs import JobContext
@@ -20,7 +21,7 @@ __all__ = ["WorkerPool"]
 _WORKER_STOP_TIMEOUT_S = 10.0
 
 
-class WorkerPool(pykka.ThreadingActor):
+class WorkerPool(ServiceActor):
     """Owns ``size`` workers of one kind and knows which runs which job.
 
     The database is the queue: whenever a worker is idle the pool claims the oldest due

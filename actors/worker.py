@@ -9,6 +9,7 @@ from typing import Any
 import pykka
 from loguru import logger
 
+from actors.base import ServiceActor
 from actors.messages import Release, Reschedule, Run, Step, StopJob, WorkerDied, WorkerIdle
 from model.errors import JobServiceError
 from model.jobs import JobContext, StoredJob
@@ -24,7 +25,7 @@ def _schedule_retry(job: Job, delay_s: float) -> datetime:
     return job.schedule_retry(delay_s)
 
 
-class Worker(pykka.ThreadingActor):
+class Worker(ServiceActor):
     """Runs one job at a time, one transition per message it sends itself, so a
     :class:`StopJob` that arrives is handled before the job's next transition.
 
@@ -89,8 +90,9 @@ class Worker(pykka.ThreadingActor):
                 job.logger.warning("{}", conflict)
             self._done()
             return
+        # Run is the message of the first transition; each later one has its own Step.
         self.sm.begin(Status.RUNNING)
-        self.actor_ref.tell(Step(job.id))
+        self._step()
 
     def _step(self) -> None:
         if self.sm.step():

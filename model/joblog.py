@@ -6,7 +6,7 @@ import os
 import uuid
 from collections import OrderedDict
 from datetime import UTC
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
@@ -17,6 +17,7 @@ __all__ = ["JobLogSink", "job_log_path", "job_logger"]
 
 #: Job log files kept open between lines (the most recently written ones).
 _OPEN_FILES = 64
+_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
 
 
 def _format(_record: Any) -> str:
@@ -57,7 +58,10 @@ class JobLogSink:
         self.token = uuid.uuid4().hex
         self._handler_id: int | None = None
         self._made: set[str] = set()
-        self._open: OrderedDict[str, TextIO] = OrderedDict()
+        #: Open descriptors by path. Lines are written with one unbuffered ``os.write``
+        #: each: a line is in the file as soon as the call returns, with no buffer to
+        #: flush or lose, and no text layer to build per file.
+        self._open: OrderedDict[str, int] = OrderedDict()
 
     def install(self) -> None:
         """Adds the sink to loguru's logger (idempotent)."""
@@ -79,8 +83,8 @@ class JobLogSink:
         if self._handler_id is not None:
             logger.remove(self._handler_id)
             self._handler_id = None
-        for out in self._open.values():
-            out.close()
+        for fd in self._open.values():
+            os.close(fd)
         self._open.clear()
 
     def _write(self, message: Message) -> None:
@@ -93,24 +97,27 @@ class JobLogSink:
         for secret in extra.get("secrets", ()):
             if secret:
                 text = text.replace(secret, "***")
-        out = self._open.get(path)
-        if out is None:
-            folder = os.path.dirname(path)
-            if folder not in self._made:
-                os.makedirs(folder, exist_ok=True)
-                self._made.add(folder)
-            try:
-                out = open(path, "a", encoding="utf-8")  # noqa: SIM115
-            except FileNotFoundError:  # the log sweeper removed the emptied folder
-                os.makedirs(folder, exist_ok=True)
-                out = open(path, "a", encoding="utf-8")  # noqa: SIM115
-            self._open[path] = out
+        fd = self._open.get(path)
+        if fd is None:
+            fd = self._open[path] = self._open_log(path)
             if len(self._open) > _OPEN_FILES:
-                self._open.popitem(last=False)[1].close()
+                os.close(self._open.popitem(last=False)[1])
         else:
             self._open.move_to_end(path)
-        out.write(text)
-        out.flush()
+        data = text.encode()
+        while data:  # a regular file takes it all at once, short of a full disk
+            data = data[os.write(fd, data) :]
+
+    def _open_log(self, path: str) -> int:
+        folder = os.path.dirname(path)
+        if folder not in self._made:
+            os.makedirs(folder, exist_ok=True)
+            self._made.add(folder)
+        try:
+            return os.open(path, _OPEN_FLAGS, 0o644)
+        except FileNotFoundError:  # the log sweeper removed the emptied folder
+            os.makedirs(folder, exist_ok=True)
+            return os.open(path, _OPEN_FLAGS, 0o644)
 
 
 def job_logger(sink: JobLogSink, path: str, **identity: Any) -> Logger:

@@ -101,6 +101,7 @@ class Store:
         self._queue_lock = threading.Lock()
         self._readers = threading.local()
         self._sql_cache: dict[str, str] = {}
+        self._status_sql: dict[tuple[str, str, bool, bool], str] = {}
         self._write_lock: threading.Lock | contextlib.nullcontext[None] = (
             threading.Lock() if self.is_sqlite else contextlib.nullcontext()
         )
@@ -275,21 +276,30 @@ class Store:
         also sets ``update_time`` (and ``next_attempt_at``, and counts an attempt, when
         asked). Raises :class:`StatusConflict` when the job does not exist or may not
         take ``status``."""
-        _table(table)
-        allowed = sorted(ALLOWED_FROM[status])
         params: dict[str, Any] = {"id": job_id, "status": status, "now": self._now()}
-        sets = "status = :status, update_time = :now"
         if next_attempt_at is not None:
-            sets += ", next_attempt_at = :due"
             params["due"] = self._db_time(next_attempt_at)
-        if count_attempt:
-            sets += ", attempts = attempts + 1"
-        guard = ", ".join(f"'{a}'" for a in allowed)
-        sql = self._sql(f"UPDATE {table} SET {sets} WHERE id = :id AND status IN ({guard})")
+        sql = self._set_status_sql(table, status, next_attempt_at is not None, count_attempt)
         if self._apply(lambda cur: cur.execute(sql, params).rowcount) == 1:
             return
         found = self._read_one(f"SELECT status FROM {table} WHERE id = :id", {"id": job_id})
         raise StatusConflict(table, job_id, status, str(found[0]) if found else None)
+
+    def _set_status_sql(self, table: str, status: str, due: bool, count_attempt: bool) -> str:
+        key = (table, status, due, count_attempt)
+        cached = self._status_sql.get(key)
+        if cached is not None:
+            return cached
+        _table(table)
+        sets = "status = :status, update_time = :now"
+        if due:
+            sets += ", next_attempt_at = :due"
+        if count_attempt:
+            sets += ", attempts = attempts + 1"
+        guard = ", ".join(f"'{a}'" for a in sorted(ALLOWED_FROM[status]))
+        sql = self._sql(f"UPDATE {table} SET {sets} WHERE id = :id AND status IN ({guard})")
+        self._status_sql[key] = sql
+        return sql
 
     def claim(self, table: str, kind: str | None = None) -> dict[str, Any] | None:
         """Takes the oldest due job and sets it ``running``; returns its row or None."""
