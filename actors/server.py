@@ -82,6 +82,12 @@ def _text_format(record: Record) -> str:
     return "{time:YYYY-MM-DD HH:mm:ss.SSS} {level: <8} {name}: {extra[ident]}{message}\n{exception}"
 
 
+def _log_job_end(kind: str, job_id: int, status: str) -> None:
+    # The service's log gets a line per job a worker lets go of; every state of the job
+    # is in the job's own log.
+    logger.info("{} job {} is {}", kind, job_id, status)
+
+
 class _StderrSink:
     """Writes loguru records to stderr, as text or JSON lines, secrets masked."""
 
@@ -185,6 +191,7 @@ class ServeProcess:
         except BaseException:
             sock.close()
             raise
+        service.add_job_listener(_log_job_end)
         sweeper = LogSweeper(
             settings.log_dir, settings.log_retention_days, settings.log_sweep_interval
         ).start()

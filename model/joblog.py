@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections import OrderedDict
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
@@ -62,6 +63,7 @@ class JobLogSink:
         #: each: a line is in the file as soon as the call returns, with no buffer to
         #: flush or lose, and no text layer to build per file.
         self._open: OrderedDict[str, int] = OrderedDict()
+        self._lock = threading.Lock()
 
     def install(self) -> None:
         """Adds the sink to loguru's logger (idempotent)."""
@@ -83,30 +85,54 @@ class JobLogSink:
         if self._handler_id is not None:
             logger.remove(self._handler_id)
             self._handler_id = None
-        for fd in self._open.values():
-            os.close(fd)
-        self._open.clear()
+        with self._lock:
+            for fd in self._open.values():
+                os.close(fd)
+            self._open.clear()
 
     def _write(self, message: Message) -> None:
-        # Runs under loguru's lock for this handler: one writer at a time.
+        # Runs under loguru's lock for this handler.
         record = message.record
         extra = record["extra"]
-        path: str = extra["job_log"]
-        stamp = record["time"].astimezone(UTC).isoformat(timespec="milliseconds")
-        text = f"{stamp} [{record['level'].name}] {message}"
-        for secret in extra.get("secrets", ()):
+        self.write_line(
+            extra["job_log"],
+            record["level"].name,
+            message.removesuffix("\n"),
+            extra.get("secrets", ()),
+            record["time"],
+        )
+
+    def write_line(
+        self,
+        path: str,
+        level: str,
+        text: str,
+        secrets: tuple[str, ...] = (),
+        when: datetime | None = None,
+    ) -> None:
+        """Appends the line ``<time> [<level>] <text>`` to the job log at ``path``, each
+        of ``secrets`` written as ``***``.
+
+        The one way a line reaches a job log: loguru's records come through here, and
+        so do the state lines the state machine writes for every transition without a
+        loguru record (a record costs more than the rest of a no-op job's transition).
+        """
+        stamp = (when or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="milliseconds")
+        line = f"{stamp} [{level}] {text}\n"
+        for secret in secrets:
             if secret:
-                text = text.replace(secret, "***")
-        fd = self._open.get(path)
-        if fd is None:
-            fd = self._open[path] = self._open_log(path)
-            if len(self._open) > _OPEN_FILES:
-                os.close(self._open.popitem(last=False)[1])
-        else:
-            self._open.move_to_end(path)
-        data = text.encode()
-        while data:  # a regular file takes it all at once, short of a full disk
-            data = data[os.write(fd, data) :]
+                line = line.replace(secret, "***")
+        data = line.encode()
+        with self._lock:
+            fd = self._open.get(path)
+            if fd is None:
+                fd = self._open[path] = self._open_log(path)
+                if len(self._open) > _OPEN_FILES:
+                    os.close(self._open.popitem(last=False)[1])
+            else:
+                self._open.move_to_end(path)
+            while data:  # a regular file takes it all at once, short of a full disk
+                data = data[os.write(fd, data) :]
 
     def _open_log(self, path: str) -> int:
         folder = os.path.dirname(path)

@@ -102,6 +102,13 @@ class StoredJob:
             self._row = self.ctx.store.job(self.table, self._id)
         return self._row
 
+    def log_state(self, state: str, previous: str) -> None:
+        """Writes ``state <state> (from <previous>)`` to the job's log (straight to the
+        file: a line per transition is the hot path of every job)."""
+        self.ctx.sink.write_line(
+            self._log_path, "INFO", f"state {state} (from {previous})", self._secrets
+        )
+
     def update_status(self, status: str) -> None:
         """Sets the job's status (a guarded UPDATE; no write when it already holds it)."""
         if status == self.status == Status.RUNNING:

@@ -55,6 +55,10 @@ class Job(Protocol):
     def log_path(self) -> str: ...
     @property
     def logger(self) -> Logger: ...
+    def log_state(self, state: str, previous: str) -> None:
+        """Writes ``state <state> (from <previous>)`` with its time to the job's log."""
+        ...
+
     def update_status(self, status: str) -> None: ...
     def get_status(self) -> str: ...
     def init(self) -> None: ...
@@ -246,7 +250,7 @@ class SM:
     def _enter(self, state: str) -> str:
         job = self.current_job
         if job is not None:
-            job.logger.info("state {} (from {})", state, self.current_state or "-")
+            job.log_state(state, self.current_state or "-")
         handler = self.handlers.get(state)
         self._entering = state
         next_state = handler.enter() if handler is not None else Status.CONTINUE.value

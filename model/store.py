@@ -97,6 +97,7 @@ class Store:
             sa.event.listen(self.engine, "connect", _postgres_on_connect)
         self._writer = self.engine.execution_options(jobservice_write=True)
         self._sqlite_conn: Any = None
+        self._sqlite_cursor: Any = None
         self._queue: list[_Write] = []
         self._queue_lock = threading.Lock()
         self._readers = threading.local()
@@ -133,8 +134,9 @@ class Store:
     def close(self) -> None:
         """Closes every pooled connection."""
         if self._sqlite_conn is not None:
+            self._sqlite_cursor.close()
             self._sqlite_conn.close()
-            self._sqlite_conn = None
+            self._sqlite_conn = self._sqlite_cursor = None
         self.engine.dispose()
 
     # -- plain rows ------------------------------------------------------------------
@@ -241,7 +243,7 @@ class Store:
             ids = []
             for sql, columns in statements:
                 cur.execute(sql, columns)
-                ids.append(int(cur.fetchone()[0]))
+                ids.append(int(cur.fetchall()[0][0]))
             return ids
 
         return self._apply(insert, atomic=len(statements) > 1)
@@ -378,10 +380,11 @@ class Store:
         return op.result
 
     def _commit(self, batch: list[_Write]) -> None:
-        conn = self._sqlite_conn
-        if conn is None:
-            conn = self._sqlite_conn = self.engine.raw_connection()
-        cur = conn.cursor()
+        # One connection and one cursor serve every write, under the write lock.
+        if self._sqlite_conn is None:
+            self._sqlite_conn = self.engine.raw_connection()
+            self._sqlite_cursor = self._sqlite_conn.dbapi_connection.cursor()
+        conn, cur = self._sqlite_conn.dbapi_connection, self._sqlite_cursor
         try:
             cur.execute("BEGIN IMMEDIATE")
             for op in batch:
@@ -407,7 +410,6 @@ class Store:
             if not isinstance(exc, Exception):
                 raise
         finally:
-            cur.close()
             for op in batch:
                 op.done = True
 
@@ -417,14 +419,13 @@ class Store:
         if not self.is_sqlite:
             with self._read() as conn:
                 return conn.exec_driver_sql(self._sql(sql), params).first()
-        reader: Any = getattr(self._readers, "conn", None)
-        if reader is None:
-            reader = self._readers.conn = self.engine.raw_connection()
-        cur = reader.cursor()
-        try:
-            return cur.execute(sql, params).fetchone()
-        finally:
-            cur.close()
+        cur: Any = getattr(self._readers, "cursor", None)
+        if cur is None:
+            self._readers.conn = self.engine.raw_connection()
+            cur = self._readers.cursor = self._readers.conn.dbapi_connection.cursor()
+        # fetchall steps the statement to its end, so no read stays open between calls.
+        rows = cur.execute(sql, params).fetchall()
+        return rows[0] if rows else None
 
     def _sql(self, text: str) -> str:
         cached = self._sql_cache.get(text)

@@ -353,6 +353,9 @@ def test_a_replication_and_a_scan_run_end_to_end_with_the_cli(
     assert "finished" in status and "library/" in status
     followed = served.cli("logs", "replication", ids[0], "--follow")
     assert "state finished" in followed
+    # The service's own log: a line per job that ended, every state in the job's log.
+    assert f"replication job {ids[0]} is finished" in served.log()
+    assert "state finished" not in served.log()
     served.cli("scan", "library/app", "missing", check=False)
     assert served.last.returncode == 1
     assert "library/app:missing is not in the source registry (HTTP 404)" in served.last.stderr

@@ -22,6 +22,7 @@ class FakeJob:
     def __init__(self, job_id: int, sink: JobLogSink, folder: Path) -> None:
         self._id = job_id
         self._log_path = str(folder / f"job_{job_id}.log")
+        self._sink = sink
         self._logger = job_logger(sink, self._log_path, job_id=job_id, job_type="fake")
         self.statuses: list[str] = []
         self.attempts = 0
@@ -43,6 +44,9 @@ class FakeJob:
     @property
     def logger(self) -> Logger:
         return self._logger
+
+    def log_state(self, state: str, previous: str) -> None:
+        self._sink.write_line(self._log_path, "INFO", f"state {state} (from {previous})")
 
     def update_status(self, status: str) -> None:
         if status == self.fail_status:
