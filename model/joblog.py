@@ -117,7 +117,8 @@ class JobLogSink:
         so do the state lines the state machine writes for every transition without a
         loguru record (a record costs more than the rest of a no-op job's transition).
         """
-        stamp = (when or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="milliseconds")
+        now = datetime.now(UTC) if when is None else when.astimezone(UTC)
+        stamp = now.isoformat(timespec="milliseconds")
         line = f"{stamp} [{level}] {text}\n"
         for secret in secrets:
             if secret:
@@ -151,4 +152,5 @@ def job_logger(sink: JobLogSink, path: str, **identity: Any) -> Logger:
 
     ``identity`` is bound once (``job_id=…, job_type=…``).
     """
-    return logger.bind(job_log_sink=sink.token, job_log=path, secrets=(), **identity)
+    identity.setdefault("secrets", ())
+    return logger.bind(job_log_sink=sink.token, job_log=path, **identity)

@@ -65,7 +65,7 @@ class StoredJob:
         self._kind = kind
         self._row: Mapping[str, Any] | None = row
         self._log_path = job_log_path(self.log_base(ctx, kind), job_id)
-        self._logger = job_logger(ctx.sink, self._log_path, job_id=job_id, job_type=kind)
+        self._logger: Logger | None = None  # bound at first use: most jobs log only states
         self.status: str = str(row["status"]) if row is not None else ""
         self._secrets: tuple[str, ...] = ()
 
@@ -88,6 +88,14 @@ class StoredJob:
 
     @property
     def logger(self) -> Logger:
+        if self._logger is None:
+            self._logger = job_logger(
+                self.ctx.sink,
+                self._log_path,
+                secrets=self._secrets,
+                job_id=self._id,
+                job_type=self._kind,
+            )
         return self._logger
 
     @property
@@ -138,7 +146,8 @@ class StoredJob:
         """Registers ``value`` as a secret: the job's log shows it as ``***``."""
         if value:
             self._secrets = (*self._secrets, value)
-            self._logger = self._logger.bind(secrets=self._secrets)
+            if self._logger is not None:
+                self._logger = self._logger.bind(secrets=self._secrets)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(id={self._id}, type={self._kind!r})"
