@@ -14,7 +14,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -225,6 +225,28 @@ def _table(title: str, columns: list[str], rows: list[list[str]]) -> Table:
     return table
 
 
+def _list(
+    url: str,
+    secret_file: Path | None,
+    as_json: bool,
+    path: str,
+    title: str,
+    columns: dict[str, Callable[[dict[str, Any]], str]],
+) -> None:
+    """Prints the rows at ``path``: as JSON, or a table whose cells ``columns`` makes."""
+    with _api(url, secret_file) as api:
+        rows = api.get(path)
+    if as_json:
+        _print_json(rows)
+        return
+    cells = [[cell(row) for cell in columns.values()] for row in rows]
+    console.print(_table(title, list(columns), cells))
+
+
+def _yes_of(field: str) -> Callable[[dict[str, Any]], str]:
+    return lambda row: "yes" if row[field] else "no"
+
+
 def _resolve(api: ApiClient, path: str, value: str, what: str) -> int:
     """An id given as a number or by name."""
     if value.isdigit():
@@ -255,17 +277,17 @@ def project_list(
     url: UrlOpt = DEFAULT_URL, secret_file: SecretFileOpt = None, as_json: JsonOpt = False
 ) -> None:
     """List the projects."""
-    with _api(url, secret_file) as api:
-        rows = api.get("/api/projects")
-    if as_json:
-        _print_json(rows)
-        return
-    console.print(
-        _table(
-            "projects",
-            ["id", "name", "public"],
-            [[str(r["id"]), escape(r["name"]), "yes" if r["public"] else "no"] for r in rows],
-        )
+    _list(
+        url,
+        secret_file,
+        as_json,
+        "/api/projects",
+        "projects",
+        {
+            "id": lambda r: str(r["id"]),
+            "name": lambda r: escape(r["name"]),
+            "public": _yes_of("public"),
+        },
     )
 
 
@@ -319,27 +341,20 @@ def target_list(
     url: UrlOpt = DEFAULT_URL, secret_file: SecretFileOpt = None, as_json: JsonOpt = False
 ) -> None:
     """List the replication targets (passwords are never shown)."""
-    with _api(url, secret_file) as api:
-        rows = api.get("/api/targets")
-    if as_json:
-        _print_json(rows)
-        return
-    console.print(
-        _table(
-            "targets",
-            ["id", "name", "url", "username", "password", "insecure"],
-            [
-                [
-                    str(r["id"]),
-                    escape(r["name"]),
-                    escape(r["url"]),
-                    escape(r["username"]),
-                    "set" if r["has_password"] else "-",
-                    "yes" if r["insecure"] else "no",
-                ]
-                for r in rows
-            ],
-        )
+    _list(
+        url,
+        secret_file,
+        as_json,
+        "/api/targets",
+        "targets",
+        {
+            "id": lambda r: str(r["id"]),
+            "name": lambda r: escape(r["name"]),
+            "url": lambda r: escape(r["url"]),
+            "username": lambda r: escape(r["username"]),
+            "password": lambda r: "set" if r["has_password"] else "-",
+            "insecure": _yes_of("insecure"),
+        },
     )
 
 
@@ -375,27 +390,20 @@ def policy_list(
     url: UrlOpt = DEFAULT_URL, secret_file: SecretFileOpt = None, as_json: JsonOpt = False
 ) -> None:
     """List the replication policies."""
-    with _api(url, secret_file) as api:
-        rows = api.get("/api/policies/replication")
-    if as_json:
-        _print_json(rows)
-        return
-    console.print(
-        _table(
-            "replication policies",
-            ["id", "name", "project", "target", "enabled", "description"],
-            [
-                [
-                    str(r["id"]),
-                    escape(r["name"]),
-                    str(r["project_id"]),
-                    str(r["target_id"]),
-                    "yes" if r["enabled"] else "no",
-                    escape(r["description"]),
-                ]
-                for r in rows
-            ],
-        )
+    _list(
+        url,
+        secret_file,
+        as_json,
+        "/api/policies/replication",
+        "replication policies",
+        {
+            "id": lambda r: str(r["id"]),
+            "name": lambda r: escape(r["name"]),
+            "project": lambda r: str(r["project_id"]),
+            "target": lambda r: str(r["target_id"]),
+            "enabled": _yes_of("enabled"),
+            "description": lambda r: escape(r["description"]),
+        },
     )
 
 
