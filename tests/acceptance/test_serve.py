@@ -371,6 +371,8 @@ def test_a_replication_and_a_scan_run_end_to_end_with_the_cli(
     # The password went in on standard input; it comes out nowhere.
     targets = served.cli("target", "list", "--json")
     assert '"has_password": true' in targets
+    table = served.cli("target", "list") + served.cli("policy", "list")
+    assert "set" in table and "to-dr" in table and "yes" in table
     outputs = [served.log(), targets, watched, followed, status]
     outputs += [p.read_text() for p in (served.root / "logs").rglob("*.log")]
     assert not [text for text in outputs if TARGET_PASSWORD in text]
