@@ -4,8 +4,10 @@
 bytes with their media type (digests preserved), blobs (existence, mount, upload
 sessions, streamed reads) with anonymous, Basic or Bearer-token authentication.
 :class:`BlobCopier` moves one blob between two registries in bounded, cancellable
-steps and checks its digest. Failures raise :class:`RegistryError` subclasses; those a
-later try may cure (network, 5xx, 429) are also :class:`~model.errors.RetryableError`.
+steps, each streamed from the source into one upload request, and checks its digest.
+Failures raise :class:`RegistryError` subclasses; those a later try may cure
+(network, 5xx, 429, a token that expired under a streamed upload) are also
+:class:`~model.errors.RetryableError`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from model.registry._errors import (
     DigestMismatchError,
     InvalidManifestError,
     RegistryAuthError,
+    RegistryAuthExpiredError,
     RegistryContentError,
     RegistryError,
     RegistryNotFoundError,
@@ -55,6 +58,7 @@ __all__ = [
     "InvalidManifestError",
     "Manifest",
     "RegistryAuthError",
+    "RegistryAuthExpiredError",
     "RegistryClient",
     "RegistryContentError",
     "RegistryError",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Collection, Iterator, Mapping
 from types import TracebackType
@@ -14,6 +15,7 @@ from model.registry._errors import (
     DigestMismatchError,
     InvalidManifestError,
     RegistryAuthError,
+    RegistryAuthExpiredError,
     RegistryError,
     error_from_response,
     error_from_transport,
@@ -49,8 +51,11 @@ def _once(data: bytes) -> Iterator[bytes]:
     yield data
 
 
-def _length(content: bytes | None) -> dict[str, str]:
-    """An explicit ``Content-Length``, so a one-shot body is not sent chunked."""
+def _length(content: bytes | None, content_length: int | None) -> dict[str, str]:
+    """An explicit ``Content-Length``, so a one-shot or streamed body is not sent
+    chunked."""
+    if content_length is not None:
+        return {"Content-Length": str(content_length)}
     return {} if content is None else {"Content-Length": str(len(content))}
 
 
@@ -333,8 +338,14 @@ class RegistryClient:
         BlobUpload(self, repository, self._location(response, str(response.url))).cancel()
         return False
 
-    def start_upload(self, repository: str) -> BlobUpload:
-        """Open an upload session for one blob in ``repository``."""
+    def start_upload(self, repository: str, *, algorithm: str = "sha256") -> BlobUpload:
+        """Open an upload session for one blob in ``repository``; the session hashes
+        what is written with ``algorithm`` (``ValueError`` for one hashlib lacks).
+
+        The ``POST`` authenticates the client for the repository, so the session's
+        streamed writes go out with credentials the registry accepts.
+        """
+        hashlib.new(algorithm)  # an unknown algorithm fails before the registry is asked
         response = self._send(
             "POST",
             f"/v2/{repository}/blobs/uploads/",
@@ -344,7 +355,8 @@ class RegistryClient:
             content=b"",
             expect=(202,),
         )
-        return BlobUpload(self, repository, self._location(response, str(response.url)))
+        location = self._location(response, str(response.url))
+        return BlobUpload(self, repository, location, algorithm=algorithm)
 
     def open_blob(self, repository: str, digest: str) -> BlobStream:
         """Stream the blob ``digest`` (redirects followed); close the stream when done.
@@ -451,24 +463,46 @@ class RegistryClient:
         scopes: frozenset[str],
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
-        content: bytes | None = None,
+        content: bytes | Iterator[bytes] | None = None,
+        content_length: int | None = None,
         expect: Collection[int],
         stream: bool = False,
         follow_redirects: bool = False,
+        timeout_s: float | None = None,
     ) -> httpx.Response:
         """Send one request, authenticating as the registry asks, and return the answer
         if its status is in ``expect``; raise the matching :class:`RegistryError`
-        otherwise. ``url`` is absolute or a path below the registry's URL."""
+        otherwise. ``url`` is absolute or a path below the registry's URL.
+
+        ``content`` is bytes, or an iterator of chunks streamed as they come, for which
+        ``content_length`` (the exact total) is required. A streamed body can be sent
+        only once: it goes out with the credentials known up front, and a 401 to it
+        raises the retryable :class:`RegistryAuthExpiredError` when the challenge gave
+        fresh credentials (cached for the next try), :class:`RegistryAuthError` when
+        none would help. ``timeout_s`` overrides the client's timeout for this request.
+        """
         if not url.startswith(("http://", "https://")):
             url = self.url + url
+        streamed = content is not None and not isinstance(content, bytes)
+        if streamed and content_length is None:
+            raise ValueError("a streamed body needs its content_length")
+        timeout = httpx.USE_CLIENT_DEFAULT if timeout_s is None else httpx.Timeout(timeout_s)
         auth = self._auth.headers(scopes)
         for attempt in (1, 2):
+            body: bytes | Iterator[bytes] | None = content
+            if isinstance(content, bytes) and content:
+                body = _once(content)
             request = self._http.build_request(
                 method,
                 url,
                 params=params,
-                headers={**(headers or {}), **auth, **_length(content)},
-                content=_once(content) if content else content,
+                headers={
+                    **(headers or {}),
+                    **auth,
+                    **_length(content if isinstance(content, bytes) else None, content_length),
+                },
+                content=body,
+                timeout=timeout,
             )
             try:
                 response = self._http.send(
@@ -484,6 +518,8 @@ class RegistryClient:
             retry = self._auth.answer(response, scopes)
             if retry is None:
                 break
+            if streamed:
+                raise self._refused_stream(response, what, repository, reference, fresh=True)
             auth = retry
         if response.status_code in expect:
             return response
@@ -496,6 +532,50 @@ class RegistryClient:
                 pass
             finally:
                 response.close()
+        if streamed and response.status_code == 401:
+            raise self._refused_stream(response, what, repository, reference, fresh=False)
         raise error_from_response(
             response, what, registry=self.url, repository=repository, reference=reference
+        )
+
+    def _refused_stream(
+        self,
+        response: httpx.Response,
+        what: str,
+        repository: str | None,
+        reference: str | None,
+        *,
+        fresh: bool,
+    ) -> RegistryAuthError:
+        """The error for a 401 to a streamed body (read already): retryable when
+        ``fresh`` credentials were obtained for a next try."""
+        refused = error_from_response(
+            response, what, registry=self.url, repository=repository, reference=reference
+        )
+        carried = "authorization" in response.request.headers
+        why = (
+            "the registry refused the credentials in the middle of a streamed upload"
+            if carried
+            else "the streamed upload went out without credentials (authenticate first, "
+            "e.g. with the POST that opens the session)"
+        )
+        detail = "; ".join(
+            part
+            for part in (
+                refused.detail,
+                why,
+                "its bytes cannot be sent again",
+                "new credentials were obtained for a next try" if fresh else "",
+            )
+            if part
+        )
+        error_type = RegistryAuthExpiredError if fresh else RegistryAuthError
+        return error_type(
+            what,
+            registry=self.url,
+            repository=repository,
+            reference=reference,
+            status=response.status_code,
+            code=refused.code,
+            detail=detail,
         )

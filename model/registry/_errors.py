@@ -14,6 +14,7 @@ __all__ = [
     "DigestMismatchError",
     "InvalidManifestError",
     "RegistryAuthError",
+    "RegistryAuthExpiredError",
     "RegistryContentError",
     "RegistryError",
     "RegistryNotFoundError",
@@ -80,6 +81,17 @@ class RegistryError(JobServiceError):
 
 class RegistryAuthError(RegistryError):
     """The registry (or its token server) refused the credentials: HTTP 401 or 403."""
+
+
+class RegistryAuthExpiredError(RegistryAuthError, RetryableError):
+    """The registry answered 401 to a request whose body was streamed (an upload chunk
+    read from a source as it went), so the body cannot be sent again with the fresh
+    credentials the challenge gave: the token had expired or was revoked on the way,
+    or the request went out before the client knew the registry wants credentials.
+
+    Retryable: the fresh credentials are cached, so a new try (a new upload) carries
+    them from its first request.
+    """
 
 
 class RegistryNotFoundError(RegistryError):

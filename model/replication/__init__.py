@@ -13,9 +13,9 @@ once per bounded step.
   or gone from the source, is skipped with a log line.
 - ``transfer_blob``: blobs the target holds are skipped (``HEAD``, answers kept for
   the whole run, across tags), blobs known in another repository of the target are
-  mounted, others are copied :data:`BLOB_STEP_BYTES` per transition (two at once,
-  the source read ahead while a piece uploads), so a stop request takes effect
-  between two steps of a large blob.
+  mounted, others are copied :data:`BLOB_STEP_BYTES` per transition (three at once,
+  each step streamed from the source's ``GET`` into one ``PATCH``), so a stop request
+  takes effect between two steps of a large blob.
 - ``push_manifest``: child manifests first, then the tag: a tag never points at
   missing content.
 
@@ -24,13 +24,14 @@ Delete: ``running → delete → finished`` (see :class:`DeleteRun`).
 A network failure, 5xx or 429 raises a retryable error: the job enters ``retrying``,
 and its next run starts over cheaply (tags and blobs on the target are skipped). The
 states that end a run (finished, stopped, error, canceled, retrying) cancel an
-unfinished upload session, close the connections and log a summary. Every state, blob
-(digest, size, skipped/mounted/sent, seconds) and manifest goes to the job's log.
+unfinished upload session, close the connections and log a summary; so does a service
+shutting down for a job its worker handed back as pending. Every state, blob (digest,
+size, skipped/mounted/sent, seconds) and manifest goes to the job's log.
 
 A service's jobs share registry clients (connections and tokens), blob locations for
 mounts, and counters for metrics (bytes sent, blobs sent/mounted/skipped, manifests…):
-:func:`replication_stats` ``(ctx).snapshot()``; :func:`close_shared` ``(ctx)`` closes
-the clients when the service stops.
+:func:`replication_stats` ``(ctx).snapshot()``; :func:`close_shared` ``(ctx)`` releases
+the runs handed back and closes the clients when the service stops.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from model.errors import JobServiceError
 from model.jobs import RepJob
 from model.replication._clients import job_params
 from model.replication._delete import DeleteRun
-from model.replication._errors import ReplicationError, TargetCheckError
+from model.replication._errors import ReplicationError, RunReleased, TargetCheckError
 from model.replication._shared import (
     STAT_NAMES,
     BlobLocations,
@@ -76,6 +77,7 @@ __all__ = [
     "DeleteRun",
     "ReplicationError",
     "ReplicationStats",
+    "RunReleased",
     "TargetCheckError",
     "TransferRun",
     "add_transitions",
@@ -93,15 +95,15 @@ def add_transitions(sm: SM, job: Job) -> None:
     shared = shared_for(job.ctx)
     if operation == "transfer":
         run = TransferRun(job, shared)
-        pull = Work(run.pull_manifest)
-        blob = Work(run.transfer_blob)
-        sm.add_transition(Status.RUNNING, INITIALIZE, Work(run.initialize))
-        sm.add_transition(INITIALIZE, CHECK, Work(run.check))
+        pull = Work(run.pull_manifest, run)
+        blob = Work(run.transfer_blob, run)
+        sm.add_transition(Status.RUNNING, INITIALIZE, Work(run.initialize, run))
+        sm.add_transition(INITIALIZE, CHECK, Work(run.check, run))
         sm.add_transition(CHECK, PULL_MANIFEST, pull)
         sm.add_transition(PULL_MANIFEST, PULL_MANIFEST, pull)
         sm.add_transition(PULL_MANIFEST, TRANSFER_BLOB, blob)
         sm.add_transition(TRANSFER_BLOB, TRANSFER_BLOB, blob)
-        sm.add_transition(TRANSFER_BLOB, PUSH_MANIFEST, Work(run.push_manifest))
+        sm.add_transition(TRANSFER_BLOB, PUSH_MANIFEST, Work(run.push_manifest, run))
         sm.add_transition(PUSH_MANIFEST, PULL_MANIFEST, pull)
         finished = Ending(StatusUpdater(job, Status.FINISHED), Status.FINISHED, run.release)
         sm.add_transition(PULL_MANIFEST, Status.FINISHED, finished)

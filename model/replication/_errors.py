@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from model.errors import JobServiceError
+from model.errors import JobServiceError, RetryableError
 
-__all__ = ["ReplicationError", "TargetCheckError"]
+__all__ = ["ReplicationError", "RunReleased", "TargetCheckError"]
 
 
 class ReplicationError(JobServiceError):
@@ -24,3 +24,9 @@ class TargetCheckError(ReplicationError):
         self.target = target
         self.status = status
         self.code = code
+
+
+class RunReleased(ReplicationError, RetryableError):
+    """The service shut down and released a job run (upload sessions cancelled,
+    clients given back) while its worker still held it; retryable: the next run starts
+    over where the target stands."""

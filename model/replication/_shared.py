@@ -1,5 +1,6 @@
-"""What the replication jobs of one service share: counters for metrics and where blobs
-are known to sit on each target (for cross-repository mounts)."""
+"""What the replication jobs of one service share: counters for metrics, where blobs
+are known to sit on each target (for cross-repository mounts), registry clients, and
+the job runs that hold upload sessions (released when the service shuts down)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
+
+from loguru import logger
 
 from model.jobs import JobContext
 from model.registry import RegistryClient
@@ -17,6 +21,7 @@ __all__ = [
     "STAT_NAMES",
     "BlobLocations",
     "ClientPool",
+    "OpenRuns",
     "ReplicationShared",
     "ReplicationStats",
     "close_shared",
@@ -171,6 +176,38 @@ class ClientPool:
             client.close()
 
 
+class Abandonable(Protocol):
+    """A job run a service shutting down can release."""
+
+    def abandon(self) -> bool:
+        """Releases the run if its worker let go of it; returns whether it did."""
+        ...
+
+
+class OpenRuns:
+    """The job runs of a service that hold resources across transitions (upload
+    sessions, clients), each from its start until it releases them, so that a service
+    shutting down can release the ones its workers handed back. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runs: set[Abandonable] = set()
+
+    def add(self, run: Abandonable) -> None:
+        with self._lock:
+            self._runs.add(run)
+
+    def discard(self, run: Abandonable) -> None:
+        with self._lock:
+            self._runs.discard(run)
+
+    def take_all(self) -> list[Abandonable]:
+        """Every open run, forgotten here."""
+        with self._lock:
+            runs, self._runs = list(self._runs), set()
+        return runs
+
+
 @dataclass
 class ReplicationShared:
     """The replication state one service's jobs share."""
@@ -178,6 +215,7 @@ class ReplicationShared:
     stats: ReplicationStats = field(default_factory=ReplicationStats)
     locations: BlobLocations = field(default_factory=BlobLocations)
     clients: ClientPool = field(default_factory=ClientPool)
+    runs: OpenRuns = field(default_factory=OpenRuns)
 
 
 _shared: weakref.WeakKeyDictionary[JobContext, ReplicationShared] = weakref.WeakKeyDictionary()
@@ -195,12 +233,20 @@ def shared_for(ctx: JobContext) -> ReplicationShared:
 
 
 def close_shared(ctx: JobContext) -> None:
-    """Closes the registry clients kept for the service whose jobs get ``ctx`` and
-    forgets its shared state (for ``JobService.shutdown``; safe when there is none)."""
+    """Releases the job runs the workers of the service whose jobs get ``ctx`` handed
+    back (their upload sessions are cancelled), closes the registry clients kept for it
+    and forgets its shared state. For ``JobService.shutdown``, once the workers have
+    handed their jobs back; safe when there is none."""
     with _shared_lock:
         shared = _shared.pop(ctx, None)
-    if shared is not None:
-        shared.clients.close()
+    if shared is None:
+        return
+    for run in shared.runs.take_all():
+        try:
+            run.abandon()
+        except Exception as exc:
+            logger.opt(exception=exc).error("releasing a replication run failed: {}", exc)
+    shared.clients.close()
 
 
 def replication_stats(ctx: JobContext) -> ReplicationStats:

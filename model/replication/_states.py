@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from loguru import logger
 
@@ -19,6 +20,7 @@ __all__ = [
     "PUSH_MANIFEST",
     "TRANSFER_BLOB",
     "Ending",
+    "Parking",
     "Work",
     "release_on_endings",
 ]
@@ -40,22 +42,40 @@ ENDING_STATES = (
 )
 
 
+class Parking(Protocol):
+    """A job run told when the machine enters and leaves its states (worker thread).
+
+    Between two transitions the last call is ``resume``; ``park`` with no ``resume``
+    after it means the worker let go of the run outside a transition: it handed the
+    job back (a service shutting down) and nothing will release the run but its owner.
+    """
+
+    def resume(self) -> None: ...
+    def park(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class Work:
     """A state whose work is one call: ``enter`` returns what ``work`` returns.
 
-    ``exit`` does nothing: the machine calls it on every transition, a self-loop's
+    ``exit`` releases nothing: the machine calls it on every transition, a self-loop's
     included, so resources that live across transitions (an upload session between
-    two steps of a blob) are released by the :class:`Ending` states instead.
+    two steps of a blob) are released by the :class:`Ending` states instead. With a
+    ``run``, ``enter`` and ``exit`` tell it :meth:`Parking.resume` and
+    :meth:`Parking.park`.
     """
 
     work: Callable[[], str]
+    run: Parking | None = None
 
     def enter(self) -> str:
+        if self.run is not None:
+            self.run.resume()
         return self.work()
 
     def exit(self) -> None:
-        return None
+        if self.run is not None:
+            self.run.park()
 
 
 @dataclass(frozen=True)

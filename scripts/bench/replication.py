@@ -14,15 +14,9 @@ Every measurement copies into a freshly started, empty target registry (new stor
 and port, started outside the timing), so neither side can mount blobs copied in an
 earlier round. Prints each median, the ratio ours/skopeo, and the peak RSS of this
 process (which runs the JobService) sampled while our replication of the 200 MB
-image runs.
+image runs, for each round (one service for all rounds, so growth shows).
 
     .venv/bin/python scripts/bench/replication.py [--rounds 5] [--json FILE]
-        [--mmap-threshold-mib N]
-
-``--mmap-threshold-mib`` fixes glibc's ``M_MMAP_THRESHOLD`` (as a service could at its
-start): blocks that large are mapped and unmapped rather than kept by the allocator's
-arenas, whose dynamic threshold otherwise lets a long-running process's RSS grow with
-every blob copied in pieces of several MiB.
 
 Goals: ratio <= 1.2 for the single image, <= 1.0 for the 10-tag repository; peak RSS
 under 150 MB.
@@ -31,7 +25,6 @@ under 150 MB.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import statistics
 import subprocess
@@ -64,17 +57,6 @@ BIG_REPO, MANY_REPO = "bench/big", "bench/app"
 JOB_TIMEOUT_S = 600.0
 #: Seconds between two RSS samples.
 RSS_SAMPLE_S = 0.005
-
-
-#: ``mallopt`` parameter number of ``M_MMAP_THRESHOLD`` (glibc's malloc.h).
-M_MMAP_THRESHOLD = -3
-
-
-def fix_mmap_threshold(mib: int) -> None:
-    """Fixes glibc's mmap threshold at ``mib`` MiB (which also ends its dynamic growth)."""
-    libc = ctypes.CDLL(None)
-    if not libc.mallopt(M_MMAP_THRESHOLD, mib * MiB):
-        raise SystemExit("mallopt(M_MMAP_THRESHOLD) failed: not glibc?")
 
 
 def rss_mb() -> float:
@@ -208,13 +190,8 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
-    parser.add_argument(
-        "--mmap-threshold-mib", type=int, help="fix glibc's M_MMAP_THRESHOLD first (MiB)"
-    )
     args = parser.parse_args()
     logger.remove()
-    if args.mmap_threshold_mib:
-        fix_mmap_threshold(args.mmap_threshold_mib)
 
     times: dict[str, list[float]] = {
         "ours_image": [],
@@ -261,7 +238,8 @@ def main() -> None:
                         times[name].append(seconds)
                     print(
                         f"round {round_no + 1}: "
-                        + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()),
+                        + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items())
+                        + f"; peak RSS {peak_rss[-1]:.1f} MB",
                         flush=True,
                     )
 
@@ -283,6 +261,7 @@ def main() -> None:
     print(f"  ratio ours/skopeo copy {ratio_copy:.2f}")
     print(f"RSS of the service process: idle {rss_idle:.1f} MB; peak while copying the")
     print(f"  200 MB image: first round {peak_rss[0]:.1f} MB, highest {max(peak_rss):.1f} MB")
+    print("  by round: " + ", ".join(f"{mb:.1f}" for mb in peak_rss) + " MB")
     print("  [goal < 150 MB]")
 
     if args.json:
@@ -297,7 +276,6 @@ def main() -> None:
                     "ratio_repository_copy": ratio_copy,
                     "rss_idle_mb": rss_idle,
                     "rss_peak_mb_by_round": peak_rss,
-                    "mmap_threshold_mib": args.mmap_threshold_mib,
                 },
                 indent=2,
             )

@@ -96,9 +96,12 @@ def assert_same_digests(
 
 
 def uploads_in_progress(server: RegistryServer, repository: str) -> list[str]:
-    """Upload sessions whose data the registry still keeps."""
+    """Upload sessions the registry still keeps: a deleted one leaves only an empty
+    ``hashstates`` folder behind in distribution 2.8, no ``data`` or ``startedat``."""
     folder = server.storage / "docker/registry/v2/repositories" / repository / "_uploads"
-    return sorted(p.parent.name for p in folder.glob("*/data"))
+    return sorted(
+        {p.parent.name for name in ("data", "startedat") for p in folder.glob(f"*/{name}")}
+    )
 
 
 def on_target(server: RegistryServer, repository: str, reference: str) -> str | None:
@@ -227,6 +230,38 @@ def test_a_stop_during_a_200_mb_blob_lands_before_the_blob_is_sent_and_leaves_no
     summary = re.search(r"transfer stopped: .* (\d+) bytes sent", log)
     assert summary is not None and int(summary.group(1)) < layer.size
     assert on_target(dst, "library/big", "v1") is None
+    assert uploads_in_progress(dst, "library/big") == []
+
+
+def test_a_shutdown_during_a_200_mb_blob_hands_the_job_back_and_cancels_its_upload(
+    registry_pair: RegistryPair, make_service: MakeService, images: ImageBuilder
+) -> None:
+    src, dst = registry_pair.source, registry_pair.target
+    service = make_service(registry_url=src.url)
+    policy = add_policy(service, dst.url)
+    layer = images.random_layer(200 * MiB, compresslevel=0)
+    push_image(images, images.docker_image([layer]), src.host, "library/big", "v1")
+    job_id = replicate(service, policy, "library/big", ("v1",))
+    sending = f"blob {layer.digest} ({layer.size} bytes): sending"
+    wait_until(lambda: sending in job_log(service, job_id), timeout_s=30, what=sending)
+
+    service.shutdown(10)
+
+    log = job_log(service, job_id)
+    assert "service shutting down in state transfer_blob: job handed back as pending" in log
+    cancelled = re.search(
+        rf"blob {layer.digest} \({layer.size} bytes\): upload cancelled after (\d+) bytes "
+        r"\([0-9.]+ s\), job pending",
+        log,
+    )
+    assert cancelled is not None, log
+    assert int(cancelled.group(1)) < layer.size
+    assert uploads_in_progress(dst, "library/big") == []
+    assert on_target(dst, "library/big", "v1") is None
+    # The next start resumes the job from scratch and finishes it.
+    again = make_service(registry_url=src.url)
+    finish(again, job_id)
+    assert_same_digests(src, dst, "library/big", ["v1"])
     assert uploads_in_progress(dst, "library/big") == []
 
 
