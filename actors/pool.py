@@ -50,6 +50,10 @@ class WorkerPool(ServiceActor):
         self.running: dict[int, int] = {}  # job id -> slot
         self.draining = False
         self.fill_asked = False
+        #: False once a claim came back short: the database had no due job left, and
+        #: a new one arrives with a Wake (a submit, a retry falling due), so workers
+        #: that go idle until then do not claim in vain.
+        self.maybe_more = True
 
     def on_start(self) -> None:
         """Runs in the pool's thread: starts the workers."""
@@ -73,6 +77,7 @@ class WorkerPool(ServiceActor):
         """Runs in the pool's thread."""
         match message:
             case Wake():
+                self.maybe_more = True
                 self._fill_soon()
             case Fill():
                 self.fill_asked = False
@@ -105,22 +110,22 @@ class WorkerPool(ServiceActor):
     def _fill_soon(self) -> None:
         # Wake-ups that arrive together (a burst of submits, several workers finishing)
         # end in one claim for all idle workers: the Fill is queued behind them.
-        if self.idle and not self.fill_asked and not self.draining:
+        if self.idle and self.maybe_more and not self.fill_asked and not self.draining:
             self.fill_asked = True
             self.actor_ref.tell(Fill())
 
     def _fill(self) -> None:
         if not self.idle or self.draining:
             return
+        wanted = len(self.idle)
         try:
             rows = self.ctx.store.claim_many(
-                self.kind.table,
-                None if self.kind.table != "job" else self.kind.name,
-                len(self.idle),
+                self.kind.table, None if self.kind.table != "job" else self.kind.name, wanted
             )
         except Exception as exc:
             logger.opt(exception=exc).error("{} pool: cannot claim jobs: {}", self.kind.name, exc)
             return
+        self.maybe_more = len(rows) == wanted
         for row in rows:
             slot = self.idle.pop()
             job_id = int(row["id"])

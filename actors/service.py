@@ -226,10 +226,10 @@ class JobService:
             raise InvalidRequest("params", "must be a JSON object")
         values = job_kind.check_params(params) if job_kind.check_params is not None else params
         try:
-            json.dumps(values)
+            text = json.dumps(values, sort_keys=True)
         except (TypeError, ValueError) as exc:
             raise InvalidRequest("params", f"must be JSON: {exc}") from None
-        return {"kind": kind, "params": dict(values)}
+        return {"kind": kind, "params": text}  # stored as the JSON text it was checked as
 
     def submit_many(self, kind: str, params: Iterable[Mapping[str, Any]]) -> list[int]:
         """Queues many jobs of a registered kind in one transaction; returns their ids.

@@ -103,6 +103,7 @@ class Store:
         self._readers = threading.local()
         self._sql_cache: dict[str, str] = {}
         self._status_sql: dict[tuple[str, str, bool, bool], str] = {}
+        self._insert_sqls: dict[tuple[str, tuple[str, ...]], str] = {}
         self._write_lock: threading.Lock | contextlib.nullcontext[None] = (
             threading.Lock() if self.is_sqlite else contextlib.nullcontext()
         )
@@ -234,10 +235,7 @@ class Store:
                 "update_time": now,
                 **{k: _to_column(k, v) for k, v in values.items()},
             }
-            names = ", ".join(columns)
-            marks = ", ".join(f":{name}" for name in columns)
-            sql = self._sql(f"INSERT INTO {table} ({names}) VALUES ({marks}) RETURNING id")
-            statements.append((sql, columns))
+            statements.append((self._insert_sql(table, tuple(columns)), columns))
 
         def insert(cur: Any) -> list[int]:
             ids = []
@@ -247,6 +245,16 @@ class Store:
             return ids
 
         return self._apply(insert, atomic=len(statements) > 1)
+
+    def _insert_sql(self, table: str, columns: tuple[str, ...]) -> str:
+        key = (table, columns)
+        cached = self._insert_sqls.get(key)
+        if cached is None:
+            names = ", ".join(columns)
+            marks = ", ".join(f":{name}" for name in columns)
+            cached = self._sql(f"INSERT INTO {table} ({names}) VALUES ({marks}) RETURNING id")
+            self._insert_sqls[key] = cached
+        return cached
 
     def job(self, table: str, job_id: int) -> dict[str, Any]:
         """The row of one job; raises :class:`NotFound`."""
@@ -592,7 +600,7 @@ class Store:
 def _to_column(name: str, value: Any) -> Any:
     if name == "tags":
         return ",".join(value)
-    if name == "params":
+    if name == "params" and not isinstance(value, str):  # a str is JSON text already
         return json.dumps(value, sort_keys=True)
     return value
 
@@ -601,7 +609,8 @@ def _from_columns(row: dict[str, Any]) -> dict[str, Any]:
     if "tags" in row:
         row["tags"] = [t for t in (row["tags"] or "").split(",") if t]
     if "params" in row:
-        row["params"] = json.loads(row["params"]) if row["params"] else {}
+        text = row["params"]
+        row["params"] = json.loads(text) if text and text != "{}" else {}
     for name in ("creation_time", "update_time", "next_attempt_at"):
         value = row.get(name)
         if isinstance(value, str):
