@@ -225,7 +225,10 @@ def _retries(results: dict[str, Any], lines: list[str]) -> tuple[bool | None, bo
         f"From `scripts/bench/engine.py` (its own no-op kind, pending → running → finished, "
         f"SQLite, 8 workers, no work state): "
         f"{summarize(runs, lambda r: r['throughput']['jobs_per_s']).cell()} jobs/s for "
-        f"{runs[0]['throughput']['jobs']:,} jobs in the same runs.",
+        f"{runs[0]['throughput']['jobs']:,} jobs submitted one at a time, "
+        f"{summarize(runs, lambda r: r['throughput_batch']['jobs_per_s']).cell()} jobs/s "
+        "submitted in one `submit_many`, in the same runs (database and job logs in "
+        f"{runs[0]['throughput']['folder']}, {runs[0]['throughput']['file_system']}).",
         "",
     ]
     new_threads = max(threads(r) for r in runs)
