@@ -16,7 +16,7 @@ import pykka
 from loguru import logger
 
 from actors.dispatcher import Dispatcher
-from actors.messages import Drain, GetPools, PoolStats, Release, Schedule, StopJob
+from actors.messages import Drain, GetPools, PoolStats, Release, Schedule, StopJob, Wake
 from model.crypto import SecretBox, load_key
 from model.errors import ConfigError, InvalidRequest, NotFound, ServiceNotRunning, WaitTimeout
 from model.joblog import JobLogSink
@@ -242,8 +242,9 @@ class JobService:
         if not rows:
             return []
         ids = ctx.store.insert_jobs(self.kinds[kind].table, rows)
-        assert self._dispatcher is not None
-        self._dispatcher.tell(Schedule(kind))
+        # Straight to the kind's pool: a hop through the dispatcher would wake one more
+        # thread per submit for nothing it decides.
+        self._pools[kind].tell(Wake())
         return ids
 
     def _repositories_of(self, project: str) -> list[str]:
@@ -319,8 +320,9 @@ class JobService:
         return self._context().store.status(self.kinds[kind].table, job_id)
 
     def wait(self, kind: str, job_id: int, timeout: float) -> str:
-        """Blocks until the job holds a terminal status and returns it; raises
-        :class:`WaitTimeout` at the deadline."""
+        """Blocks until the job holds a terminal status and returns it, with every line
+        its log was given by then in the file; raises :class:`WaitTimeout` at the
+        deadline."""
         table = self.kinds[kind].table
         deadline = time.monotonic() + timeout
         key = (kind, job_id)
@@ -329,8 +331,10 @@ class JobService:
             self._waiters.setdefault(key, []).append(ended)
         try:
             while True:
-                status = self._context().store.status(table, job_id)
+                ctx = self._context()
+                status = ctx.store.status(table, job_id)
                 if status in TERMINAL:
+                    ctx.sink.flush()
                     return status
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -357,9 +361,12 @@ class JobService:
 
     def log_path(self, kind: str, job_id: int) -> str:
         """Where the log file of job ``job_id`` of ``kind`` is, whether or not it exists
-        (the original's layout, see :func:`model.joblog.job_log_path`)."""
+        (the original's layout, see :func:`model.joblog.job_log_path`); every line
+        logged before the call is in it."""
         check_id(job_id, "job_id")
-        return self.kinds[kind].make_job(self._context(), job_id).log_path
+        ctx = self._context()
+        ctx.sink.flush()
+        return self.kinds[kind].make_job(ctx, job_id).log_path
 
     def add_job_listener(self, listener: JobListener) -> None:
         """Calls ``listener(kind, job_id, status)`` whenever a worker lets go of a job

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import threading
 import uuid
@@ -19,6 +20,11 @@ __all__ = ["JobLogSink", "job_log_path", "job_logger"]
 #: Job log files kept open between lines (the most recently written ones).
 _OPEN_FILES = 64
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+#: Seconds the writer gathers lines after the first of a pass; a line is in its file
+#: this long after it was logged, at most (sooner when someone flushes).
+GATHER_S = 0.02
+#: Seconds :meth:`JobLogSink.flush` waits by default.
+_FLUSH_TIMEOUT_S = 10.0
 
 
 def _format(_record: Any) -> str:
@@ -47,26 +53,53 @@ def job_log_path(base: str | os.PathLike[str], job_id: int) -> str:
 
 
 class JobLogSink:
-    """A loguru sink that appends each record to the file named by its ``job_log`` extra.
+    """Where every line of every job log of one service goes: loguru's records bound by
+    :func:`job_logger` with this sink's token, and the state lines the state machine
+    writes for each transition (:meth:`write_line`).
 
-    One sink serves every job of one service; it is installed by :meth:`install` and
-    only takes records bound by :func:`job_logger` with its token. Strings bound as
-    ``secrets`` are replaced by ``***`` before a line is written, a last guard so
-    that no password or token reaches a job's log.
+    Lines are written by one thread of the sink's own, so that a job's thread never
+    waits on the file system: a worker that creates a log file and appends to it hands
+    the GIL to another thread at each of those system calls and waits to get it back,
+    which costs a no-op job more than the rest of its work. The writer wakes when a line
+    comes after a quiet spell, gathers lines for :data:`GATHER_S` more, then appends the
+    lines of each file with one ``write`` (keeping the most recent files open): under
+    load it wakes every :data:`GATHER_S`, not once per line, so a busy job thread wakes
+    no other thread to log. Lines of one job keep their order.
+
+    :meth:`flush` waits until every line queued before the call is in its file;
+    :meth:`remove` writes what is queued, then stops the thread. A line written while
+    no writer runs (before :meth:`install`, after :meth:`remove`) is appended at once
+    by the caller. Strings bound as ``secrets`` are replaced by ``***`` before a line
+    is queued, a last guard so that no password or token reaches a job's log.
     """
 
     def __init__(self) -> None:
         self.token = uuid.uuid4().hex
         self._handler_id: int | None = None
-        self._made: set[str] = set()
-        #: Open descriptors by path. Lines are written with one unbuffered ``os.write``
-        #: each: a line is in the file as soon as the call returns, with no buffer to
-        #: flush or lose, and no text layer to build per file.
-        self._open: OrderedDict[str, int] = OrderedDict()
+        #: Lines to write (path, line, number); appended under ``_lock`` so that their
+        #: order is their numbers' order.
+        self._lines: collections.deque[tuple[str, bytes, int]] = collections.deque()
         self._lock = threading.Lock()
+        self._queued = 0  # number of the last line queued
+        self._written = 0  # number of the last line the writer is done with
+        self._written_changed = threading.Condition(threading.Lock())
+        self._writer: threading.Thread | None = None
+        self._writer_idle = False  # under _lock: the writer waits for a first line
+        self._wake = threading.Event()  # a first line after a quiet spell
+        self._hurry = threading.Event()  # a flush or the end: write without gathering
+        self._stopping = False
+        # The writer thread's own: open descriptors by path, folders made, failed files.
+        self._open: OrderedDict[str, int] = OrderedDict()
+        self._made: set[str] = set()
 
     def install(self) -> None:
-        """Adds the sink to loguru's logger (idempotent)."""
+        """Adds the sink to loguru's logger and starts its writer (idempotent)."""
+        with self._lock:
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write_queued, name="jobservice-joblog-writer", daemon=True
+                )
+                self._writer.start()
         if self._handler_id is None:
             token = self.token
             self._handler_id = logger.add(
@@ -81,17 +114,36 @@ class JobLogSink:
             )
 
     def remove(self) -> None:
-        """Removes the sink from loguru's logger (idempotent)."""
+        """Removes the sink from loguru's logger, writes every queued line and stops the
+        writer (idempotent)."""
         if self._handler_id is not None:
             logger.remove(self._handler_id)
             self._handler_id = None
         with self._lock:
-            for fd in self._open.values():
-                os.close(fd)
-            self._open.clear()
+            writer, self._writer = self._writer, None
+            if writer is not None:
+                self._stopping = True
+                self._hurry.set()
+                self._wake.set()
+        if writer is not None:
+            writer.join()
+
+    def flush(self, timeout: float = _FLUSH_TIMEOUT_S) -> bool:
+        """Waits until every line queued before the call is in its file; False when
+        ``timeout`` (seconds) passed first."""
+        with self._lock:
+            target, writer = self._queued, self._writer
+        if writer is None or writer is threading.current_thread():
+            return True
+        with self._written_changed:
+            if self._written >= target:
+                return True
+        self._hurry.set()
+        with self._written_changed:
+            return self._written_changed.wait_for(lambda: self._written >= target, timeout)
 
     def _write(self, message: Message) -> None:
-        # Runs under loguru's lock for this handler.
+        # Runs under loguru's lock for this handler, in the logging thread.
         record = message.record
         extra = record["extra"]
         self.write_line(
@@ -110,21 +162,60 @@ class JobLogSink:
         secrets: tuple[str, ...] = (),
         when: datetime | None = None,
     ) -> None:
-        """Appends the line ``<time> [<level>] <text>`` to the job log at ``path``, each
-        of ``secrets`` written as ``***``.
+        """Queues the line ``<time> [<level>] <text>`` for the job log at ``path``, each of
+        ``secrets`` written as ``***``; ``<time>`` is ``when`` or now.
 
         The one way a line reaches a job log: loguru's records come through here, and
         so do the state lines the state machine writes for every transition without a
         loguru record (a record costs more than the rest of a no-op job's transition).
         """
         now = datetime.now(UTC) if when is None else when.astimezone(UTC)
-        stamp = now.isoformat(timespec="milliseconds")
-        line = f"{stamp} [{level}] {text}\n"
+        line = f"{now.isoformat(timespec='milliseconds')} [{level}] {text}\n"
         for secret in secrets:
             if secret:
                 line = line.replace(secret, "***")
         data = line.encode()
         with self._lock:
+            if self._writer is not None:
+                self._queued += 1
+                self._lines.append((path, data, self._queued))
+                if self._writer_idle:
+                    self._writer_idle = False
+                    self._wake.set()
+                return
+        _append_once(path, data)
+
+    def _write_queued(self) -> None:
+        # The writer thread.
+        lines = self._lines
+        while True:
+            with self._lock:
+                idle = self._writer_idle = not lines and not self._stopping
+            if idle:
+                self._wake.wait()
+                self._wake.clear()
+            self._hurry.wait(GATHER_S)
+            self._hurry.clear()
+            stopping = self._stopping
+            by_path: dict[str, list[bytes]] = {}
+            last = 0
+            while lines:
+                path, data, last = lines.popleft()
+                by_path.setdefault(path, []).append(data)
+            for path, chunks in by_path.items():
+                self._append(path, b"".join(chunks))
+            if last:
+                with self._written_changed:
+                    self._written = last
+                    self._written_changed.notify_all()
+            if stopping and not lines:
+                break
+        for fd in self._open.values():
+            os.close(fd)
+        self._open.clear()
+
+    def _append(self, path: str, data: bytes) -> None:
+        try:
             fd = self._open.get(path)
             if fd is None:
                 fd = self._open[path] = self._open_log(path)
@@ -134,6 +225,13 @@ class JobLogSink:
                 self._open.move_to_end(path)
             while data:  # a regular file takes it all at once, short of a full disk
                 data = data[os.write(fd, data) :]
+        except OSError as exc:
+            bad = self._open.pop(path, None)
+            if bad is not None:
+                os.close(bad)
+            logger.error("cannot write the job log {}: {}", path, exc.strerror or exc)
+        except Exception as exc:  # the writer must outlive any one file
+            logger.opt(exception=exc).error("cannot write the job log {}: {!r}", path, exc)
 
     def _open_log(self, path: str) -> int:
         folder = os.path.dirname(path)
@@ -145,6 +243,17 @@ class JobLogSink:
         except FileNotFoundError:  # the log sweeper removed the emptied folder
             os.makedirs(folder, exist_ok=True)
             return os.open(path, _OPEN_FLAGS, 0o644)
+
+
+def _append_once(path: str, data: bytes) -> None:
+    """Appends ``data`` to ``path`` in the calling thread (no writer runs)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, _OPEN_FLAGS, 0o644)
+    try:
+        while data:
+            data = data[os.write(fd, data) :]
+    finally:
+        os.close(fd)
 
 
 def job_logger(sink: JobLogSink, path: str, **identity: Any) -> Logger:

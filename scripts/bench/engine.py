@@ -35,6 +35,20 @@ from model.sm import SM, Job, StatusUpdater
 from model.status import Status
 
 
+class Counter:
+    """Counts job ends (a job listener, called in a pool's thread); ``all`` is set at ``n``."""
+
+    def __init__(self, n: int) -> None:
+        self.expected = n
+        self.n = 0
+        self.all = threading.Event()
+
+    def count(self, _kind: str, _job_id: int, _status: str) -> None:
+        self.n += 1
+        if self.n == self.expected:
+            self.all.set()
+
+
 class Gate:
     """Holds every job until the gate opens: keeps jobs queued while RSS is measured."""
 
@@ -120,11 +134,15 @@ def file_system(folder: Path) -> str:
 
 def throughput(jobs: int, workers: int, batch: bool = False) -> dict[str, Any]:
     """``jobs`` submitted one ``submit`` at a time (an insert transaction each), or with
-    one ``submit_many`` when ``batch``, then waited for."""
+    one ``submit_many`` when ``batch``; timed until a job listener has seen them all
+    end (then every one is checked to be ``finished``)."""
     with (
         tempfile.TemporaryDirectory() as tmp,
         JobService(settings_in(Path(tmp)), [noop_kind(workers)]) as svc,
     ):
+        ended = Counter(jobs)
+        svc.add_job_listener(ended.count)
+        svc.stats()  # every actor has started once its pool answers
         cpu = os.times()
         started = time.perf_counter()
         if batch:
@@ -132,9 +150,11 @@ def throughput(jobs: int, workers: int, batch: bool = False) -> dict[str, Any]:
         else:
             ids = [svc.submit("noop", {}) for _ in range(jobs)]
         submitted = time.perf_counter()
-        for job_id in reversed(ids):  # the last ones finish last; earlier waits return at once
-            svc.wait("noop", job_id, 600)
+        if not ended.all.wait(600):
+            raise SystemExit(f"only {ended.n} of {jobs} jobs ended in 600 s")
         done = time.perf_counter()
+        if svc.store.status_counts("job", "noop") != {Status.FINISHED: jobs}:
+            raise SystemExit(f"not every job finished: {svc.store.status_counts('job', 'noop')}")
         cpu_s = sum(os.times()[:2]) - sum(cpu[:2])
         rows = [svc.store.job("job", i) for i in ids[:: max(1, jobs // 2000)]]
         latencies = sorted((r["update_time"] - r["creation_time"]).total_seconds() for r in rows)

@@ -17,8 +17,7 @@ MakeService = Callable[..., JobService]
 
 
 def log_of(service: JobService, kind: str, job_id: int) -> str:
-    job = service.kinds[kind].make_job(service._context(), job_id)
-    return Path(job.log_path).read_text()
+    return Path(service.log_path(kind, job_id)).read_text()
 
 
 def test_a_pool_of_two_never_runs_three_jobs_at_once(make_service: MakeService) -> None:
@@ -41,6 +40,24 @@ def test_jobs_run_in_the_order_they_were_submitted(make_service: MakeService) ->
     ids = [service.submit("ordered", {"ticks": 1}) for _ in range(5)]
     assert service.wait("ordered", ids[-1], 20) == Status.FINISHED
     assert tracker.finished == ids
+
+
+def test_a_job_that_wait_reports_ended_has_every_state_in_its_log_file(
+    make_service: MakeService,
+) -> None:
+    tracker = Tracker()
+    service = make_service([tick_kind("logged", tracker, pool_size=2)])
+    ids = [service.submit("logged", {"ticks": 2}) for _ in range(20)]
+    for job_id in ids:
+        assert service.wait("logged", job_id, 20) == Status.FINISHED
+        # Read straight from the file, as another program would: no flush asked for.
+        job = service.kinds["logged"].make_job(service._context(), job_id)
+        states = [
+            line.split("] state ")[1].split(" ")[0]
+            for line in Path(job.log_path).read_text().splitlines()
+            if "] state " in line
+        ]
+        assert states[0] == Status.RUNNING and states[-1] == Status.FINISHED
 
 
 def test_stop_of_a_pending_job_means_it_never_runs(make_service: MakeService) -> None:

@@ -70,6 +70,8 @@ def test_a_replication_job_loads_its_policy_target_and_password(ctx: JobContext)
     assert job.params.repository == "library/app"
     assert "t0p-secret" not in repr(job.params)
     job.logger.info("connecting with t0p-secret")
+    assert ctx.sink.flush()
+    assert "connecting with ***" in Path(job.log_path).read_text()
     assert "t0p-secret" not in Path(job.log_path).read_text()
     assert job.log_path == str(ctx.settings.log_dir / f"job_{job_id}.log")
 

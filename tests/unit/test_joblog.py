@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
+from loguru import logger
 
 from model.joblog import JobLogSink, job_log_path, job_logger
 
@@ -52,3 +54,67 @@ def test_records_of_another_service_do_not_reach_this_sinks_files(tmp_path: Path
         mine.remove()
     assert not (tmp_path / "job_2.log").exists()
     assert "mine" in (tmp_path / "job_3.log").read_text()
+
+
+def test_lines_of_many_threads_reach_their_files_in_each_threads_order(tmp_path: Path) -> None:
+    sink = JobLogSink()
+    sink.install()
+    try:
+
+        def write(job: int) -> None:
+            for n in range(200):
+                sink.write_line(str(tmp_path / f"job_{job}.log"), "INFO", f"line {n}")
+
+        threads = [threading.Thread(target=write, args=(job,)) for job in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sink.flush()
+        for job in range(8):
+            lines = (tmp_path / f"job_{job}.log").read_text().splitlines()
+            assert [line.split("] ")[1] for line in lines] == [f"line {n}" for n in range(200)]
+    finally:
+        sink.remove()
+
+
+def test_remove_writes_every_line_still_queued(tmp_path: Path) -> None:
+    sink = JobLogSink()
+    sink.install()
+    paths = [str(tmp_path / str(n // 1000) / f"job_{n}.log") for n in range(3000)]
+    for path in paths:
+        sink.write_line(path, "INFO", "state running (from pending)")
+    sink.remove()
+    assert all(Path(path).read_text().endswith("state running (from pending)\n") for path in paths)
+
+
+def test_a_line_written_without_a_running_writer_is_appended_at_once(tmp_path: Path) -> None:
+    sink = JobLogSink()
+    sink.install()
+    sink.remove()
+    path = tmp_path / "late" / "job_5.log"
+    sink.write_line(str(path), "WARNING", "logged after shutdown")
+    assert path.read_text().endswith("[WARNING] logged after shutdown\n")
+    assert sink.flush()
+
+
+def test_a_file_that_cannot_be_written_is_reported_and_the_others_still_are(
+    tmp_path: Path,
+) -> None:
+    reported: list[str] = []
+    handler = logger.add(reported.append, level="ERROR", format="{message}")
+    (tmp_path / "job_1.log").mkdir()  # a folder where the log file should be
+    sink = JobLogSink()
+    sink.install()
+    try:
+        sink.write_line(str(tmp_path / "job_1.log"), "INFO", "lost")
+        sink.write_line(str(tmp_path / "job_2.log"), "INFO", "kept")
+        assert sink.flush()
+        sink.write_line(str(tmp_path / "job_3.log"), "INFO", "kept too")
+        assert sink.flush()
+    finally:
+        sink.remove()
+        logger.remove(handler)
+    assert "kept" in (tmp_path / "job_2.log").read_text()
+    assert "kept too" in (tmp_path / "job_3.log").read_text()
+    assert [line for line in reported if "job_1.log" in line and "Is a directory" in line]

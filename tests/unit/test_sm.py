@@ -60,6 +60,7 @@ class FakeJob:
         self.inited = True
 
     def log(self) -> str:
+        assert self._sink.flush()
         return Path(self._log_path).read_text()
 
 
