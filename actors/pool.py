@@ -109,10 +109,14 @@ class WorkerPool(ServiceActor):
 
     def _fill_soon(self) -> None:
         # Wake-ups that arrive together (a burst of submits, several workers finishing)
-        # end in one claim for all idle workers: the Fill is queued behind them.
+        # end in one claim for all idle workers: the Fill is queued behind them. With
+        # nothing else in the inbox, the claim is made at once.
         if self.idle and self.maybe_more and not self.fill_asked and not self.draining:
-            self.fill_asked = True
-            self.actor_ref.tell(Fill())
+            if self.actor_inbox.empty():
+                self._fill()
+            else:
+                self.fill_asked = True
+                self.actor_ref.tell(Fill())
 
     def _fill(self) -> None:
         if not self.idle or self.draining:

@@ -226,7 +226,7 @@ class JobService:
             raise InvalidRequest("params", "must be a JSON object")
         values = job_kind.check_params(params) if job_kind.check_params is not None else params
         try:
-            text = json.dumps(values, sort_keys=True)
+            text = json.dumps(values, sort_keys=True) if values else "{}"
         except (TypeError, ValueError) as exc:
             raise InvalidRequest("params", f"must be JSON: {exc}") from None
         return {"kind": kind, "params": text}  # stored as the JSON text it was checked as

@@ -67,6 +67,8 @@ ALLOWED_FROM: dict[str, frozenset[str]] = {
 }
 
 _SQLITE_BUSY_TIMEOUT_MS = 60_000
+#: Largest batch of single-statement writes that commit one by one (see Store._commit).
+_OWN_TRANSACTIONS_MAX = 8
 _CLAIMABLE = (Status.PENDING.value, Status.RETRYING.value)
 
 
@@ -361,11 +363,12 @@ class Store:
     def _apply(self, write: Callable[[Any], _R], *, atomic: bool = False) -> _R:
         """Runs ``write(cursor)`` in a write transaction and returns what it returns.
 
-        On SQLite, writers combine: whoever holds the write lock commits every write
-        queued so far in one transaction, and the others find theirs done when they get
-        the lock. One commit and one lock hand-off serve a burst of writers, where a lock
-        per write would make them queue behind each other's GIL waits. ``atomic``: the
-        write runs several statements that must stand or fall together.
+        On SQLite, writers combine: whoever holds the write lock runs every write
+        queued so far (a burst of more than a few in one transaction), and the others
+        find theirs done when they get the lock. One lock hand-off serves a burst of
+        writers, where a lock per write would make them queue behind each other's GIL
+        waits. ``atomic``: the write runs several statements that must stand or fall
+        together.
         """
         if not self.is_sqlite:
             pg = self.engine.raw_connection()
@@ -396,17 +399,19 @@ class Store:
             self._sqlite_conn = self.engine.raw_connection()
             self._sqlite_cursor = self._sqlite_conn.dbapi_connection.cursor()
         conn, cur = self._sqlite_conn.dbapi_connection, self._sqlite_cursor
-        if len(batch) == 1 and not batch[0].atomic:
-            # A lone statement is its own transaction: in autocommit SQLite takes the
-            # write lock when the statement starts (waiting as BEGIN IMMEDIATE would),
-            # and two round trips fewer is a good share of a small write's cost.
-            op = batch[0]
-            try:
-                op.result = op.write(cur)
-            except Exception as exc:
-                op.error = exc
-            finally:
-                op.done = True
+        if len(batch) <= _OWN_TRANSACTIONS_MAX and not any(op.atomic for op in batch):
+            # A few single statements run each in its own transaction: in autocommit
+            # SQLite takes the write lock when a statement starts (waiting as BEGIN
+            # IMMEDIATE would). Each statement the sqlite3 module runs lets go of the
+            # GIL and waits to get it back, which costs more than a commit of a small
+            # write: BEGIN and COMMIT would be two more of them.
+            for op in batch:
+                try:
+                    op.result = op.write(cur)
+                except Exception as exc:
+                    op.error = exc
+                finally:
+                    op.done = True
             return
         try:
             cur.execute("BEGIN IMMEDIATE")
