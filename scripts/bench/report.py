@@ -395,10 +395,20 @@ def write(results: dict[str, Any], out: Path) -> None:
         ((s, medians[s]) for s in PEERS if medians.get(s)), key=lambda x: x[1], default=None
     )
     goals = ["## Goals", "", "| goal | measured | result |", "| --- | --- | --- |"]
+    # The goal is the engine benchmark's (scripts/bench/engine.py: its no-op kind, one
+    # submit at a time, then one submit_many); the peers' table runs a job with a body.
+    engine_runs = results["retries"]
+    single = summarize(engine_runs, lambda r: r["throughput"]["jobs_per_s"]).median
+    batch = summarize(engine_runs, lambda r: r["throughput_batch"]["jobs_per_s"]).median
     goals.append(
-        f"| Engine >= {GOAL_JOBS_PER_S:,.0f} jobs/s on SQLite | "
-        f"{'—' if ours is None else f'{ours:,.0f} jobs/s'} | "
-        f"{_met(None if ours is None else ours >= GOAL_JOBS_PER_S)} |"
+        f"| Engine >= {GOAL_JOBS_PER_S:,.0f} jobs/s on SQLite (`engine.py`, 10,000 no-op "
+        "jobs, 8 workers) | "
+        + (
+            "— | not measured |"
+            if single is None or batch is None
+            else f"{single:,.0f} jobs/s submitted one at a time, {batch:,.0f} in one "
+            f"`submit_many` | {_met(min(single, batch) >= GOAL_JOBS_PER_S)} |"
+        )
     )
     if qualified:
         best, rate = max(qualified.items(), key=lambda x: x[1])
