@@ -88,7 +88,7 @@ class JobLogSink:
         self._wake = threading.Event()  # a first line after a quiet spell
         self._hurry = threading.Event()  # a flush or the end: write without gathering
         self._stopping = False
-        # The writer thread's own: open descriptors by path, folders made, failed files.
+        # The writer thread's own: open descriptors by path, folders made.
         self._open: OrderedDict[str, int] = OrderedDict()
         self._made: set[str] = set()
 
@@ -223,8 +223,7 @@ class JobLogSink:
                     os.close(self._open.popitem(last=False)[1])
             else:
                 self._open.move_to_end(path)
-            while data:  # a regular file takes it all at once, short of a full disk
-                data = data[os.write(fd, data) :]
+            _write_all(fd, data)
         except OSError as exc:
             bad = self._open.pop(path, None)
             if bad is not None:
@@ -250,10 +249,14 @@ def _append_once(path: str, data: bytes) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd = os.open(path, _OPEN_FLAGS, 0o644)
     try:
-        while data:
-            data = data[os.write(fd, data) :]
+        _write_all(fd, data)
     finally:
         os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:  # a regular file takes it all at once, short of a full disk
+        data = data[os.write(fd, data) :]
 
 
 def job_logger(sink: JobLogSink, path: str, **identity: Any) -> Logger:
