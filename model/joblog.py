@@ -7,10 +7,12 @@ import os
 import threading
 import uuid
 from collections import OrderedDict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
+
+from model.stamps import log_stamp, now_us
 
 if TYPE_CHECKING:
     from loguru import Logger, Message
@@ -23,6 +25,8 @@ _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
 #: Seconds the writer gathers lines after the first of a pass; a line is in its file
 #: this long after it was logged, at most (sooner when someone flushes).
 GATHER_S = 0.02
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 #: Seconds :meth:`JobLogSink.flush` waits by default.
 _FLUSH_TIMEOUT_S = 10.0
 
@@ -169,8 +173,8 @@ class JobLogSink:
         so do the state lines the state machine writes for every transition without a
         loguru record (a record costs more than the rest of a no-op job's transition).
         """
-        now = datetime.now(UTC) if when is None else when.astimezone(UTC)
-        line = f"{now.isoformat(timespec='milliseconds')} [{level}] {text}\n"
+        us = now_us() if when is None else _epoch_us(when)
+        line = f"{log_stamp(us)} [{level}] {text}\n"
         for secret in secrets:
             if secret:
                 line = line.replace(secret, "***")
@@ -242,6 +246,13 @@ class JobLogSink:
         except FileNotFoundError:  # the log sweeper removed the emptied folder
             os.makedirs(folder, exist_ok=True)
             return os.open(path, _OPEN_FLAGS, 0o644)
+
+
+def _epoch_us(when: datetime) -> int:
+    """Microseconds since the epoch of an aware datetime (naive: taken as UTC)."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return (when - _EPOCH) // _MICROSECOND
 
 
 def _append_once(path: str, data: bytes) -> None:

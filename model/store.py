@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, SQLModel, select
 
 from model.errors import NotFound, StatusConflict
+from model.stamps import db_stamp, now_us
 from model.status import Status
 from model.tables import (
     JOB_TABLES,
@@ -463,7 +464,7 @@ class Store:
         return cached
 
     def _now(self) -> Any:
-        return self._db_time(utcnow())
+        return db_stamp(now_us()) if self.is_sqlite else self._db_time(utcnow())
 
     def _db_time(self, value: datetime) -> Any:
         # The stored form of SQLAlchemy's DateTime: naive UTC, as text on SQLite.
