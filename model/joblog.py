@@ -27,6 +27,9 @@ _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
 GATHER_S = 0.02
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
+#: Lines queued and not yet written past which :meth:`JobLogSink.write_line` waits for
+#: the writer (a disk slower than the jobs holds them up instead of filling memory).
+MAX_LINES_BEHIND = 20_000
 #: Seconds :meth:`JobLogSink.flush` waits by default.
 _FLUSH_TIMEOUT_S = 10.0
 
@@ -68,7 +71,8 @@ class JobLogSink:
     comes after a quiet spell, gathers lines for :data:`GATHER_S` more, then appends the
     lines of each file with one ``write`` (keeping the most recent files open): under
     load it wakes every :data:`GATHER_S`, not once per line, so a busy job thread wakes
-    no other thread to log. Lines of one job keep their order.
+    no other thread to log. Lines of one job keep their order. A thread that finds more
+    than :data:`MAX_LINES_BEHIND` lines waiting waits for them to be written.
 
     :meth:`flush` waits until every line queued before the call is in its file;
     :meth:`remove` writes what is queued, then stops the thread. A line written while
@@ -179,15 +183,21 @@ class JobLogSink:
             if secret:
                 line = line.replace(secret, "***")
         data = line.encode()
+        behind = 0
         with self._lock:
-            if self._writer is not None:
+            writer = self._writer
+            if writer is not None:
                 self._queued += 1
                 self._lines.append((path, data, self._queued))
                 if self._writer_idle:
                     self._writer_idle = False
                     self._wake.set()
-                return
-        _append_once(path, data)
+                behind = self._queued - self._written
+        if writer is None:
+            _append_once(path, data)
+        elif behind > MAX_LINES_BEHIND:
+            # The disk is slower than the jobs: the job waits, rather than lines pile up.
+            self.flush()
 
     def _write_queued(self) -> None:
         # The writer thread.
