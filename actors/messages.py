@@ -102,11 +102,13 @@ class Release:
 
 @dataclass(frozen=True)
 class WorkerIdle:
-    """To a pool: worker ``slot`` is done with ``job_id``, which now holds ``status``."""
+    """To a pool: worker ``slot`` is done with ``job_id``, which now holds ``status``;
+    ``record``: the pool is to write that terminal status (the job's last write)."""
 
     slot: int
     job_id: int
     status: str
+    record: bool = False
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from loguru import logger
 from actors.base import ServiceActor
 from actors.messages import Drain, Fill, PoolStats, Run, StopJob, Wake, WorkerDied, WorkerIdle
 from actors.worker import Worker
+from model.errors import StatusConflict
 from model.jobs import JobContext
 from model.kinds import JobKind
 from model.sm import RetryPolicy
@@ -82,9 +83,11 @@ class WorkerPool(ServiceActor):
             case Fill():
                 self.fill_asked = False
                 self._fill()
-            case WorkerIdle(slot=idle_slot, job_id=job_id, status=status):
+            case WorkerIdle(slot=idle_slot, job_id=job_id, status=status, record=record):
                 self.running.pop(job_id, None)
                 self.idle.append(idle_slot)
+                if record:
+                    status = self._record_end(job_id, status)
                 self.on_job_end(self.kind.name, job_id, status)
                 self._fill_soon()
             case StopJob(job_id=job_id):
@@ -135,6 +138,28 @@ class WorkerPool(ServiceActor):
             job_id = int(row["id"])
             self.running[job_id] = slot
             self.workers[slot].tell(Run(job_id, row))
+
+    def _record_end(self, job_id: int, status: str) -> str:
+        # The job's last write, handed back by its worker (see StoredJob.update_status).
+        # Returns the status the job holds afterwards.
+        try:
+            self.ctx.store.set_status(self.kind.table, job_id, status)
+        except StatusConflict as conflict:
+            # The job was ended elsewhere meanwhile (by hand, in the database): that stands.
+            self.kind.make_job(self.ctx, job_id).logger.warning(
+                "{}; keeping status {!r}", conflict, conflict.current
+            )
+            return conflict.current or status
+        except Exception as exc:
+            self.kind.make_job(self.ctx, job_id).logger.opt(exception=exc).error(
+                "cannot record status {}: {}; the job is left running (the next start queues it)",
+                status,
+                exc,
+            )
+            logger.error(
+                "{} pool: cannot record job {} {}: {}", self.kind.name, job_id, status, exc
+            )
+        return status
 
     def _replace(self, died: WorkerDied) -> None:
         logger.error(

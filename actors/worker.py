@@ -29,7 +29,8 @@ class Worker(ServiceActor):
     """Runs one job at a time, one transition per message it sends itself, so a
     :class:`StopJob` that arrives is handled before the job's next transition.
 
-    Tells its pool :class:`WorkerIdle` when the machine holds, and
+    Tells its pool :class:`WorkerIdle` when the machine holds (with the terminal status
+    the job reached, for the pool to record), and
     :class:`WorkerDied` from ``on_failure`` when an exception escapes it.
     """
 
@@ -73,6 +74,7 @@ class Worker(ServiceActor):
 
     def _run(self, message: Run) -> None:
         job = self.kind.make_job(self.ctx, message.job_id, message.row)
+        job.pool_records_end = True
         self.job = job
         try:
             self.sm.reset(
@@ -104,7 +106,7 @@ class Worker(ServiceActor):
     def _done(self) -> None:
         job, self.job = self.job, None
         if job is not None:
-            self.pool.tell(WorkerIdle(self.slot, job.id, job.status))
+            self.pool.tell(WorkerIdle(self.slot, job.id, job.status, bool(job.unrecorded_end)))
 
     def _reschedule(self, job: Job, due: datetime) -> None:
         self.dispatcher.tell(Reschedule(self.kind.name, job.id, due))

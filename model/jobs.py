@@ -13,7 +13,7 @@ from model.crypto import SecretBox
 from model.errors import NotFound
 from model.joblog import JobLogSink, job_log_path, job_logger
 from model.settings import Settings
-from model.status import Status
+from model.status import TERMINAL, Status
 from model.store import Store
 
 if TYPE_CHECKING:
@@ -68,6 +68,11 @@ class StoredJob:
         self._logger: Logger | None = None  # bound at first use: most jobs log only states
         self.status: str = str(row["status"]) if row is not None else ""
         self._secrets: tuple[str, ...] = ()
+        #: Set by the worker that runs the job: its pool records the job's terminal
+        #: status when the worker hands the job back (see :meth:`update_status`).
+        self.pool_records_end = False
+        #: The terminal status entered and not recorded yet ("" for none).
+        self.unrecorded_end = ""
 
     @classmethod
     def log_base(cls, ctx: JobContext, kind: str) -> str:
@@ -118,8 +123,17 @@ class StoredJob:
         )
 
     def update_status(self, status: str) -> None:
-        """Sets the job's status (a guarded UPDATE; no write when it already holds it)."""
+        """Sets the job's status (a guarded UPDATE; no write when it already holds it).
+
+        With :attr:`pool_records_end`, a terminal status is only kept in
+        :attr:`unrecorded_end`: the machine holds at a terminal status, and the worker's
+        pool writes it with the same UPDATE when the worker hands the job back, in the
+        thread that claims jobs. A job's three writes (queued, claimed, ended) then come
+        from two threads instead of three, which is a third of a no-op job's cost."""
         if status == self.status == Status.RUNNING:
+            return
+        if self.pool_records_end and status in TERMINAL:
+            self.status = self.unrecorded_end = status
             return
         self.ctx.store.set_status(self.table, self._id, status)
         self.status = status

@@ -175,3 +175,27 @@ def crash_kind(name: str, tracker: Tracker, pool_size: int = 2) -> JobKind:
         sm.add_transition("tick", Status.FINISHED, _FinishRecorder(job, tracker))
 
     return JobKind(name, transitions, pool_size, job_class=CrashingJob)
+
+
+class _EndedElsewhere:
+    """Sets the job's own row ``canceled`` behind the engine's back (as another program
+    editing the database would), then carries on to ``finished``."""
+
+    def __init__(self, job: KindJob) -> None:
+        self.job = job
+
+    def enter(self) -> str:
+        self.job.ctx.store.set_status(self.job.table, self.job.id, Status.CANCELED)
+        return Status.FINISHED.value
+
+    def exit(self) -> None:
+        return None
+
+
+def ended_elsewhere_kind(name: str = "elsewhere", pool_size: int = 1) -> JobKind:
+    def transitions(sm: SM, job: Job) -> None:
+        assert isinstance(job, KindJob)
+        sm.add_transition(Status.RUNNING, "work", _EndedElsewhere(job))
+        sm.add_transition("work", Status.FINISHED, StatusUpdater(job, Status.FINISHED))
+
+    return JobKind(name, transitions, pool_size)

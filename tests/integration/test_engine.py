@@ -5,7 +5,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from enginekinds import Tracker, crash_kind, flaky_kind, tick_kind
+from enginekinds import Tracker, crash_kind, ended_elsewhere_kind, flaky_kind, tick_kind
 from waiting import wait_until
 
 from actors import JobService
@@ -58,6 +58,34 @@ def test_a_job_that_wait_reports_ended_has_every_state_in_its_log_file(
             if "] state " in line
         ]
         assert states[0] == Status.RUNNING and states[-1] == Status.FINISHED
+
+
+def test_a_job_is_reported_ended_only_once_its_end_is_in_the_database(
+    make_service: MakeService,
+) -> None:
+    tracker = Tracker()
+    service = make_service([tick_kind("recorded", tracker, pool_size=3)])
+    seen: dict[int, tuple[str, str]] = {}
+    all_seen = threading.Event()
+
+    def listener(kind: str, job_id: int, status: str) -> None:
+        seen[job_id] = (status, service.store.status("job", job_id))
+        if len(seen) == 30:
+            all_seen.set()
+
+    service.add_job_listener(listener)
+    ids = [service.submit("recorded", {"ticks": 1}) for _ in range(30)]
+    assert all_seen.wait(20)
+    assert seen == {job_id: (Status.FINISHED, Status.FINISHED) for job_id in ids}
+
+
+def test_a_job_ended_elsewhere_while_running_keeps_that_status(make_service: MakeService) -> None:
+    service = make_service([ended_elsewhere_kind()])
+    job_id = service.submit("elsewhere", {})
+    assert service.wait("elsewhere", job_id, 20) == Status.CANCELED
+    log = log_of(service, "elsewhere", job_id)
+    assert "state finished" in log
+    assert "cannot set status 'finished' from 'canceled'; keeping status 'canceled'" in log
 
 
 def test_stop_of_a_pending_job_means_it_never_runs(make_service: MakeService) -> None:

@@ -120,3 +120,23 @@ def test_a_status_change_is_guarded_and_sets_update_time(ctx: JobContext) -> Non
         ctx.store.set_status("img_scan_job", job_id, Status.RUNNING)
     with pytest.raises(StatusConflict, match="no such job"):
         ctx.store.set_status("img_scan_job", 777, Status.RUNNING)
+
+
+def test_a_job_whose_pool_records_its_end_writes_only_the_statuses_before_it(
+    ctx: JobContext,
+) -> None:
+    (job_id,) = ctx.store.insert_jobs(
+        "img_scan_job", [{"repository": "library/app", "tag": "v1", "digest": ""}]
+    )
+    job = ScanJob(ctx, job_id)
+    job.init()
+    job.pool_records_end = True
+    job.update_status(Status.RUNNING)
+    assert ctx.store.status("img_scan_job", job_id) == Status.RUNNING
+    job.update_status(Status.FINISHED)
+    assert (job.status, job.unrecorded_end) == (Status.FINISHED, Status.FINISHED)
+    assert ctx.store.status("img_scan_job", job_id) == Status.RUNNING
+    other = ScanJob(ctx, job_id)
+    other.init()
+    other.update_status(Status.ERROR)
+    assert (other.unrecorded_end, ctx.store.status("img_scan_job", job_id)) == ("", Status.ERROR)
