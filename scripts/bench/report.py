@@ -228,7 +228,10 @@ def _retries(results: dict[str, Any], lines: list[str]) -> tuple[bool | None, bo
         f"{runs[0]['throughput']['jobs']:,} jobs submitted one at a time, "
         f"{summarize(runs, lambda r: r['throughput_batch']['jobs_per_s']).cell()} jobs/s "
         "submitted in one `submit_many`, in the same runs (database and job logs in "
-        f"{runs[0]['throughput']['folder']}, {runs[0]['throughput']['file_system']}).",
+        f"{runs[0]['throughput']['folder']}, {runs[0]['throughput']['file_system']}; "
+        "creating a file there took "
+        f"{summarize(runs, lambda r: r['throughput'].get('file_create_us', 0)).cell()} us, "
+        "a job log per job).",
         "",
     ]
     new_threads = max(threads(r) for r in runs)
