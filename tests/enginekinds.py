@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from model.errors import RetryableError
 from model.jobs import KindJob
 from model.kinds import JobKind
-from model.sm import SM, Job, StatusUpdater
+from model.sm import SM, Job, StateHandler, StatusUpdater
 from model.status import Status
 
 
@@ -131,13 +131,19 @@ class _Flaky:
         return None
 
 
-def flaky_kind(name: str = "flaky", pool_size: int = 2) -> JobKind:
+def _one_step_kind(name: str, work: Callable[[KindJob], StateHandler], pool_size: int) -> JobKind:
+    """running → work → finished, ``work(job)`` the handler of the one step."""
+
     def transitions(sm: SM, job: Job) -> None:
         assert isinstance(job, KindJob)
-        sm.add_transition(Status.RUNNING, "work", _Flaky(job))
+        sm.add_transition(Status.RUNNING, "work", work(job))
         sm.add_transition("work", Status.FINISHED, StatusUpdater(job, Status.FINISHED))
 
     return JobKind(name, transitions, pool_size)
+
+
+def flaky_kind(name: str = "flaky", pool_size: int = 2) -> JobKind:
+    return _one_step_kind(name, _Flaky, pool_size)
 
 
 class CrashingJob(KindJob):
@@ -193,9 +199,4 @@ class _EndedElsewhere:
 
 
 def ended_elsewhere_kind(name: str = "elsewhere", pool_size: int = 1) -> JobKind:
-    def transitions(sm: SM, job: Job) -> None:
-        assert isinstance(job, KindJob)
-        sm.add_transition(Status.RUNNING, "work", _EndedElsewhere(job))
-        sm.add_transition("work", Status.FINISHED, StatusUpdater(job, Status.FINISHED))
-
-    return JobKind(name, transitions, pool_size)
+    return _one_step_kind(name, _EndedElsewhere, pool_size)
