@@ -6,10 +6,20 @@ Its methods are the states' work; each returns the next state. The ending states
 release it (:meth:`TransferRun.release`); a job handed back by a service shutting down
 is released by the service (:meth:`TransferRun.abandon`), so an upload session is never
 left to the registry's purge.
+
+Faults are survived inside a state first: every request that may be sent twice is
+tried again with backoff (:func:`model.registry.retrying`), and a blob copy resumes
+where the source's answer or the target's session broke off (:class:`BlobCopier`).
+Only when those tries are spent does a state raise the retryable error; it carries
+``progress=True`` when this run stored blobs or manifests that the next run skips, so
+that such a retry does not count against the job's ``max_retries``. Waits between two
+tries end at once on a stop request (:mod:`model.interrupt`), which the threads that
+copy blobs see too: they run under the worker's interrupt.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import deque
@@ -18,6 +28,8 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from model.errors import RetryableError
+from model.interrupt import current
 from model.jobs import RepJob
 from model.registry import (
     Descriptor,
@@ -28,6 +40,7 @@ from model.registry import (
     RegistryNotFoundError,
     RegistryUnavailableError,
 )
+from model.registry._retry import retrying
 from model.replication._clients import job_params, source_client, target_client, target_label
 from model.replication._copy import BlobCopy
 from model.replication._errors import ReplicationError, RunReleased, TargetCheckError
@@ -74,6 +87,20 @@ def _external(blob: Descriptor) -> bool:
     return any(mark in blob.media_type for mark in _EXTERNAL_LAYER_MARKS)
 
 
+def _faults_survived(copy: BlobCopy) -> str:
+    """What a copy went through, for its log line (empty when nothing failed)."""
+    parts = []
+    if copy.source_reopens:
+        parts.append(f"source asked again {copy.source_reopens} time(s)")
+    if copy.resumes:
+        parts.append(f"upload resumed {copy.resumes} time(s)")
+    if copy.restarts:
+        parts.append(f"upload started over {copy.restarts} time(s)")
+    if copy.sent != copy.copied:
+        parts.append(f"{copy.sent} bytes sent in all")
+    return f" after faults: {', '.join(parts)}" if parts else ""
+
+
 def _step(copy: BlobCopy) -> bool | Exception:
     """One step of ``copy``: whether it completed, or what it raised."""
     try:
@@ -84,6 +111,21 @@ def _step(copy: BlobCopy) -> bool | Exception:
 
 def _seconds(started: float) -> float:
     return time.monotonic() - started
+
+
+def _marks_progress(state: Callable[[TransferRun], str]) -> Callable[[TransferRun], str]:
+    """A state whose retryable failure says whether the run stored anything."""
+
+    @functools.wraps(state)
+    def run(self: TransferRun) -> str:
+        try:
+            return state(self)
+        except RetryableError as exc:
+            if self.landed:
+                exc.progress = True
+            raise
+
+    return run
 
 
 @dataclass
@@ -101,6 +143,11 @@ class TagPlan:
         if blob.digest not in self._digests and not _external(blob):
             self._digests.add(blob.digest)
             self.blobs.append(blob)
+
+    @property
+    def digests(self) -> frozenset[str]:
+        """Every blob the tag needs (those already on the target included)."""
+        return frozenset(self._digests)
 
 
 @dataclass
@@ -139,6 +186,8 @@ class TransferRun:
         #: Thread pools by width: one for HEAD requests, one for blob steps.
         self._pools: dict[int, ThreadPoolExecutor] = {}
         self.counts = _Counts()
+        #: Blobs and manifests this run stored on the target (what a retry skips).
+        self.landed = 0
         self.started = time.monotonic()
         self.released = False
         self._lock = threading.Lock()  # released and _parked, against abandon()
@@ -155,8 +204,9 @@ class TransferRun:
         if params.tags:
             tags = list(dict.fromkeys(params.tags))
         else:
+            source = self.source
             try:
-                tags = self.source.list_tags(self.repository)
+                tags = retrying(lambda: source.list_tags(self.repository))
             except RegistryNotFoundError:
                 self.log.warning(
                     "repository {} is not in the source registry {}: nothing to transfer",
@@ -183,7 +233,7 @@ class TransferRun:
         user = target.username
         who = f"user {user!r}" if user else "anonymous users"
         try:
-            target.ping()
+            retrying(target.ping)
         except RegistryAuthError as exc:
             refused = f"the credentials of user {user!r}" if user else "anonymous access"
             raise TargetCheckError(
@@ -202,7 +252,7 @@ class TransferRun:
                 code=exc.code,
             ) from None
         try:
-            target.start_upload(self.repository).cancel()
+            retrying(lambda: target.start_upload(self.repository).cancel())
         except RegistryAuthError as exc:
             raise TargetCheckError(
                 f"target {label} does not let {who} push to {self.repository} "
@@ -214,6 +264,7 @@ class TransferRun:
         self.log.info("target {} answers and lets {} push to {}", label, who, self.repository)
         return Status.CONTINUE.value
 
+    @_marks_progress
     def pull_manifest(self) -> str:
         """Reads the next tag's manifest (and an index's children) from the source and
         finds which blobs the target lacks. A tag gone from the source, or already on
@@ -224,11 +275,11 @@ class TransferRun:
         tag = self.tags.popleft()
         started = time.monotonic()
         try:
-            manifest = source.get_manifest(self.repository, tag)
+            manifest = retrying(lambda: source.get_manifest(self.repository, tag))
         except RegistryNotFoundError:
             self._tag_skipped(tag, "it is no longer in the source registry")
             return PULL_MANIFEST
-        on_target = target.manifest_digest(self.repository, tag)
+        on_target = retrying(lambda: target.manifest_digest(self.repository, tag))
         if on_target == manifest.digest:
             self.manifests_present.add(manifest.digest)
             self._tag_skipped(tag, f"the target has it already, as {manifest.digest}", "info")
@@ -260,6 +311,7 @@ class TransferRun:
         self.plan = plan
         return TRANSFER_BLOB
 
+    @_marks_progress
     def transfer_blob(self) -> str:
         """Advances the current tag's blobs by one bounded step: blobs the target holds
         are skipped, blobs it holds in another repository are mounted, and up to
@@ -287,11 +339,19 @@ class TransferRun:
         self._step_copies()
         return TRANSFER_BLOB if self.copies or plan.blobs else PUSH_MANIFEST
 
+    @_marks_progress
     def push_manifest(self) -> str:
-        """Stores the tag's missing child manifests, then its own under the tag; all
-        their blobs are on the target by now."""
+        """Stores the tag's missing child manifests, then its own under the tag, once
+        every blob they name is known to be on the target (found there by ``HEAD``, or
+        committed under its digest, which the target checked)."""
         plan = self._plan()
         target = self._target()
+        missing = sorted(d for d in plan.digests if not self.blobs_present.get(d))
+        if missing:
+            raise ReplicationError(
+                f"{self.repository}:{plan.tag}: blob(s) {', '.join(missing)} are not known "
+                "to be on the target; the manifest is not pushed"
+            )
         for child in plan.children:
             self._push(target, child, child.digest, f"{self.repository}@{child.digest}")
         self._push(target, plan.manifest, plan.tag, f"{self.repository}:{plan.tag}")
@@ -401,16 +461,19 @@ class TransferRun:
         (each after its own children) and their blobs, to ``plan``."""
         source, target = self._source(), self._target()
         for child in manifest.children():
-            if child.digest in self.manifests_present:
+            digest = child.digest
+            if digest in self.manifests_present:
                 continue
-            if target.manifest_digest(self.repository, child.digest) is not None:
-                self.manifests_present.add(child.digest)
+            if retrying(functools.partial(target.manifest_digest, self.repository, digest)):
+                self.manifests_present.add(digest)
                 continue
             if depth >= MAX_INDEX_DEPTH:
                 raise ReplicationError(
                     f"{self.repository}:{plan.tag} nests indexes deeper than {MAX_INDEX_DEPTH}"
                 )
-            child_manifest = source.get_manifest(self.repository, child.digest)
+            child_manifest = retrying(
+                functools.partial(source.get_manifest, self.repository, digest)
+            )
             self._collect(plan, child_manifest, depth + 1)
             plan.children.append(child_manifest)
         for blob in manifest.blobs():
@@ -424,7 +487,7 @@ class TransferRun:
         target = self._target()
 
         def exists(digest: str) -> bool:
-            return target.blob_exists(self.repository, digest)
+            return retrying(lambda: target.blob_exists(self.repository, digest))
 
         answers = self._in_parallel(exists, unknown, HEAD_CONCURRENCY)
         for digest, present in zip(unknown, answers, strict=True):
@@ -475,11 +538,11 @@ class TransferRun:
         ones that completed. Raises the first failure once every step has ended (a
         failed copy has cancelled itself; the others are cancelled by :meth:`release`)."""
         copies = list(self.copies)
-        before = [c.copied for c in copies]
+        before = [c.sent for c in copies]
         outcomes = self._in_parallel(_step, copies, BLOB_CONCURRENCY)
         failure: Exception | None = None
-        for copy, copied, outcome in zip(copies, before, outcomes, strict=True):
-            self._count_bytes(copy.copied - copied)
+        for copy, sent, outcome in zip(copies, before, outcomes, strict=True):
+            self._count_bytes(copy.sent - sent)
             if isinstance(outcome, Exception):
                 failure = failure or outcome
                 continue
@@ -488,10 +551,11 @@ class TransferRun:
             self.copies.remove(copy)
             blob = copy.blob
             self.log.info(
-                "blob {} ({} bytes) sent ({:.3f} s)",
+                "blob {} ({} bytes) sent ({:.3f} s){}",
                 blob.digest,
                 blob.size,
                 _seconds(self.copy_started.pop(blob.digest, self.started)),
+                _faults_survived(copy),
             )
             self.counts.blobs_sent += 1
             self.shared.stats.add("blobs_sent")
@@ -502,21 +566,29 @@ class TransferRun:
     def _in_parallel(self, work: Callable[[_T], _R], items: list[_T], width: int) -> list[_R]:
         """``work(item)`` for every item, in the run's thread pool of ``width`` threads
         when there are several; returns the results in order once all have ended, or
-        raises the first exception once all have ended."""
+        raises the first exception once all have ended. The pool's threads run under
+        the calling worker's interrupt, so a stop ends their waits and requests too."""
         if len(items) == 1:
             return [work(items[0])]
+        interrupt = current()
+
+        def bound(item: _T) -> _R:
+            if interrupt is not None:
+                interrupt.bind()
+            return work(item)
+
         pool = self._pools.get(width)
         if pool is None:
             pool = self._pools[width] = ThreadPoolExecutor(
                 width, thread_name_prefix=f"replication-{self.job.id}"
             )
-        futures: list[Future[_R]] = [pool.submit(work, item) for item in items]
+        futures: list[Future[_R]] = [pool.submit(bound, item) for item in items]
         wait(futures)
         return [future.result() for future in futures]
 
     def _mount(self, target: RegistryClient, blob: Descriptor, origin: str) -> bool:
         try:
-            if target.mount_blob(self.repository, blob.digest, origin):
+            if retrying(lambda: target.mount_blob(self.repository, blob.digest, origin)):
                 return True
         except (RegistryAuthError, RegistryNotFoundError) as exc:
             self.log.debug("blob {}: no mount from {}: {}", blob.digest, origin, exc)
@@ -524,6 +596,7 @@ class TransferRun:
         return False
 
     def _blob_stored(self, digest: str) -> None:
+        self.landed += 1
         self.blobs_present[digest] = True
         self.shared.locations.remember(self._target().url, digest, self.repository)
 
@@ -534,7 +607,8 @@ class TransferRun:
 
     def _push(self, target: RegistryClient, manifest: Manifest, reference: str, name: str) -> None:
         started = time.monotonic()
-        target.put_manifest(self.repository, reference, manifest)
+        retrying(lambda: target.put_manifest(self.repository, reference, manifest))
+        self.landed += 1
         self.manifests_present.add(manifest.digest)
         self.counts.manifests_pushed += 1
         self.shared.stats.add("manifests_pushed")
