@@ -92,6 +92,18 @@ class Settings(BaseSettings):
     scanner_url: str | None = None
     #: Base URL of Clair v2's API (``scanner = "clair"``), e.g. ``http://clair:6060``.
     clair_url: str | None = None
+    #: Seconds a job's request to a registry may wait to connect (TLS handshake included).
+    registry_connect_timeout_s: float = Field(default=10.0, gt=0)
+    #: Seconds a job's request to a registry may wait for the next bytes of an answer, for
+    #: the registry to take more bytes of an upload, or for a free pooled connection. A
+    #: stop does not wait for it: it cuts a blocked request short.
+    registry_read_timeout_s: float = Field(default=60.0, gt=0)
+    #: Seconds a scan's request to its scanner server (adapter, Clair) may wait to connect.
+    scanner_connect_timeout_s: float = Field(default=10.0, gt=0)
+    #: Seconds a scan's request to its scanner server may wait for the next bytes of an
+    #: answer; unset: the scanner's own (adapter 30 s; Clair 600 s, which fetches and
+    #: indexes a layer before it answers).
+    scanner_read_timeout_s: float | None = Field(default=None, gt=0)
     #: Seconds ``shutdown`` waits for running jobs to reach their next transition.
     shutdown_timeout: float = Field(default=30.0, gt=0)
     #: Address ``jobservice serve`` listens on (loopback by default: put a proxy in front).

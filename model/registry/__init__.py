@@ -7,7 +7,8 @@ sessions, streamed reads) with anonymous, Basic or Bearer-token authentication.
 steps, each streamed from the source into one upload request, and checks its digest.
 Failures raise :class:`RegistryError` subclasses; those a later try may cure
 (network, 5xx, 429, a token that expired under a streamed upload) are also
-:class:`~model.errors.RetryableError`.
+:class:`~model.errors.RetryableError`. A request a stop of the calling worker's job cut
+short raises :class:`RegistryStopRequested` (see :mod:`model.net`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from model.registry._errors import (
     RegistryContentError,
     RegistryError,
     RegistryNotFoundError,
+    RegistryStopRequested,
     RegistryUnavailableError,
 )
 from model.registry._manifest import (
@@ -63,6 +65,7 @@ __all__ = [
     "RegistryContentError",
     "RegistryError",
     "RegistryNotFoundError",
+    "RegistryStopRequested",
     "RegistryUnavailableError",
     "compute_digest",
     "is_digest",

@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Collection, Iterator, Mapping
+from contextlib import nullcontext
 from types import TracebackType
 
 import httpx
 
+from model.net import http_client, ssl_context, stop_exempt, stop_requested, timeouts
 from model.registry._auth import Authenticator
 from model.registry._blobs import BlobStream, BlobUpload
 from model.registry._errors import (
@@ -29,8 +31,12 @@ from model.registry._manifest import (
 
 __all__ = ["DEFAULT_TIMEOUT_S", "RegistryClient"]
 
-#: Seconds a request may wait for a connection or for the next bytes of an answer.
+#: Seconds a request may wait for a connection or for the next bytes of an answer, where
+#: no settings say otherwise (library use).
 DEFAULT_TIMEOUT_S = 30.0
+#: Seconds the cancel of an upload session may take after a stop of the job (it goes out
+#: despite the stop, which it must not hold up for long).
+AFTER_STOP_TIMEOUT_S = 0.5
 #: Repositories asked for per ``_catalog`` page.
 CATALOG_PAGE_SIZE = 100
 
@@ -71,12 +77,17 @@ class RegistryClient:
     ``username`` and ``password`` are sent as Basic credentials, to the registry or to
     its token server, only when the registry asks. TLS certificates are verified
     unless ``insecure``. Manifests travel as raw bytes with their media type, so their
-    digests are preserved.
+    digests are preserved. ``timeout_s`` bounds each wait for the next bytes of an
+    answer (and for the registry to take more of a request body), ``connect_timeout_s``
+    (``timeout_s`` when None) each connect. Requests go through
+    :class:`model.net.Transport` (unless ``transport`` replaces it), so a stop of the
+    calling worker's job cuts a blocked request short.
 
     Every method raises a :class:`RegistryError` subclass on failure: the retryable
     :class:`RegistryUnavailableError` for network failures, 5xx and 429;
     :class:`RegistryAuthError` for 401/403; :class:`RegistryNotFoundError` for 404
-    where absence is not an answer; :class:`RegistryContentError` for invalid content.
+    where absence is not an answer; :class:`RegistryContentError` for invalid content;
+    :class:`RegistryStopRequested` for a request cut short or refused by a stop.
     Thread-safe for concurrent requests; close it (or use it as a context manager)
     to release its connections.
     """
@@ -89,16 +100,18 @@ class RegistryClient:
         password: str | None = None,
         insecure: bool = False,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        connect_timeout_s: float | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = _normalize_url(url)
         self.username = username
         self.insecure = insecure
-        self._http = httpx.Client(
-            verify=not insecure,
-            timeout=httpx.Timeout(timeout_s),
+        self._http = http_client(
+            timeout=timeouts(
+                timeout_s if connect_timeout_s is None else connect_timeout_s, timeout_s
+            ),
+            verify=ssl_context(not insecure),
             transport=transport,
-            follow_redirects=False,
             headers={"User-Agent": "jobservice"},
         )
         self._auth = Authenticator(self._http, self.url, username, password)
@@ -480,47 +493,58 @@ class RegistryClient:
         raises the retryable :class:`RegistryAuthExpiredError` when the challenge gave
         fresh credentials (cached for the next try), :class:`RegistryAuthError` when
         none would help. ``timeout_s`` overrides the client's timeout for this request.
+
+        After a stop of the calling worker's job every request fails at once with
+        :class:`RegistryStopRequested`, except the ``DELETE`` of an upload session,
+        which goes out with at most :data:`AFTER_STOP_TIMEOUT_S`.
         """
         if not url.startswith(("http://", "https://")):
             url = self.url + url
         streamed = content is not None and not isinstance(content, bytes)
         if streamed and content_length is None:
             raise ValueError("a streamed body needs its content_length")
+        cleanup = method == "DELETE" and "/blobs/uploads/" in url and stop_requested() is not None
+        if cleanup:
+            # Cancelling an upload session releases what a stopped job holds on the
+            # registry: it goes out despite the stop, briefly, so the stop still lands
+            # within a second.
+            timeout_s = min(timeout_s or AFTER_STOP_TIMEOUT_S, AFTER_STOP_TIMEOUT_S)
         timeout = httpx.USE_CLIENT_DEFAULT if timeout_s is None else httpx.Timeout(timeout_s)
-        auth = self._auth.headers(scopes)
-        for attempt in (1, 2):
-            body: bytes | Iterator[bytes] | None = content
-            if isinstance(content, bytes) and content:
-                body = _once(content)
-            request = self._http.build_request(
-                method,
-                url,
-                params=params,
-                headers={
-                    **(headers or {}),
-                    **auth,
-                    **_length(content if isinstance(content, bytes) else None, content_length),
-                },
-                content=body,
-                timeout=timeout,
-            )
-            try:
-                response = self._http.send(
-                    request, stream=stream, follow_redirects=follow_redirects
+        with stop_exempt() if cleanup else nullcontext():
+            auth = self._auth.headers(scopes)
+            for attempt in (1, 2):
+                body: bytes | Iterator[bytes] | None = content
+                if isinstance(content, bytes) and content:
+                    body = _once(content)
+                request = self._http.build_request(
+                    method,
+                    url,
+                    params=params,
+                    headers={
+                        **(headers or {}),
+                        **auth,
+                        **_length(content if isinstance(content, bytes) else None, content_length),
+                    },
+                    content=body,
+                    timeout=timeout,
                 )
-            except httpx.TransportError as exc:
-                raise error_from_transport(
-                    exc, what, registry=self.url, repository=repository, reference=reference
-                ) from None
-            if response.status_code != 401 or attempt == 2:
-                break
-            response.close()
-            retry = self._auth.answer(response, scopes)
-            if retry is None:
-                break
-            if streamed:
-                raise self._refused_stream(response, what, repository, reference, fresh=True)
-            auth = retry
+                try:
+                    response = self._http.send(
+                        request, stream=stream, follow_redirects=follow_redirects
+                    )
+                except httpx.TransportError as exc:
+                    raise error_from_transport(
+                        exc, what, registry=self.url, repository=repository, reference=reference
+                    ) from None
+                if response.status_code != 401 or attempt == 2:
+                    break
+                response.close()
+                retry = self._auth.answer(response, scopes)
+                if retry is None:
+                    break
+                if streamed:
+                    raise self._refused_stream(response, what, repository, reference, fresh=True)
+                auth = retry
         if response.status_code in expect:
             return response
         if response.status_code == 401:

@@ -8,7 +8,8 @@ import time
 
 import httpx
 
-from model.errors import JobServiceError, RetryableError
+from model.errors import JobServiceError, RetryableError, StopRequested
+from model.net import stop_requested
 
 __all__ = [
     "DigestMismatchError",
@@ -18,6 +19,7 @@ __all__ = [
     "RegistryContentError",
     "RegistryError",
     "RegistryNotFoundError",
+    "RegistryStopRequested",
     "RegistryUnavailableError",
     "error_from_response",
     "error_from_transport",
@@ -170,6 +172,34 @@ class RegistryUnavailableError(RegistryError, RetryableError):
         return text
 
 
+class RegistryStopRequested(RegistryError, StopRequested):
+    """A request was cut short, or refused before it started, because a stop of the
+    calling worker's job (``job_id``) was requested. A :class:`RegistryError` too, so
+    best-effort cleanups that swallow registry failures swallow this one as well; not
+    retryable."""
+
+    def __init__(
+        self,
+        what: str,
+        *,
+        registry: str,
+        repository: str | None = None,
+        reference: str | None = None,
+        job_id: int | None = None,
+    ) -> None:
+        super().__init__(
+            what,
+            registry=registry,
+            repository=repository,
+            reference=reference,
+            detail=f"stop of job {job_id} requested",
+        )
+        # StopRequested.__init__ ran through the cooperative super() chain with the
+        # message as its job id.
+        self.job_id = job_id
+        self.args = (self._describe(),)
+
+
 _CONTENT_CODES = frozenset(
     {"DIGEST_INVALID", "MANIFEST_INVALID", "MANIFEST_UNVERIFIED", "SIZE_INVALID"}
 )
@@ -266,8 +296,19 @@ def error_from_transport(
     registry: str,
     repository: str | None = None,
     reference: str | None = None,
-) -> RegistryUnavailableError:
-    """The retryable error for a request that got no (complete) answer."""
+) -> RegistryUnavailableError | RegistryStopRequested:
+    """The error for a request that got no (complete) answer: the retryable
+    :class:`RegistryUnavailableError`, or :class:`RegistryStopRequested` when a stop of
+    the calling worker's job was requested (the stop made the request fail)."""
+    interrupt = stop_requested()
+    if interrupt is not None:
+        return RegistryStopRequested(
+            what,
+            registry=registry,
+            repository=repository,
+            reference=reference,
+            job_id=interrupt.job_id,
+        )
     reason = str(exc) or type(exc).__name__
     return RegistryUnavailableError(
         what,

@@ -7,6 +7,7 @@ from model.jobs import RepJob, RepJobParams
 from model.registry import RegistryClient
 from model.replication._errors import ReplicationError
 from model.replication._shared import ClientPool
+from model.settings import Settings
 
 __all__ = ["job_params", "source_client", "target_client", "target_label"]
 
@@ -19,11 +20,23 @@ def job_params(job: RepJob) -> RepJobParams:
 
 
 def _client(
-    pool: ClientPool, url: str, username: str | None, password: str | None, insecure: bool
+    settings: Settings,
+    pool: ClientPool,
+    url: str,
+    username: str | None,
+    password: str | None,
+    insecure: bool,
 ) -> RegistryClient:
     return pool.acquire(
         pool.key(url, username, password, insecure),
-        lambda: RegistryClient(url, username=username, password=password, insecure=insecure),
+        lambda: RegistryClient(
+            url,
+            username=username,
+            password=password,
+            insecure=insecure,
+            timeout_s=settings.registry_read_timeout_s,
+            connect_timeout_s=settings.registry_connect_timeout_s,
+        ),
     )
 
 
@@ -37,7 +50,7 @@ def source_client(job: RepJob, pool: ClientPool) -> RegistryClient:
     if password:
         job.secret(password)
     username = settings.registry_username or None
-    return _client(pool, job_params(job).local_registry_url, username, password, False)
+    return _client(settings, pool, job_params(job).local_registry_url, username, password, False)
 
 
 def target_client(job: RepJob, pool: ClientPool) -> RegistryClient:
@@ -45,6 +58,7 @@ def target_client(job: RepJob, pool: ClientPool) -> RegistryClient:
     give it back with ``pool.release``."""
     params = job_params(job)
     return _client(
+        job.ctx.settings,
         pool,
         params.target_url,
         params.target_username or None,

@@ -59,7 +59,8 @@ MIN_REFRESH_S = 0.5
 MAX_REFRESH_S = 60.0
 #: Seconds after the scan requests by which every report must be ready.
 REPORT_TIMEOUT_S = 1800.0
-#: Seconds a request to the adapter may wait for a connection or the next bytes.
+#: Seconds a request to the adapter may wait for the next bytes of an answer, unless the
+#: setting ``scanner_read_timeout_s`` says otherwise.
 ADAPTER_TIMEOUT_S = 30.0
 
 
@@ -182,8 +183,12 @@ class AdapterBackend:
         url = run.settings.scanner_url or ""
         if not url.rstrip("/").endswith(API_PREFIX):
             url = url.rstrip("/") + API_PREFIX
+        settings = run.settings
         self.http = ScannerHttp(
-            "scanner adapter", url, timeout_s=ADAPTER_TIMEOUT_S, read_timeout_s=ADAPTER_TIMEOUT_S
+            "scanner adapter",
+            url,
+            connect_timeout_s=settings.scanner_connect_timeout_s,
+            read_timeout_s=settings.scanner_read_timeout_s or ADAPTER_TIMEOUT_S,
         )
         self._clock = clock
         self._wait = wait

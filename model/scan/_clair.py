@@ -36,9 +36,8 @@ __all__ = [
     "parse_layer",
 ]
 
-#: Seconds to wait for a connection to Clair.
-CLAIR_CONNECT_TIMEOUT_S = 30.0
-#: Seconds a ``POST /v1/layers`` may take: Clair downloads and indexes the layer first.
+#: Seconds a ``POST /v1/layers`` may take: Clair downloads and indexes the layer first
+#: (unless the setting ``scanner_read_timeout_s`` says otherwise).
 CLAIR_READ_TIMEOUT_S = 600.0
 _MB = 1e6
 
@@ -144,8 +143,8 @@ class ClairBackend:
         self.http = ScannerHttp(
             "clair",
             run.settings.clair_url or "",
-            timeout_s=CLAIR_CONNECT_TIMEOUT_S,
-            read_timeout_s=CLAIR_READ_TIMEOUT_S,
+            connect_timeout_s=run.settings.scanner_connect_timeout_s,
+            read_timeout_s=run.settings.scanner_read_timeout_s or CLAIR_READ_TIMEOUT_S,
         )
         self._todo: list[ClairLayer] = []
         self._done = 0

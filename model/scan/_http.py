@@ -9,6 +9,8 @@ from typing import Any
 
 import httpx
 
+from model.errors import StopRequested
+from model.net import stop_requested, timeouts
 from model.scan._errors import ScannerFailed, ScannerUnavailable
 from model.scan._run import http_transport
 
@@ -56,10 +58,12 @@ class ScannerHttp:
     """An HTTP client of one scanner server at ``url``, opened on first use and closed by
     :meth:`close` (the next request opens it again). Not thread-safe: one per job."""
 
-    def __init__(self, scanner: str, url: str, *, timeout_s: float, read_timeout_s: float) -> None:
+    def __init__(
+        self, scanner: str, url: str, *, connect_timeout_s: float, read_timeout_s: float
+    ) -> None:
         self.scanner = scanner
         self.url = url.rstrip("/")
-        self._timeout = httpx.Timeout(timeout_s, read=read_timeout_s)
+        self._timeout = timeouts(connect_timeout_s, read_timeout_s)
         self._client: httpx.Client | None = None
 
     def request(
@@ -76,7 +80,9 @@ class ScannerHttp:
     ) -> httpx.Response:
         """Sends one request to ``url + path``; returns the answer when its status is in
         ``expect``. Raises :class:`ScannerUnavailable` when there is no answer, or a 5xx
-        or 429 one, and :class:`ScannerFailed` for any other status."""
+        or 429 one, :class:`ScannerFailed` for any other status, and
+        :class:`~model.errors.StopRequested` when a stop of the calling worker's job cut
+        the request short (or came before it)."""
         if self._client is None:
             self._client = httpx.Client(
                 transport=http_transport(),
@@ -94,6 +100,9 @@ class ScannerHttp:
                 method, self.url + path, headers=sent, params=params, content=content
             )
         except httpx.TransportError as exc:
+            interrupt = stop_requested()
+            if interrupt is not None:
+                raise StopRequested(interrupt.job_id) from None
             raise ScannerUnavailable(
                 self.scanner, self.url, f"{what}: {type(exc).__name__}: {exc}"
             ) from None

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import functools
-import ssl
 import time
 from typing import TYPE_CHECKING, Protocol
 
-import certifi
-import httpx
-
+from model.net import Transport
 from model.registry import RegistryClient
 from model.scan._plan import ScanPlan
 from model.scan._result import ImageResult
@@ -23,19 +19,14 @@ if TYPE_CHECKING:
 __all__ = ["Backend", "ScanRun", "http_transport"]
 
 
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=certifi.where())
-
-
-def http_transport() -> httpx.HTTPTransport:
-    """A new connection pool that verifies TLS with one context shared by the process.
+def http_transport() -> Transport:
+    """A new connection pool that verifies TLS with one context shared by the process,
+    and whose blocked requests a stop of the job cuts short (:mod:`model.net`).
 
     A scan opens its clients again in each state (every exit closes them), and building
-    a TLS context (loading the CA bundle) costs some 50 ms a time; an
-    :class:`ssl.SSLContext` may be shared between threads.
+    a TLS context (loading the CA bundle) costs some 50 ms a time.
     """
-    return httpx.HTTPTransport(verify=_tls_context())
+    return Transport()
 
 
 class Backend(Protocol):
@@ -113,10 +104,13 @@ class ScanRun:
     def registry(self) -> RegistryClient:
         """The client of the source registry (``registry_url`` and its credentials)."""
         if self._registry is None:
+            settings = self.settings
             self._registry = RegistryClient(
-                self.settings.registry_url,
-                username=self.settings.registry_username,
+                settings.registry_url,
+                username=settings.registry_username,
                 password=self._password,
+                timeout_s=settings.registry_read_timeout_s,
+                connect_timeout_s=settings.registry_connect_timeout_s,
                 transport=http_transport(),
             )
         return self._registry
