@@ -11,7 +11,7 @@ import pykka
 from loguru import logger
 
 from actors.base import ServiceActor
-from actors.messages import GetPools, Reschedule, Schedule, StopJob, Tick, Wake
+from actors.messages import GetPools, Reschedule, Schedule, Tick, Wake
 from actors.pool import WorkerPool
 from model.jobs import JobContext
 from model.kinds import KindRegistry
@@ -80,8 +80,6 @@ class Dispatcher(ServiceActor):
                 for pool in self.pools.values():
                     pool.tell(Wake())
                 self._arm_from_store()
-            case StopJob(kind=kind):
-                self.pools[kind].tell(message)
             case GetPools():
                 return dict(self.pools)
             case _:

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from model.jobs import LastWrite
 
 __all__ = [
     "Drain",
@@ -22,6 +25,7 @@ __all__ = [
     "Wake",
     "WorkerDied",
     "WorkerIdle",
+    "WriteAgain",
 ]
 
 
@@ -34,7 +38,8 @@ class Schedule:
 
 @dataclass(frozen=True)
 class Reschedule:
-    """To the dispatcher: job ``job_id`` of ``kind`` is due again at ``due`` (UTC)."""
+    """To the dispatcher, from a pool that recorded a retry: job ``job_id`` of ``kind``
+    is due again at ``due`` (UTC)."""
 
     kind: str
     job_id: int
@@ -63,8 +68,8 @@ class Fill:
 
 @dataclass(frozen=True)
 class StopJob:
-    """To the dispatcher (routed by ``kind``), a pool or a worker: stop ``job_id`` at its
-    next transition."""
+    """Ask a pool: stop ``job_id`` (its worker's interrupt is set; the step it runs
+    returns); answers True when one of its workers runs that job."""
 
     job_id: int
     kind: str = ""
@@ -103,12 +108,18 @@ class Release:
 @dataclass(frozen=True)
 class WorkerIdle:
     """To a pool: worker ``slot`` is done with ``job_id``, which now holds ``status``;
-    ``record``: the pool is to write that terminal status (the job's last write)."""
+    ``write``: the job's last status change, for the pool to write (until it lands)."""
 
     slot: int
     job_id: int
     status: str
-    record: bool = False
+    write: LastWrite | None = None
+
+
+@dataclass(frozen=True)
+class WriteAgain:
+    """To a pool, from its one timer: write again what the database refused, claim
+    again after a failed claim."""
 
 
 @dataclass(frozen=True)

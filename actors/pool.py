@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -9,10 +11,22 @@ import pykka
 from loguru import logger
 
 from actors.base import ServiceActor
-from actors.messages import Drain, Fill, PoolStats, Run, StopJob, Wake, WorkerDied, WorkerIdle
+from actors.messages import (
+    Drain,
+    Fill,
+    PoolStats,
+    Reschedule,
+    Run,
+    StopJob,
+    Wake,
+    WorkerDied,
+    WorkerIdle,
+    WriteAgain,
+)
 from actors.worker import Worker
 from model.errors import StatusConflict
-from model.jobs import JobContext
+from model.interrupt import Interrupt
+from model.jobs import JobContext, LastWrite
 from model.kinds import JobKind
 from model.sm import RetryPolicy
 from model.status import Status
@@ -20,6 +34,9 @@ from model.status import Status
 __all__ = ["WorkerPool"]
 
 _WORKER_STOP_TIMEOUT_S = 10.0
+#: First wait before a failed write or claim is tried again; it doubles up to the max.
+_WRITE_AGAIN_FIRST_S = 0.1
+_WRITE_AGAIN_MAX_S = 5.0
 
 
 class WorkerPool(ServiceActor):
@@ -28,6 +45,10 @@ class WorkerPool(ServiceActor):
     The database is the queue: whenever a worker is idle the pool claims the oldest due
     job of its kind (one guarded UPDATE), so it never runs more jobs than it has
     workers and never runs a stopped job. A worker that dies is replaced.
+
+    The pool writes each job's last status change (handed over by its worker). A
+    write or a claim the database refuses is tried again by the pool's one timer,
+    with backoff, until it lands: a job is never left ``running`` by a live pool.
     """
 
     def __init__(
@@ -47,6 +68,7 @@ class WorkerPool(ServiceActor):
         self.dispatcher = dispatcher
         self.on_job_end = on_job_end
         self.workers: dict[int, pykka.ActorRef[Any]] = {}
+        self.interrupts: dict[int, Interrupt] = {}
         self.idle: list[int] = []
         self.running: dict[int, int] = {}  # job id -> slot
         self.draining = False
@@ -55,6 +77,13 @@ class WorkerPool(ServiceActor):
         #: a new one arrives with a Wake (a submit, a retry falling due), so workers
         #: that go idle until then do not claim in vain.
         self.maybe_more = True
+        #: Last status changes the database refused, by job id, written again later.
+        self.unwritten: dict[int, LastWrite] = {}
+        #: Jobs asked to stop after their worker let go of them (see _stop_job).
+        self.stop_after: set[int] = set()
+        self.claim_failed = False
+        self._timer: threading.Timer | None = None
+        self._again_s = _WRITE_AGAIN_FIRST_S
 
     def on_start(self) -> None:
         """Runs in the pool's thread: starts the workers."""
@@ -62,15 +91,28 @@ class WorkerPool(ServiceActor):
             self._start_worker(slot)
 
     def on_stop(self) -> None:
-        """Runs in the pool's thread: stops the workers."""
+        """Runs in the pool's thread: stops the workers; writes once more what the
+        database refused (what still fails stays ``running`` for the next start)."""
+        self.draining = True
+        if self._timer is not None:
+            self._timer.cancel()
         for ref in self.workers.values():
             ref.stop(block=False)
         for ref in self.workers.values():
             ref.actor_stopped.wait(_WORKER_STOP_TIMEOUT_S)
+        self._write_again()
+        for job_id, write in self.unwritten.items():
+            logger.error(
+                "{} pool: job {} could not be recorded {}; it stays running for the next start",
+                self.kind.name,
+                job_id,
+                write.status,
+            )
 
     def _start_worker(self, slot: int) -> None:
+        interrupt = self.interrupts[slot] = Interrupt()
         self.workers[slot] = Worker.start(
-            slot, self.kind, self.ctx, self.retry_policy, self.actor_ref, self.dispatcher
+            slot, self.kind, self.ctx, self.retry_policy, self.actor_ref, interrupt
         )
         self.idle.append(slot)
 
@@ -83,32 +125,63 @@ class WorkerPool(ServiceActor):
             case Fill():
                 self.fill_asked = False
                 self._fill()
-            case WorkerIdle(slot=idle_slot, job_id=job_id, status=status, record=record):
+            case WorkerIdle(slot=idle_slot, job_id=job_id, status=status, write=write):
                 self.running.pop(job_id, None)
                 self.idle.append(idle_slot)
-                if record:
-                    status = self._record_end(job_id, status)
-                self.on_job_end(self.kind.name, job_id, status)
+                if job_id in self.stop_after:
+                    self.stop_after.discard(job_id)
+                    write = self._stopped_instead(job_id, write)
+                if write is not None:
+                    self._write(job_id, write)
+                else:
+                    self.on_job_end(self.kind.name, job_id, status)
                 self._fill_soon()
             case StopJob(job_id=job_id):
-                slot = self.running.get(job_id)
-                if slot is None:
-                    logger.debug(
-                        "{} pool: stop of job {} ignored, not running", self.kind.name, job_id
-                    )
-                    return False
-                self.workers[slot].tell(StopJob(job_id))
-                return True
+                return self._stop_job(job_id)
+            case WriteAgain():
+                self._timer = None
+                self._write_again()
+                if self.claim_failed:
+                    self._fill()
             case WorkerDied():
                 self._replace(message)
             case PoolStats():
-                return {"size": self.size, "busy": len(self.running), "jobs": sorted(self.running)}
+                return {
+                    "size": self.size,
+                    "busy": len(self.running),
+                    "jobs": sorted(self.running),
+                    "unwritten": len(self.unwritten),
+                    "claim_failing": self.claim_failed,
+                }
             case Drain():
                 self.draining = True
                 return list(self.workers.values())
             case _:
                 logger.warning("{} pool: unknown message {!r}", self.kind.name, message)
         return None
+
+    def _stop_job(self, job_id: int) -> bool:
+        slot = self.running.get(job_id)
+        if slot is not None:
+            if not self.interrupts[slot].request(job_id):
+                # The worker has let go of the job; its WorkerIdle is on its way.
+                self.stop_after.add(job_id)
+            return True
+        unwritten = self.unwritten.get(job_id)
+        if unwritten is not None:
+            self.unwritten[job_id] = self._stopped_instead(job_id, unwritten) or unwritten
+            return True
+        logger.debug("{} pool: stop of job {} ignored, not running", self.kind.name, job_id)
+        return False
+
+    def _stopped_instead(self, job_id: int, write: LastWrite | None) -> LastWrite | None:
+        # A stop that came as the job was being handed back wins over a retry.
+        if write is None or write.status != Status.RETRYING:
+            return write
+        self.kind.make_job(self.ctx, job_id).logger.info(
+            "state stopped (stop requested while retrying)"
+        )
+        return LastWrite(Status.STOPPED)
 
     def _fill_soon(self) -> None:
         # Wake-ups that arrive together (a burst of submits, several workers finishing)
@@ -130,36 +203,96 @@ class WorkerPool(ServiceActor):
                 self.kind.table, None if self.kind.table != "job" else self.kind.name, wanted
             )
         except Exception as exc:
-            logger.opt(exception=exc).error("{} pool: cannot claim jobs: {}", self.kind.name, exc)
+            if not self.claim_failed:
+                logger.opt(exception=exc).error(
+                    "{} pool: cannot claim jobs: {}; claiming again until it works",
+                    self.kind.name,
+                    exc,
+                )
+            self.claim_failed = True
+            self._again_later()
             return
-        self.maybe_more = len(rows) == wanted
-        for row in rows:
+        if self.claim_failed:
+            logger.info("{} pool: claims work again", self.kind.name)
+            self.claim_failed = False
+        self.maybe_more = len(rows) >= wanted
+        for row in rows[wanted:]:
+            self._hand_back_surplus(int(row["id"]), wanted, len(rows))
+        for row in rows[:wanted]:
             slot = self.idle.pop()
             job_id = int(row["id"])
             self.running[job_id] = slot
+            # Armed here, so that a stop that comes before the worker reads Run counts.
+            self.interrupts[slot].arm(job_id)
             self.workers[slot].tell(Run(job_id, row))
 
-    def _record_end(self, job_id: int, status: str) -> str:
-        # The job's last write, handed back by its worker (see StoredJob.update_status).
-        # Returns the status the job holds afterwards.
+    def _hand_back_surplus(self, job_id: int, wanted: int, got: int) -> None:
+        # A claim never takes more than it asks for (see Store.claim_many); should one
+        # ever do, the extra jobs go back to the queue rather than run unowned.
+        logger.error(
+            "{} pool: a claim of {} jobs took {}; job {} goes back to the queue",
+            self.kind.name,
+            wanted,
+            got,
+            job_id,
+        )
+        self._write(job_id, LastWrite(Status.PENDING))
+
+    def _write(self, job_id: int, write: LastWrite) -> None:
+        """Writes a job's last status change; a write the database refuses is kept in
+        :attr:`unwritten` and tried again by the timer. Listeners hear of the change
+        once it is written."""
+        status = write.status
         try:
-            self.ctx.store.set_status(self.kind.table, job_id, status)
-        except StatusConflict as conflict:
-            # The job was ended elsewhere meanwhile (by hand, in the database): that stands.
-            self.kind.make_job(self.ctx, job_id).logger.warning(
-                "{}; keeping status {!r}", conflict, conflict.current
-            )
-            return conflict.current or status
-        except Exception as exc:
-            self.kind.make_job(self.ctx, job_id).logger.opt(exception=exc).error(
-                "cannot record status {}: {}; the job is left running (the next start queues it)",
+            self.ctx.store.set_status(
+                self.kind.table,
+                job_id,
                 status,
-                exc,
+                next_attempt_at=write.due,
+                count_attempt=write.count_attempt,
             )
-            logger.error(
-                "{} pool: cannot record job {} {}: {}", self.kind.name, job_id, status, exc
-            )
-        return status
+        except StatusConflict as conflict:
+            if conflict.current != status:
+                # The job was ended elsewhere meanwhile (by hand, in the database), or a
+                # write that seemed to fail had landed: what the database holds stands.
+                self.kind.make_job(self.ctx, job_id).logger.warning(
+                    "{}; keeping status {!r}", conflict, conflict.current
+                )
+                status = conflict.current or status
+        except Exception as exc:
+            if job_id not in self.unwritten:
+                self.kind.make_job(self.ctx, job_id).logger.error(
+                    "cannot record status {}: {}; writing it again until it lands", status, exc
+                )
+                logger.error(
+                    "{} pool: cannot record job {} {}: {}", self.kind.name, job_id, status, exc
+                )
+            self.unwritten[job_id] = write
+            self._again_later()
+            return
+        if self.unwritten.pop(job_id, None) is not None:
+            self.kind.make_job(self.ctx, job_id).logger.info("status {} recorded", status)
+        if status == Status.RETRYING and write.due is not None:
+            self.dispatcher.tell(Reschedule(self.kind.name, job_id, write.due))
+        if status != Status.PENDING:
+            self.on_job_end(self.kind.name, job_id, status)
+
+    def _write_again(self) -> None:
+        for job_id, write in list(self.unwritten.items()):
+            self._write(job_id, write)
+        if not self.unwritten and not self.claim_failed:
+            self._again_s = _WRITE_AGAIN_FIRST_S
+
+    def _again_later(self) -> None:
+        """Arms the pool's one timer (if not armed) for a :class:`WriteAgain`."""
+        if self._timer is not None or self.draining:
+            return
+        delay, self._again_s = self._again_s, min(self._again_s * 2, _WRITE_AGAIN_MAX_S)
+        timer = threading.Timer(delay, _tell, args=(self.actor_ref, WriteAgain()))
+        timer.daemon = True
+        timer.name = f"jobservice-{self.kind.name}-write-again"
+        self._timer = timer
+        timer.start()
 
     def _replace(self, died: WorkerDied) -> None:
         logger.error(
@@ -168,15 +301,17 @@ class WorkerPool(ServiceActor):
         if died.job_id is not None:
             self.running.pop(died.job_id, None)
             job = self.kind.make_job(self.ctx, died.job_id)
-            try:
-                self.ctx.store.set_status(self.kind.table, died.job_id, Status.ERROR)
-                job.logger.error("state error (worker died: {})", died.error)
-            except Exception as exc:
-                job.logger.error("worker died and the job's status could not be set: {}", exc)
-            self.on_job_end(self.kind.name, died.job_id, Status.ERROR)
+            job.logger.error("state error (worker died: {})", died.error)
+            self._write(died.job_id, LastWrite(Status.ERROR))
         self.workers.pop(died.slot, None)
         if died.slot in self.idle:
             self.idle.remove(died.slot)
         if not self.draining:
             self._start_worker(died.slot)
             self._fill()
+
+
+def _tell(ref: pykka.ActorRef[Any], message: Any) -> None:
+    # From a timer thread: the pool may have stopped meanwhile.
+    with contextlib.suppress(pykka.ActorDeadError):
+        ref.tell(message)

@@ -9,6 +9,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
 
@@ -33,8 +34,12 @@ from model.tables import ReplicationPolicy
 
 __all__ = ["JobService"]
 
+#: Seconds the database's write probe (:meth:`JobService.database_problem`) may wait.
+DATABASE_PROBE_TIMEOUT_S = 1.0
 #: Seconds any ask to an actor may take before the caller gives up.
 _ASK_TIMEOUT_S = 10.0
+#: Tries of a stop whose job keeps moving between pending, retrying and running.
+_STOP_ROUNDS = 5
 #: Longest wait between two reads of a job's status in :meth:`JobService.wait`; the
 #: service's own jobs wake waiters at once, this bounds changes made elsewhere.
 _WAIT_POLL_S = 0.5
@@ -70,6 +75,9 @@ class JobService:
         self._ctx: JobContext | None = None
         self._accepting = False
         self._listeners: list[JobListener] = []
+        #: The last problem each database check found (see :meth:`database_problem`).
+        self._database_problems: dict[str, str | None] = {}
+        self._database_lock = threading.Lock()
 
     # -- life --------------------------------------------------------------------------
 
@@ -91,13 +99,19 @@ class JobService:
             raise ConfigError(
                 "log_dir", f"cannot create {settings.log_dir}: {exc.strerror}"
             ) from None
-        box = SecretBox(load_key(settings.key_path))
         store = Store(settings.database_url)
         try:
             store.create_all()
+            store.remember_file()
+            encrypted = store.count_encrypted_passwords()
         except Exception as exc:
             store.close()
             raise ConfigError("database_url", f"cannot open the database: {exc}") from exc
+        try:
+            box = SecretBox(_key(settings.key_path, encrypted))
+        except BaseException:
+            store.close()
+            raise
         sink = JobLogSink()
         sink.install()
         self._ctx = JobContext(store, settings, box, sink)
@@ -161,6 +175,43 @@ class JobService:
         """Encrypts and decrypts target passwords with the service's key."""
         return self._context().box
 
+    def database_problem(self, *, probe: bool = False) -> str | None:
+        """Why the database cannot take this service's writes now, or None (also when
+        the service is not running: its calls say so themselves).
+
+        Without ``probe``: whether the SQLite file is still the one opened (a ``stat``
+        at most once a second, cheap enough for every request). With ``probe``: also a
+        write probe on a connection of its own, waiting at most
+        :data:`DATABASE_PROBE_TIMEOUT_S` (see :meth:`Store.check_writable`). The
+        service's log gets a line when a problem starts, changes or ends.
+        """
+        ctx = self._ctx
+        if ctx is None:
+            return None
+        problem = ctx.store.file_problem()
+        self._note_database("file", problem)
+        if problem is None and probe:
+            problem = ctx.store.check_writable(DATABASE_PROBE_TIMEOUT_S)
+            self._note_database("probe", problem)
+        return problem
+
+    def _note_database(self, check: str, problem: str | None) -> None:
+        with self._database_lock:
+            before = self._database_problems.get(check)
+            self._database_problems[check] = problem
+        if problem == before:
+            return
+        if problem is None:
+            logger.info("the database takes writes again ({} was: {})", check, before)
+        elif check == "file":
+            logger.error(
+                "{}: every API request is answered 503 until the service is restarted "
+                "(running jobs write into the old file, which nothing will read again)",
+                problem,
+            )
+        else:
+            logger.error("{}: /healthz answers 503 until it can", problem)
+
     def healthy(self) -> bool:
         """True while the dispatcher and every pool are alive."""
         dispatcher = self._dispatcher
@@ -195,6 +246,12 @@ class JobService:
             repositories = self._repositories_of(project.name)
         else:
             repositories = [check_repository(repository)]
+            if not repository.startswith(f"{project.name}/"):
+                raise InvalidRequest(
+                    "repository",
+                    f"{repository!r} is not in project {project.name!r} of policy "
+                    f"{policy_id}: a policy replicates only its project's repositories",
+                )
         rows = [
             {"repository": r, "policy_id": policy_id, "operation": operation, "tags": tag_list}
             for r in repositories
@@ -244,7 +301,12 @@ class JobService:
         ids = ctx.store.insert_jobs(self.kinds[kind].table, rows)
         # Straight to the kind's pool: a hop through the dispatcher would wake one more
         # thread per submit for nothing it decides.
-        self._pools[kind].tell(Wake())
+        try:
+            self._pools[kind].tell(Wake())
+        except Exception as exc:
+            # The jobs are written: their ids are the answer, whatever the wake-up
+            # raised (a pool that died is replaced by a restart, which claims them).
+            logger.error("{} jobs {} are queued but their pool was not woken: {!r}", kind, ids, exc)
         return ids
 
     def _repositories_of(self, project: str) -> list[str]:
@@ -277,16 +339,23 @@ class JobService:
         status = ctx.store.status(job_kind.table, job_id)
         if job_kind.table == "job" and ctx.store.job("job", job_id)["kind"] != kind:
             raise InvalidRequest("job_id", f"job {job_id} is not a {kind} job")
-        if ctx.store.stop_waiting(job_kind.table, id=job_id):
-            job_kind.make_job(ctx, job_id).logger.info(
-                "state stopped (stop requested while {})", status
-            )
-            self._job_ended(kind, job_id, Status.STOPPED)
-            return status
-        status = ctx.store.status(job_kind.table, job_id)
-        if status == Status.RUNNING:
-            self._stop_running(kind, job_id)
-        return status
+        asked = status
+        # The job may move between the reads and the writes (claimed, handed back,
+        # set retrying): each round stops it where it is now, until one lands.
+        for _ in range(_STOP_ROUNDS):
+            if ctx.store.stop_waiting(job_kind.table, id=job_id):
+                job_kind.make_job(ctx, job_id).logger.info(
+                    "state stopped (stop requested while {})", status
+                )
+                self._job_ended(kind, job_id, Status.STOPPED)
+                return asked
+            status = ctx.store.status(job_kind.table, job_id)
+            if status == Status.RUNNING:
+                self._stop_running(kind, job_id)
+                return asked
+            if status in TERMINAL:
+                return asked
+        return asked
 
     def _stop_running(self, kind: str, job_id: int) -> bool:
         # Asked, not told: once the pool answers, the stop sits in the worker's inbox
@@ -420,6 +489,22 @@ class JobService:
                 listener(kind, job_id, status)
             except Exception as exc:
                 logger.opt(exception=exc).error("job listener {!r} failed: {}", listener, exc)
+
+
+def _key(path: Path, encrypted: int) -> bytes:
+    """The key in ``path``; a new one is made only when no stored password needs the
+    old one (a new key would make every encrypted password unreadable)."""
+    try:
+        return load_key(path, create=encrypted == 0)
+    except ConfigError:
+        if encrypted and not path.exists():
+            raise ConfigError(
+                "key_path",
+                f"the key file {path} does not exist, and the database holds {encrypted} "
+                "target passwords encrypted with it: restore the key file (or point "
+                "key_path at it); a new key could not decrypt them",
+            ) from None
+        raise
 
 
 def _left(deadline: float) -> float:

@@ -10,9 +10,10 @@ import pykka
 from loguru import logger
 
 from actors.base import ServiceActor
-from actors.messages import Release, Reschedule, Run, Step, StopJob, WorkerDied, WorkerIdle
+from actors.messages import Release, Run, Step, WorkerDied, WorkerIdle
 from model.errors import JobServiceError
-from model.jobs import JobContext, StoredJob
+from model.interrupt import Interrupt
+from model.jobs import JobContext, LastWrite, StoredJob
 from model.kinds import JobKind
 from model.sm import SM, Job, RetryPolicy
 from model.status import Status
@@ -20,18 +21,22 @@ from model.status import Status
 __all__ = ["Worker"]
 
 
-def _schedule_retry(job: Job, delay_s: float) -> datetime:
+def _schedule_retry(job: Job, delay_s: float, count_attempt: bool) -> datetime:
     assert isinstance(job, StoredJob)
-    return job.schedule_retry(delay_s)
+    return job.schedule_retry(delay_s, count_attempt)
 
 
 class Worker(ServiceActor):
-    """Runs one job at a time, one transition per message it sends itself, so a
-    :class:`StopJob` that arrives is handled before the job's next transition.
+    """Runs one job at a time, one transition per message it sends itself.
 
-    Tells its pool :class:`WorkerIdle` when the machine holds (with the terminal status
-    the job reached, for the pool to record), and
-    :class:`WorkerDied` from ``on_failure`` when an exception escapes it.
+    A stop reaches the worker through ``interrupt``, which its pool sets from the
+    pool's thread (see :mod:`model.interrupt`): the machine reads it between two
+    transitions and when a step returns or fails, and a step blocked on the network
+    is made to return at once.
+
+    Tells its pool :class:`WorkerIdle` when the machine holds (with the job's last
+    status change, for the pool to write), and :class:`WorkerDied` from
+    ``on_failure`` when an exception escapes it.
     """
 
     def __init__(
@@ -41,7 +46,7 @@ class Worker(ServiceActor):
         ctx: JobContext,
         retry_policy: RetryPolicy,
         pool: pykka.ActorRef[Any],
-        dispatcher: pykka.ActorRef[Any],
+        interrupt: Interrupt,
     ) -> None:
         super().__init__()
         self.slot = slot
@@ -49,9 +54,12 @@ class Worker(ServiceActor):
         self.ctx = ctx
         self.retry_policy = retry_policy
         self.pool = pool
-        self.dispatcher = dispatcher
-        self.sm = SM()
+        self.sm = SM(interrupt)
         self.job: StoredJob | None = None
+
+    def on_start(self) -> None:
+        """Runs in the worker's thread: network calls made here find its interrupt."""
+        self.sm.interrupt.bind()
 
     def on_receive(self, message: Any) -> Any:
         """Runs in the worker's own thread."""
@@ -61,11 +69,6 @@ class Worker(ServiceActor):
                     self._step()
             case Run():
                 self._run(message)
-            case StopJob(job_id=job_id):
-                if not self.sm.stop(job_id):
-                    logger.debug(
-                        "worker {}: stop of job {} ignored, not running it", self.slot, job_id
-                    )
             case Release():
                 return self._release()
             case _:
@@ -82,7 +85,6 @@ class Worker(ServiceActor):
                 self.kind.add_transitions,
                 retry_policy=self.retry_policy,
                 schedule_retry=_schedule_retry,
-                reschedule=self._reschedule,
             )
         except Exception as exc:
             job.logger.opt(exception=exc).error("cannot start job: {}", exc)
@@ -105,14 +107,20 @@ class Worker(ServiceActor):
 
     def _done(self) -> None:
         job, self.job = self.job, None
-        if job is not None:
-            self.pool.tell(WorkerIdle(self.slot, job.id, job.status, bool(job.unrecorded_end)))
-
-    def _reschedule(self, job: Job, due: datetime) -> None:
-        self.dispatcher.tell(Reschedule(self.kind.name, job.id, due))
+        stop_requested = self.sm.interrupt.disarm()
+        if job is None:
+            return
+        write = job.last_write
+        if stop_requested and write is not None and write.status == Status.RETRYING:
+            # The stop came after the machine last looked, as the step's failure was
+            # being recorded: it still wins.
+            job.logger.info("state stopped (stop requested while retrying)")
+            write = LastWrite(Status.STOPPED)
+        self.pool.tell(WorkerIdle(self.slot, job.id, job.status, write))
 
     def _release(self) -> int | None:
         job, self.job = self.job, None
+        self.sm.interrupt.disarm()
         if job is None:
             return None
         handler = self.sm.handlers.get(self.sm.current_state)

@@ -12,6 +12,7 @@ __all__ = [
     "RetryableError",
     "ServiceNotRunning",
     "StatusConflict",
+    "StopRequested",
     "TransitionError",
     "UnknownKind",
     "WaitTimeout",
@@ -29,9 +30,14 @@ class RetryableError(JobServiceError):
     ``retry_after`` is the delay in seconds the far side asked for, if any.
     """
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, progress: bool = False
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        #: The failed attempt moved the job forward (bytes or blobs landed that the next
+        #: attempt skips): the retry does not count against ``max_retries``.
+        self.progress = progress
 
 
 class ConfigError(JobServiceError):
@@ -110,3 +116,11 @@ class WaitTimeout(JobServiceError):
 
 class ServiceNotRunning(JobServiceError):
     """The job service was asked for work while it is not started or shutting down."""
+
+
+class StopRequested(JobServiceError):
+    """A step gave up because a stop of its job was requested (``job_id``)."""
+
+    def __init__(self, job_id: int | None) -> None:
+        super().__init__(f"job {job_id}: stop requested")
+        self.job_id = job_id

@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from model.errors import JobServiceError, RetryableError, StatusConflict, TransitionError
+from model.interrupt import Interrupt
 from model.status import TERMINAL, Status
 
 if TYPE_CHECKING:
@@ -115,14 +116,20 @@ class Retry:
     """The ``retrying`` state: records the due time and attempt in the job's row and
     reschedules it through ``reschedule``; the machine holds. After
     ``policy.max_retries`` retries the job ends in ``error`` instead, with the reason
-    in its log."""
+    in its log.
+
+    A failure that made progress (``RetryableError.progress``: the attempt left work
+    done that the next one skips) is retried without counting an attempt, so a job
+    moving forward through a flaky network does not run out of retries.
+    ``schedule(job, delay_s, count_attempt)`` records the retry and returns its due
+    time."""
 
     def __init__(
         self,
         job: Job,
         sm: SM,
         policy: RetryPolicy,
-        schedule: Callable[[Job, float], datetime],
+        schedule: Callable[[Job, float, bool], datetime],
         reschedule: Callable[[Job, datetime], None] | None,
     ) -> None:
         self.job = job
@@ -134,21 +141,23 @@ class Retry:
     def enter(self) -> str:
         attempts = getattr(self.job, "attempts", 0)
         reason = self.sm.last_error
-        if attempts >= self.policy.max_retries:
+        progress = isinstance(reason, RetryableError) and reason.progress
+        if attempts >= self.policy.max_retries and not progress:
             self.job.logger.error(
                 "giving up after {} retries; last failure: {}", attempts, reason or "unknown"
             )
             self.job.update_status(Status.ERROR)
             return ""
         asked = reason.retry_after if isinstance(reason, RetryableError) else None
-        delay = self.policy.delay(attempts, asked)
-        due = self.schedule(self.job, delay)
+        delay = self.policy.delay(0 if progress else attempts, asked)
+        due = self.schedule(self.job, delay, not progress)
         self.job.logger.warning(
-            "retry {} of {} in {:g} s (at {:%Y-%m-%dT%H:%M:%SZ}): {}",
-            attempts + 1,
+            "retry {} of {} in {:g} s (at {:%Y-%m-%dT%H:%M:%SZ}){}: {}",
+            attempts + (0 if progress else 1),
             self.policy.max_retries,
             delay,
             due,
+            " after progress, not counted" if progress else "",
             reason,
         )
         if self.reschedule is not None:
@@ -160,9 +169,14 @@ class Retry:
 
 
 class SM:
-    """The state machine of one worker; see the module docstring."""
+    """The state machine of one worker; see the module docstring.
 
-    def __init__(self) -> None:
+    ``interrupt`` carries stop requests (see :mod:`model.interrupt`): it may be set
+    from another thread while a handler runs, and the machine reads it when the
+    handler returns. A machine made without one has its own."""
+
+    def __init__(self, interrupt: Interrupt | None = None) -> None:
+        self.interrupt = interrupt if interrupt is not None else Interrupt()
         self.init()
 
     def init(self) -> None:
@@ -202,7 +216,7 @@ class SM:
         add_transitions: Callable[[SM, Job], None],
         *,
         retry_policy: RetryPolicy | None = None,
-        schedule_retry: Callable[[Job, float], datetime] | None = None,
+        schedule_retry: Callable[[Job, float, bool], datetime] | None = None,
         reschedule: Callable[[Job, datetime], None] | None = None,
         start_state: str = Status.PENDING,
     ) -> None:
@@ -211,6 +225,7 @@ class SM:
         kind's own transitions. Exceptions of ``init`` propagate to the caller."""
         self.init()
         self.current_job = job
+        self.interrupt.arm(job.id)
         self.current_state = start_state
         self.add_transition(Status.PENDING, Status.RUNNING, StatusUpdater(job, Status.RUNNING))
         self.add_transition(Status.RETRYING, Status.RUNNING, StatusUpdater(job, Status.RUNNING))
@@ -225,12 +240,14 @@ class SM:
 
     def stop(self, job_id: int) -> bool:
         """Asks the machine to enter ``stopped`` at its next transition. Ignored (returns
-        False) when the machine has moved on to another job."""
-        job = self.current_job
-        if job is None or job.id != job_id:
-            return False
-        self.desired_state = Status.STOPPED
-        return True
+        False) when the machine has moved on to another job. Safe to call from another
+        thread (it goes through :attr:`interrupt`)."""
+        return self.interrupt.request(job_id)
+
+    @property
+    def stop_requested(self) -> bool:
+        """True when the current job is to enter ``stopped`` at its next transition."""
+        return bool(self.desired_state) or self.interrupt.requested
 
     # -- moving --------------------------------------------------------------------------
 
@@ -278,14 +295,15 @@ class SM:
 
         A pending stop request replaces the next state. A failing handler (any
         exception, ``BaseException`` included) sends the machine to ``error`` or, for a
-        :class:`RetryableError`, ``retrying``; raises :class:`MachineBroken` only when
-        entering that state fails too.
+        :class:`RetryableError`, ``retrying`` (to ``stopped`` when a stop was requested
+        meanwhile: a stop wins over any outcome); raises :class:`MachineBroken` only
+        when entering that state fails too.
         """
         target = self.next_state
         if not target:
             return False
-        if self.desired_state:
-            target, self.desired_state = self.desired_state, ""
+        if self.stop_requested and self.current_state != Status.STOPPED:
+            target, self.desired_state = Status.STOPPED, ""
         try:
             if target == Status.CONTINUE:
                 target = self._only_way_out()
@@ -309,13 +327,16 @@ class SM:
         self.last_error = exc
         job = self.current_job
         retryable = isinstance(exc, RetryableError) and Status.RETRYING in self.handlers
-        target = Status.RETRYING if retryable else Status.ERROR
+        stopping = self.stop_requested and self._entering != Status.STOPPED
+        target = Status.STOPPED if stopping else Status.RETRYING if retryable else Status.ERROR
         # The state whose handler failed: the one being entered, or (when leaving the
         # current state failed) the current one. Its exit releases what it held.
         failed, self._entering = self._entering or self.current_state, ""
         if job is not None:
             log = job.logger.opt(exception=exc)
-            if retryable:
+            if stopping:
+                job.logger.info("state {} ended by the stop request: {}", failed, exc)
+            elif retryable:
                 log.warning("state {} failed, will retry: {}", failed, exc)
             else:
                 log.error("state {} failed: {!r}", failed, exc)

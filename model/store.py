@@ -11,8 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import os
 import re
+import sqlite3
 import threading
+import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -68,6 +73,8 @@ ALLOWED_FROM: dict[str, frozenset[str]] = {
 }
 
 _SQLITE_BUSY_TIMEOUT_MS = 60_000
+#: Seconds :meth:`Store.file_problem` answers from its last look at the file.
+FILE_CHECK_INTERVAL_S = 1.0
 #: Largest batch of single-statement writes that commit one by one (see Store._commit).
 _OWN_TRANSACTIONS_MAX = 8
 _CLAIMABLE = (Status.PENDING.value, Status.RETRYING.value)
@@ -329,16 +336,23 @@ class Store:
         has come), sets them ``running`` and returns their rows, oldest first.
 
         The UPDATE is guarded on the claimable statuses, so of two claimants only one
-        wins a job (PostgreSQL: the pick skips rows another claimant has locked).
+        wins a job (PostgreSQL: the pick skips rows another claimant has locked). The
+        pick is a materialized CTE, run once: a ``WHERE id IN (SELECT … LIMIT n)`` may
+        be planned as a join that runs the subquery again for each row, and with
+        ``SKIP LOCKED`` each run picks other rows, so such a claim took many more
+        than ``n`` jobs.
         """
         _table(table)
         scope = "AND kind = :kind " if kind is not None else ""
         lock = "" if self.is_sqlite else " FOR UPDATE SKIP LOCKED"
+        claimable = ", ".join(f"'{s}'" for s in _CLAIMABLE)
         sql = self._sql(
-            f"UPDATE {table} SET status = 'running', update_time = :now "
-            f"WHERE id IN (SELECT id FROM {table} WHERE status IN ('pending', 'retrying') "
+            f"WITH picked AS MATERIALIZED (SELECT id FROM {table} "
+            f"WHERE status IN ({claimable}) "
             f"AND (status = 'pending' OR next_attempt_at <= :now) {scope}"
-            f"ORDER BY id LIMIT :limit{lock}) AND status IN ('pending', 'retrying') RETURNING *"
+            f"ORDER BY id LIMIT :limit{lock}) "
+            f"UPDATE {table} SET status = 'running', update_time = :now "
+            f"WHERE id IN (SELECT id FROM picked) AND status IN ({claimable}) RETURNING *"
         )
         params: dict[str, Any] = {"now": self._now(), "kind": kind, "limit": limit}
 
@@ -352,11 +366,15 @@ class Store:
         rows.sort(key=lambda row: int(row["id"]))
         return rows
 
-    def schedule_retry(self, table: str, job_id: int, delay_s: float) -> datetime:
+    def schedule_retry(
+        self, table: str, job_id: int, delay_s: float, count_attempt: bool = True
+    ) -> datetime:
         """Sets a running job ``retrying``, due in ``delay_s`` seconds, one more attempt
-        counted. Returns the due time."""
+        counted when ``count_attempt``. Returns the due time."""
         due = utcnow() + timedelta(seconds=delay_s)
-        self.set_status(table, job_id, Status.RETRYING, next_attempt_at=due, count_attempt=True)
+        self.set_status(
+            table, job_id, Status.RETRYING, next_attempt_at=due, count_attempt=count_attempt
+        )
         return due
 
     # -- the hot path: plain DBAPI statements (SQLAlchemy's per-statement cost is ~5x SQLite's)
@@ -604,6 +622,148 @@ class Store:
                     f.insert(),
                     [finding.model_dump(exclude={"id"}) for finding in findings],
                 )
+
+    # -- health: is the database still the one opened, and can it take a write? -------
+
+    #: The SQLite file :meth:`remember_file` saw: its path and (st_dev, st_ino).
+    _file_path: str | None = None
+    _file_identity: tuple[int, int] = (0, 0)
+    #: When :meth:`file_problem` last looked (monotonic seconds), and what it found.
+    _file_seen_at = 0.0
+    _file_answer: str | None = None
+
+    def remember_file(self) -> None:
+        """SQLite: notes which file the database is (its device and inode), so that
+        :meth:`file_problem` can tell when it is deleted or replaced under the service.
+        Called once the database is open; does nothing for other databases."""
+        path = self._database_file()
+        if path is None:
+            return
+        found = os.stat(path)
+        self._file_path = path
+        self._file_identity = (found.st_dev, found.st_ino)
+        self._file_seen_at = time.monotonic()
+        self._file_answer = None
+
+    def file_problem(self, max_age_s: float = FILE_CHECK_INTERVAL_S) -> str | None:
+        """Why the SQLite file at the database's path is no longer the one
+        :meth:`remember_file` saw (deleted, or another file in its place), or None.
+
+        Stats the path at most once per ``max_age_s`` seconds and answers the last
+        finding in between, so that a caller may ask on every request. Writes after a
+        deletion or replacement land in the old file, which nothing will read again.
+        """
+        path = self._file_path
+        if path is None:
+            return None
+        now = time.monotonic()
+        if now - self._file_seen_at < max_age_s:
+            return self._file_answer
+        try:
+            found = os.stat(path)
+        except FileNotFoundError:
+            answer: str | None = f"the database file {path} was deleted while the service ran"
+        except OSError as exc:
+            answer = f"the database file {path} cannot be read: {exc.strerror}"
+        else:
+            answer = None
+            if (found.st_dev, found.st_ino) != self._file_identity:
+                answer = (
+                    f"the database file {path} was replaced while the service ran "
+                    "(another file is at its path now)"
+                )
+        self._file_answer = answer
+        self._file_seen_at = now
+        return answer
+
+    def check_writable(self, timeout_s: float = 1.0) -> str | None:
+        """Why a write could not start now, or None; waits at most about ``timeout_s``.
+
+        SQLite: the file is still the one opened, and ``BEGIN IMMEDIATE`` (then
+        ``ROLLBACK``) gets the write lock on a connection of its own within the timeout.
+        PostgreSQL: a new connection (connect and statement timeouts) answers and its
+        transactions are not read-only (a standby, ``default_transaction_read_only``).
+        The answer names the cause, never a password.
+        """
+        if self.is_sqlite:
+            return self._sqlite_writable(timeout_s)
+        return self._server_writable(timeout_s)
+
+    def _sqlite_writable(self, timeout_s: float) -> str | None:
+        path = self._file_path
+        if path is None:
+            return None  # in memory: always this process's
+        problem = self.file_problem(max_age_s=0)
+        if problem is not None:
+            return problem
+        try:
+            # mode=rw: a missing file is an error, never a new empty database.
+            conn = sqlite3.connect(
+                f"file:{urllib.parse.quote(path)}?mode=rw",
+                uri=True,
+                timeout=timeout_s,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            return f"cannot open the database file {path}: {exc}"
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+        except sqlite3.OperationalError as exc:
+            return f"the database file {path} cannot be written: {exc} (waited {timeout_s:g} s)"
+        finally:
+            conn.close()
+        return None
+
+    def _server_writable(self, timeout_s: float) -> str | None:
+        dialect = self.engine.dialect
+        cargs, cparams = dialect.create_connect_args(self.engine.url)
+        statement_timeout = f"-c statement_timeout={max(int(timeout_s * 1000), 1)}"
+        options = f"{cparams.get('options', '')} {statement_timeout}".strip()
+        where = self.engine.url.render_as_string(hide_password=True)
+        try:
+            # libpq takes whole seconds, and treats less than 2 as 2.
+            params = {**cparams, "connect_timeout": max(math.ceil(timeout_s), 2)}
+            conn = dialect.loaded_dbapi.connect(*cargs, **{**params, "options": options})
+        except dialect.loaded_dbapi.Error as exc:
+            return f"cannot reach the database {where}: {_first_line(exc)}"
+        try:
+            cursor = conn.cursor()
+            cursor.execute("SELECT 1")
+            cursor.execute("SHOW transaction_read_only")
+            (read_only,) = cursor.fetchone()
+        except dialect.loaded_dbapi.Error as exc:
+            return f"the database {where} does not answer: {_first_line(exc)}"
+        finally:
+            with contextlib.suppress(Exception):
+                conn.close()
+        if str(read_only).lower() == "on":
+            return f"the database {where} is read-only (transaction_read_only is on)"
+        return None
+
+    def _database_file(self) -> str | None:
+        """The absolute path of a SQLite database file, or None (memory, URIs, servers)."""
+        if not self.is_sqlite:
+            return None
+        database = self.engine.url.database
+        if not database or database == ":memory:" or database.startswith("file:"):
+            return None
+        return os.path.abspath(database)
+
+    def count_encrypted_passwords(self) -> int:
+        """The number of targets whose stored password is encrypted (``<enc-…>``), and so
+        can only be read with the key it was encrypted with."""
+        t = ReplicationTarget.__table__  # type: ignore[attr-defined]
+        query = sa.select(sa.func.count()).where(t.c.password.like("<enc-%"))
+        with self._read() as conn:
+            return int(conn.execute(query).scalar() or 0)
+
+
+def _first_line(exc: BaseException) -> str:
+    """An error's first line, short: driver messages go on with hints and context."""
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
 
 
 def _to_column(name: str, value: Any) -> Any:

@@ -8,7 +8,7 @@ import pytest
 from model.crypto import SecretBox
 from model.errors import NotFound, StatusConflict
 from model.joblog import JobLogSink
-from model.jobs import JobContext, RepJob, ScanJob
+from model.jobs import JobContext, LastWrite, RepJob, ScanJob
 from model.settings import Settings
 from model.status import Status
 from model.store import Store
@@ -134,9 +134,9 @@ def test_a_job_whose_pool_records_its_end_writes_only_the_statuses_before_it(
     job.update_status(Status.RUNNING)
     assert ctx.store.status("img_scan_job", job_id) == Status.RUNNING
     job.update_status(Status.FINISHED)
-    assert (job.status, job.unrecorded_end) == (Status.FINISHED, Status.FINISHED)
+    assert (job.status, job.last_write) == (Status.FINISHED, LastWrite(Status.FINISHED))
     assert ctx.store.status("img_scan_job", job_id) == Status.RUNNING
     other = ScanJob(ctx, job_id)
     other.init()
     other.update_status(Status.ERROR)
-    assert (other.unrecorded_end, ctx.store.status("img_scan_job", job_id)) == ("", Status.ERROR)
+    assert (other.last_write, ctx.store.status("img_scan_job", job_id)) == (None, Status.ERROR)

@@ -213,7 +213,7 @@ def test_a_retryable_failure_enters_retrying_which_reschedules(job: FakeJob) -> 
     scheduled: list[float] = []
     rescheduled: list[datetime] = []
 
-    def schedule(j: Any, delay: float) -> datetime:
+    def schedule(j: Any, delay: float, count_attempt: bool) -> datetime:
         scheduled.append(delay)
         j.update_status(Status.RETRYING)
         return datetime.now(UTC) + timedelta(seconds=delay)
@@ -246,7 +246,7 @@ def test_retry_after_the_last_attempt_ends_in_error(job: FakeJob) -> None:
     job.attempts = 2
     sm = SM()
     sm.reset(job, lambda sm, j: None)
-    retry = Retry(job, sm, RetryPolicy(1, 1, 2), lambda j, d: datetime.now(UTC), None)
+    retry = Retry(job, sm, RetryPolicy(1, 1, 2), lambda j, d, c: datetime.now(UTC), None)
     sm.last_error = RetryableError("registry down")
     assert retry.enter() == ""
     assert job.statuses == [Status.ERROR]
