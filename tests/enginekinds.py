@@ -6,7 +6,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from model.errors import RetryableError
+from model.errors import RetryableError, StopRequested
+from model.interrupt import current
 from model.jobs import KindJob
 from model.kinds import JobKind
 from model.sm import SM, Job, StateHandler, StatusUpdater
@@ -144,6 +145,55 @@ def _one_step_kind(name: str, work: Callable[[KindJob], StateHandler], pool_size
 
 def flaky_kind(name: str = "flaky", pool_size: int = 2) -> JobKind:
     return _one_step_kind(name, _Flaky, pool_size)
+
+
+@dataclass
+class Gate:
+    """Holds the steps of gated jobs until the test opens it; counts runs per job."""
+
+    opened: threading.Event = field(default_factory=threading.Event)
+    runs: dict[int, int] = field(default_factory=dict)
+    changed: threading.Condition = field(default_factory=threading.Condition)
+
+    def entered(self, job_id: int) -> None:
+        with self.changed:
+            self.runs[job_id] = self.runs.get(job_id, 0) + 1
+            self.changed.notify_all()
+
+    def wait_running(self, count: int, timeout: float = 20.0) -> bool:
+        """Waits until ``count`` jobs have entered their step."""
+        with self.changed:
+            return self.changed.wait_for(lambda: len(self.runs) >= count, timeout)
+
+
+class _Gated:
+    """Waits for the gate, then finishes, or with ``params["then"] == "retryable"``
+    fails with a retryable error. With ``params["interruptible"]`` it waits on the
+    worker's interrupt instead of the gate: a stop ends the wait."""
+
+    def __init__(self, job: KindJob, gate: Gate) -> None:
+        self.job = job
+        self.gate = gate
+
+    def enter(self) -> str:
+        self.gate.entered(self.job.id)
+        if self.job.params.get("interruptible"):
+            interrupt = current()
+            assert interrupt is not None, "a worker's thread has an interrupt"
+            if interrupt.wait(30):
+                raise StopRequested(self.job.id)
+        else:
+            self.gate.opened.wait(30)
+        if self.job.params.get("then") == "retryable":
+            raise RetryableError("registry unreachable")
+        return Status.CONTINUE.value
+
+    def exit(self) -> None:
+        return None
+
+
+def gated_kind(name: str, gate: Gate, pool_size: int = 2) -> JobKind:
+    return _one_step_kind(name, lambda job: _Gated(job, gate), pool_size)
 
 
 class CrashingJob(KindJob):

@@ -58,7 +58,33 @@ class PostgresCluster:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
-    def stop(self) -> None:
+    def start(self) -> None:
+        """Starts the cluster (again) and waits until it takes connections."""
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.folder}"
+        options += " -c fsync=off -c synchronous_commit=off"
+        subprocess.run(
+            [
+                *self._as_user,
+                _bin("pg_ctl"),
+                "-D",
+                str(self.folder / "data"),
+                "-o",
+                options,
+                "-l",
+                str(self.folder / "log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+        )
+
+    def stop(self, mode: str = "immediate") -> None:
+        """Stops the cluster; ``fast`` lets sessions end and commits reach the disk first
+        (``immediate`` may lose the last commits: the cluster runs with
+        ``synchronous_commit=off``)."""
         subprocess.run(
             [
                 *self._as_user,
@@ -66,7 +92,7 @@ class PostgresCluster:
                 "-D",
                 str(self.folder / "data"),
                 "-m",
-                "immediate",
+                mode,
                 "stop",
             ],
             check=False,
@@ -89,27 +115,8 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
         check=True,
         capture_output=True,
     )
-    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {folder}"
-    options += " -c fsync=off -c synchronous_commit=off"
-    subprocess.run(
-        [
-            *as_user,
-            _bin("pg_ctl"),
-            "-D",
-            str(data),
-            "-o",
-            options,
-            "-l",
-            str(folder / "log"),
-            "-w",
-            "-t",
-            "60",
-            "start",
-        ],
-        check=True,
-        capture_output=True,
-    )
     cluster = PostgresCluster(folder, port, as_user)
+    cluster.start()
     try:
         yield cluster
     finally:
