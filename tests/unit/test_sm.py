@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -375,3 +376,49 @@ def test_a_failing_state_is_named_in_the_log_and_its_exit_releases_it(job: FakeJ
     assert calls == ["enter a", "exit a", "enter b", "exit b"]
     assert "state b failed: OSError('disk full')" in job.log()
     assert sm.current_state == Status.ERROR
+
+
+def test_a_retryable_failure_that_made_progress_is_retried_without_counting_an_attempt(
+    job: FakeJob,
+) -> None:
+    job.attempts = 2
+    counted: list[bool] = []
+
+    def schedule(j: Any, delay: float, count_attempt: bool) -> datetime:
+        counted.append(count_attempt)
+        return datetime.now(UTC) + timedelta(seconds=delay)
+
+    sm = SM()
+    sm.reset(job, lambda sm, j: None)
+    retry = Retry(job, sm, RetryPolicy(1, 1, 2), schedule, None)
+    sm.last_error = RetryableError("connection reset", progress=True)
+    assert retry.enter() == ""
+    assert counted == [False]
+    assert Status.ERROR not in job.statuses
+    assert "not counted" in job.log()
+
+
+def test_a_stop_requested_from_another_thread_while_a_handler_runs_wins_over_its_failure(
+    job: FakeJob,
+) -> None:
+    sm = SM()
+
+    class StoppedMidway:
+        def enter(self) -> str:
+            stopper = threading.Thread(target=sm.stop, args=(job.id,))
+            stopper.start()
+            stopper.join(5)
+            raise RetryableError("registry unreachable")
+
+        def exit(self) -> None:
+            return None
+
+    sm.reset(
+        job,
+        lambda sm, j: sm.add_transition(Status.RUNNING, "pull", StoppedMidway()),
+        schedule_retry=lambda j, d, c: datetime.now(UTC),
+    )
+    sm.start(Status.RUNNING)
+    assert job.statuses == [Status.RUNNING, Status.STOPPED]
+    assert sm.current_state == Status.STOPPED
+    assert "state pull ended by the stop request" in job.log()
