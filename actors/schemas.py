@@ -50,9 +50,12 @@ DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
 _PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
 _NO_NUL = r"^[^\x00]*$"
 
-_PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
+# 1 to 65535, no leading zero (port 0 is no port a registry listens on).
+_PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+# A path segment other than "." and "..": printable ASCII but "#", "/" and "?".
+_SEGMENT = r'(?:[-!"$-,0->@-~][!"$-.0->@-~]*|\.[-!"$-,0->@-~][!"$-.0->@-~]*|\.\.[!"$-.0->@-~]+)?'
 #: A registry URL as :func:`check_target_url` takes it (host names and IPv4 addresses).
-TARGET_URL_PATTERN = rf'^https?://[A-Za-z0-9.-]+(?::{_PORT})?(?:/[!"$->@-~]*)?$'
+TARGET_URL_PATTERN = rf"^https?://[A-Za-z0-9.-]+(?::{_PORT})?(?:/{_SEGMENT})*$"
 
 
 def _json_integer(value: object) -> object:
@@ -75,8 +78,10 @@ Username = Annotated[str, Field(max_length=255, pattern=_PRINTABLE)]
 
 
 def check_target_url(value: str) -> str:
-    """A registry URL: ``http`` or ``https``, a host, no user info, query or fragment;
-    returned without a trailing slash. Raises ``ValueError`` saying what is wrong."""
+    """A registry URL: ``http`` or ``https``, a host, a port other than 0, no user
+    info, query, fragment or dot segment (``.`` or ``..``, percent-encoded or not: a
+    client or proxy resolves them to another path than the one given); returned without
+    a trailing slash. Raises ``ValueError`` saying what is wrong."""
     if any(not "!" <= c <= "~" for c in value):
         raise ValueError("must be printable ASCII without spaces (percent-encode the others)")
     try:
@@ -90,8 +95,12 @@ def check_target_url(value: str) -> str:
         raise ValueError("must not contain a user name or password (set username/password)")
     if not parts.hostname:
         raise ValueError("must name a host")
+    if parts.port == 0:
+        raise ValueError("must not use port 0 (leave the port out for the scheme's own)")
     if parts.query or parts.fragment:
         raise ValueError("must not have a query or fragment")
+    if any(urllib.parse.unquote(s) in (".", "..") for s in parts.path.split("/")):
+        raise ValueError("must not have '.' or '..' path segments")
     return value.rstrip("/")
 
 
@@ -226,11 +235,17 @@ class PoolStatsOut(BaseModel):
     running: list[int]
     queued: int
     delayed: int
+    unrecorded: int = Field(
+        default=0,
+        description="Jobs whose last status the database refused; the pool writes them "
+        "again until they land",
+    )
     statuses: dict[str, int]
 
 
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
+    cause: str | None = Field(default=None, description="Why the service is unavailable")
 
 
 # -- projects, targets, policies -------------------------------------------------------------

@@ -452,7 +452,8 @@ class JobService:
 
     def stats(self) -> dict[str, dict[str, Any]]:
         """Per pool: size, busy workers, queued jobs (due now) and delayed ones
-        (retrying, not yet due), and the number of its jobs per status."""
+        (retrying, not yet due), jobs whose last status the database refused (written
+        again until it lands), and the number of its jobs per status."""
         ctx = self._context()
         result: dict[str, dict[str, Any]] = {}
         for kind in self.kinds:
@@ -468,6 +469,7 @@ class JobService:
                 "running": info.get("jobs", []),
                 "queued": queued,
                 "delayed": delayed,
+                "unrecorded": info.get("unwritten", 0),
                 "statuses": ctx.store.status_counts(kind.table, scope),
             }
         return result
