@@ -381,6 +381,7 @@ def test_stats_report_each_pool_and_healthz_is_ok(client: TestClient) -> None:
         "running": [],
         "queued": 0,
         "delayed": 0,
+        "unrecorded": 0,
         "statuses": {},
     }
     assert client.get("/healthz").status_code == 200
