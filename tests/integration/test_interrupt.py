@@ -10,19 +10,25 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from registries import Image, ImageBuilder, RegistryServer, push_image
+from cryptography.hazmat.primitives import serialization
+from registries import Image, ImageBuilder, RegistryServer, TokenSigner, push_image
 from waiting import wait_until
 
 from actors import JobService
 from model.errors import StopRequested
 from model.interrupt import Interrupt
+from model.joblog import job_log_path
 from model.registry import RegistryClient, RegistryStopRequested, RegistryUnavailableError
+from model.scan._http import ScannerHttp
+from model.settings import Settings
 from model.status import Status
 from model.tables import Project, ReplicationPolicy, ReplicationTarget
 
@@ -301,6 +307,95 @@ def stalled(counter: list[int], polls: int = 10) -> Callable[[], bool]:
     return condition
 
 
+def test_a_token_request_the_token_server_never_answers_fails_within_a_second_of_the_stop(
+    make_server: Callable[..., StubServer],
+) -> None:
+    token_server = make_server(silent)
+
+    def challenge(server: StubServer, conn: socket.socket) -> None:
+        while server.head(conn):
+            realm = f"{token_server.url}/token"
+            conn.sendall(
+                b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n"
+                + f'WWW-Authenticate: Bearer realm="{realm}",service="registry"\r\n\r\n'.encode()
+            )
+
+    registry = make_server(challenge)
+    client = RegistryClient(registry.url, username="alice", password="pw", timeout_s=60)
+    step = StepThread(Interrupt(), JOB, lambda: client.list_tags("library/app")).start()
+    assert token_server.seen.wait(5)
+
+    assert stop_and_time(step) < STOP_LATENCY_S
+    assert_stopped(step)
+    assert isinstance(step.error, RegistryStopRequested)
+    client.close()
+
+
+def test_a_scanner_request_the_scanner_never_answers_fails_within_a_second_of_the_stop(
+    make_server: Callable[..., StubServer],
+) -> None:
+    server = make_server(silent)
+    scanner = ScannerHttp("clair", server.url, connect_timeout_s=10, read_timeout_s=600)
+    step = StepThread(
+        Interrupt(),
+        JOB,
+        lambda: scanner.request("GET", "/v1/namespaces", what="list namespaces", expect=(200,)),
+    ).start()
+    assert server.seen.wait(5)
+
+    assert stop_and_time(step) < STOP_LATENCY_S
+    assert_stopped(step)
+    scanner.close()
+
+
+def accept_only(server: StubServer, conn: socket.socket) -> None:
+    """Accepts and never reads nor answers (a TLS handshake waits for the server)."""
+    server.seen.set()
+    server.closing.wait()
+
+
+def test_a_tls_handshake_the_server_never_answers_fails_within_a_second_of_the_stop(
+    make_server: Callable[..., StubServer],
+) -> None:
+    server = make_server(accept_only)
+    client = RegistryClient(f"https://127.0.0.1:{server.port}", insecure=True, timeout_s=60)
+    step = StepThread(Interrupt(), JOB, client.ping).start()
+    assert server.seen.wait(5)
+
+    assert stop_and_time(step) < STOP_LATENCY_S
+    assert_stopped(step)
+    client.close()
+
+
+def test_a_tls_request_the_registry_never_answers_fails_within_a_second_of_the_stop(
+    make_server: Callable[..., StubServer], token_signer: TokenSigner, tmp_path: Path
+) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_bytes(token_signer.cert_pem())
+    key.write_bytes(
+        token_signer.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+
+    def tls_silent(server: StubServer, conn: socket.socket) -> None:
+        with context.wrap_socket(conn, server_side=True) as tls:
+            silent(server, tls)
+
+    server = make_server(tls_silent)
+    client = RegistryClient(f"https://127.0.0.1:{server.port}", insecure=True, timeout_s=60)
+    step = StepThread(Interrupt(), JOB, client.ping).start()
+    assert server.seen.wait(5)
+
+    assert stop_and_time(step) < STOP_LATENCY_S
+    assert_stopped(step)
+    client.close()
+
+
 def test_a_request_made_after_the_stop_fails_at_once_without_connecting(
     make_server: Callable[..., StubServer],
 ) -> None:
@@ -400,8 +495,6 @@ def test_a_connection_cut_by_a_stop_is_not_reused_by_the_next_job(
 def test_a_read_timeout_from_the_settings_gives_the_retryable_error_in_about_that_time(
     make_server: Callable[..., StubServer],
 ) -> None:
-    from model.settings import Settings
-
     server = make_server(silent)
     settings = Settings(registry_read_timeout_s=0.5, registry_connect_timeout_s=2)
     client = RegistryClient(
@@ -419,7 +512,6 @@ def test_a_read_timeout_from_the_settings_gives_the_retryable_error_in_about_tha
 def test_a_replication_jobs_client_takes_its_timeouts_from_the_settings(
     make_server: Callable[..., StubServer],
     make_service: Callable[..., JobService],
-    tmp_path: Any,
 ) -> None:
     server = make_server(silent)
     service = make_service(
@@ -452,10 +544,6 @@ def add_policy(service: JobService, target_url: str) -> int:
 
 
 def job_log(service: JobService, job_id: int) -> str:
-    from pathlib import Path
-
-    from model.joblog import job_log_path
-
     path = Path(job_log_path(service.settings.log_dir, job_id))
     return path.read_text() if path.exists() else ""
 
