@@ -17,7 +17,8 @@ of a keep-alive connection and the next exchange on it goes through untouched:
   has its connection reset at a random point of its (request or answer) body.
 
 A fault matches a method and a regular expression searched in the request target,
-hits the body of the request or of the answer, and fires a given number of times.
+hits the body of the request or of the answer, and fires a given number of times (a
+fault placed after N bytes of a body does not count for a body shorter than that).
 Faults are set and cleared from the test's thread while the proxy runs; each one that
 fires is recorded (:attr:`FaultProxy.fired`, :meth:`FaultProxy.wait_fired`). The proxy
 counts the bytes it read from clients and wrote to them.
@@ -32,7 +33,7 @@ import re
 import socket
 import struct
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = ["Fault", "FaultProxy"]
@@ -119,11 +120,16 @@ class Fault:
             **match,  # type: ignore[arg-type]
         )
 
-    def matches(self, method: str, target: str) -> bool:
+    def matches(self, method: str, target: str, request_length: int | None) -> bool:
         if self.times is not None and self.hits >= self.times:
             return False
         if self.method is not None and method != self.method:
             return False
+        if self.on == "request" and self.kind in ("reset", "truncate", "stall", "flip"):
+            # A request body is known to be too short before it is read.
+            place = self.after_bytes
+            if place is not None and self.at_fraction is None and (request_length or 0) <= place:
+                return False
         return self.path is None or re.search(self.path, target) is not None
 
     def describe(self) -> str:
@@ -155,6 +161,7 @@ class _Exchange:
     length: int | None  # Content-Length; None: chunked or no body
     chunked: bool
     close: bool
+    status: int = 500  # the answer of a status fault
 
 
 @dataclass
@@ -212,6 +219,11 @@ class FaultProxy:
         with self._lock:
             self._faults.clear()
             self._random = None
+
+    def reset_counts(self) -> None:
+        """Forgets the faults fired and the bytes and exchanges counted so far."""
+        with self._lock:
+            self._stats = _Stats(connections=self._stats.connections)
 
     def randomly(self, error_rate: float, drop_rate: float, *, seed: int = 0) -> None:
         """Each exchange is answered 500 with probability ``error_rate``, or has its
@@ -308,16 +320,17 @@ class FaultProxy:
         with self._lock:
             self._stats.exchanges += 1
             for fault in self._faults:
-                if fault.matches(exchange.method, exchange.target):
+                if fault.matches(exchange.method, exchange.target, exchange.length):
                     fault.hits += 1
-                    status = fault.statuses[(fault.hits - 1) % len(fault.statuses)]
-                    return replace(fault, statuses=(status,))
+                    exchange.status = fault.statuses[(fault.hits - 1) % len(fault.statuses)]
+                    return fault
             chance = self._random
             if chance is None:
                 return None
             roll = chance.rng.random()
             if roll < chance.error_rate:
-                return Fault("status", statuses=(500,))
+                exchange.status = 500
+                return Fault("status")
             if roll < chance.error_rate + chance.drop_rate:
                 fraction = chance.rng.random()
                 if exchange.length:
@@ -399,9 +412,9 @@ class FaultProxy:
         client_r: asyncio.StreamReader,
         client_w: asyncio.StreamWriter,
     ) -> None:
-        """Reads and drops the request body, then answers ``fault.statuses[0]``."""
+        """Reads and drops the request body, then answers ``exchange.status``."""
         await self._body(client_r, None, exchange.length, exchange.chunked, None, exchange, True)
-        status = fault.statuses[0]
+        status = exchange.status
         body = b'{"errors":[{"code":"UNAVAILABLE","message":"refused by the fault proxy"}]}'
         lines = [
             f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}",
@@ -501,7 +514,7 @@ class FaultProxy:
                 want = min(want, strike - done)
             if fault is not None and strike is not None and done == strike:
                 await self._strike(fault, exchange, done, writer)
-                if fault.kind == "stall":
+                if fault.kind in ("stall", "trickle"):
                     strike = None
             data = await reader.read(want)
             if not data:
@@ -520,6 +533,9 @@ class FaultProxy:
             await self._forward(writer, data, from_client)
             if fault is not None and fault.kind == "trickle":
                 await asyncio.sleep(len(data) / fault.rate_bytes_s)
+        if fault is not None and strike is not None and fault.kind != "trickle":
+            with self._lock:
+                fault.hits -= 1  # the body ended before the fault's place: not applied
 
     async def _chunked(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter | None, from_client: bool
