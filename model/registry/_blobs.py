@@ -366,7 +366,12 @@ class _SourceReader:
     at a time, sent again with ``Range: bytes=<position>-`` when an answer breaks off
     (network failure, truncated body) or fails (5xx, 429): the reader resumes from what
     it handed out, with the backoff of ``policy``. A registry that ignores ``Range``
-    (200) has the bytes before :attr:`position` skipped. Not thread-safe."""
+    (200) has the bytes before :attr:`position` skipped.
+
+    Going back (:meth:`seek` to an earlier position, when the target lost what it was
+    sent) keeps the answer under way open: the bytes in between are asked for with a
+    bounded ``Range``, then the open answer goes on, so what it had in flight is not
+    thrown away and fetched again. Not thread-safe."""
 
     def __init__(
         self,
@@ -388,6 +393,10 @@ class _SourceReader:
         self._policy = policy
         self._stream: BlobStream | None = None
         self._chunks: Iterator[bytes] | None = None
+        # Going back: the bytes [position, _replay_end) come from a bounded answer first.
+        self._replay_end: int | None = None
+        self._replay: BlobStream | None = None
+        self._replay_chunks: Iterator[bytes] | None = None
 
     def size(self) -> int | None:
         """:attr:`total`, asking the registry first when the manifest gave no size."""
@@ -402,14 +411,28 @@ class _SourceReader:
         return self._retrying(self._next)
 
     def seek(self, position: int) -> None:
-        """The next read starts at ``position`` (the answer under way is dropped)."""
-        self.close()
+        """The next read starts at ``position``. Back from an open answer, that answer
+        waits while the bytes up to where it stands are read again."""
+        end = self._replay_end if self._replay_end is not None else self.position
+        if self._chunks is not None and position <= end:
+            self._close_replay()
+            if position < end:
+                self._replay_end = end
+        else:
+            self.close()
         self.position = position
 
     def close(self) -> None:
+        self._close_replay()
         if self._stream is not None:
             self._stream.close()
         self._stream = self._chunks = None
+
+    def _close_replay(self) -> None:
+        if self._replay is not None:
+            self._replay.close()
+        self._replay = self._replay_chunks = None
+        self._replay_end = None
 
     def _retrying(self, action: Callable[[], _T]) -> _T:
         failures = 0
@@ -434,6 +457,8 @@ class _SourceReader:
                 pause(delay)
 
     def _next(self) -> bytes:
+        if self._replay_end is not None:
+            return self._next_replayed(self._replay_end)
         if self._chunks is None:
             self._open()
         assert self._chunks is not None
@@ -441,10 +466,34 @@ class _SourceReader:
         self.position += len(chunk)
         return chunk
 
+    def _next_replayed(self, end: int) -> bytes:
+        """The next chunk of the bytes gone back over; a failure drops the open answer
+        too (the next read asks from :attr:`position` on)."""
+        if self._replay_chunks is None:
+            self._replay, self._replay_chunks = self._get(end - 1)
+        chunk = next(self._replay_chunks, b"")
+        if not chunk:
+            raise RegistryUnavailableError(
+                "read blob",
+                registry=self.client.url,
+                repository=self.repository,
+                reference=self.digest,
+                detail=f"the answer for bytes {self.position}-{end - 1} ended early",
+            )
+        chunk = chunk[: end - self.position]
+        self.position += len(chunk)
+        if self.position >= end:
+            self._close_replay()
+        return chunk
+
     def _open(self) -> None:
+        self._stream, self._chunks = self._get(None)
+
+    def _get(self, last: int | None) -> tuple[BlobStream, Iterator[bytes]]:
+        """An answer from :attr:`position` on (to byte ``last`` when given)."""
         headers = {"Accept-Encoding": "identity"}
-        if self.position:
-            headers["Range"] = f"bytes={self.position}-"
+        if self.position or last is not None:
+            headers["Range"] = f"bytes={self.position}-{'' if last is None else last}"
         response = self.client._send(
             "GET",
             f"/v2/{self.repository}/blobs/{self.digest}",
@@ -453,7 +502,7 @@ class _SourceReader:
             reference=self.digest,
             scopes=self.client._pull_scopes(self.repository),
             headers=headers,
-            expect=(200, 206) if self.position else (200,),
+            expect=(200, 206) if "Range" in headers else (200,),
             stream=True,
             follow_redirects=True,
         )
@@ -481,7 +530,7 @@ class _SourceReader:
                 self.total = stream.size
             if self.position:
                 chunks = _skipped(chunks, self.position)
-        self._stream, self._chunks = stream, chunks
+        return stream, chunks
 
 
 def _skipped(chunks: Iterator[bytes], count: int) -> Iterator[bytes]:
@@ -563,7 +612,8 @@ class BlobCopier:
         self.resumes = 0
         self._reader = _SourceReader(source, source_repository, digest, size, policy)
         self._left = b""  # read from the source, not yet sent (less than a read chunk)
-        self._failure: RegistryError | None = None  # what the source did, tries spent
+        # What the source did (its tries spent), or a stop that came while reading it.
+        self._failure: RegistryError | StopRequested | None = None
         self._source_ended = False  # the source was read to its end and checked
         self._upload: BlobUpload | None = None
         self._done = False
@@ -795,9 +845,9 @@ class BlobCopier:
         while wanted:
             try:
                 chunk, self._left = self._left or self._reader.read(), b""
-            except StopRequested:
-                raise
-            except RegistryError as exc:
+            except (RegistryError, StopRequested) as exc:
+                # A stop too: the PATCH is completed (within the grace a stop gives a
+                # streamed body), so that its session can still be cancelled.
                 self._failure = exc
                 break
             if not chunk:
