@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
@@ -39,7 +40,11 @@ class Interrupt:
         self._lock = threading.Lock()
         self._job_id: int | None = None
         self._requested = threading.Event()
-        self._sockets: set[socket.socket] = set()
+        self._requested_at = 0.0
+        #: Sockets a call blocks on, each with its grace (seconds it may go on after
+        #: a stop before it is shut down).
+        self._sockets: dict[socket.socket, float] = {}
+        self._grace_timer: threading.Timer | None = None
 
     def bind(self) -> None:
         """Makes this the interrupt of the calling thread (see :func:`current`)."""
@@ -60,6 +65,9 @@ class Interrupt:
             requested = self._requested.is_set()
             self._job_id = None
             self._requested.clear()
+            if self._grace_timer is not None:
+                self._grace_timer.cancel()
+                self._grace_timer = None
         return requested
 
     @property
@@ -69,17 +77,36 @@ class Interrupt:
 
     def request(self, job_id: int) -> bool:
         """Asks the worker to stop ``job_id``: records the request and shuts down the
-        sockets its thread is blocked on. Ignored (returns False) when the worker runs
-        another job or none."""
+        sockets its thread is blocked on (those watched with a grace when it has
+        passed). Ignored (returns False) when the worker runs another job or none."""
         with self._lock:
             if self._job_id != job_id:
                 return False
-            self._requested.set()
-            sockets = list(self._sockets)
-        for sock in sockets:
-            with suppress(OSError):  # closed meanwhile
-                sock.shutdown(socket.SHUT_RDWR)
+            if not self._requested.is_set():
+                self._requested_at = time.monotonic()
+                self._requested.set()
+            now = [sock for sock, grace in self._sockets.items() if grace <= 0]
+            graced = max(self._sockets.values(), default=0.0)
+        _shut(now)
+        if graced > 0:
+            self._cut_after(graced)
         return True
+
+    def _cut_after(self, seconds: float) -> None:
+        # One timer shuts down the sockets still watched when the grace ends.
+        with self._lock:
+            if self._grace_timer is not None:
+                return
+            timer = self._grace_timer = threading.Timer(seconds, self._cut)
+        timer.daemon = True
+        timer.name = "jobservice-stop-grace"
+        timer.start()
+
+    def _cut(self) -> None:
+        with self._lock:
+            self._grace_timer = None
+            sockets = list(self._sockets) if self._requested.is_set() else []
+        _shut(sockets)
 
     @property
     def requested(self) -> bool:
@@ -96,17 +123,28 @@ class Interrupt:
         return self._requested.wait(max(0.0, seconds))
 
     @contextmanager
-    def watching(self, sock: socket.socket) -> Iterator[None]:
+    def watching(self, sock: socket.socket, grace_s: float = 0.0) -> Iterator[None]:
         """While the block runs, a stop request shuts ``sock`` down (a request already
-        made shuts it down at once)."""
+        made shuts it down at once). With ``grace_s``, the call may go on for that long
+        after the stop: a request whose body is half sent can finish, so that the far
+        side answers and what it holds can be released."""
         with self._lock:
-            self._sockets.add(sock)
+            self._sockets[sock] = grace_s
             requested = self._requested.is_set()
+            left = grace_s - (time.monotonic() - self._requested_at)
         try:
             if requested:
-                with suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+                if left <= 0:
+                    _shut([sock])
+                else:
+                    self._cut_after(left)
             yield
         finally:
             with self._lock:
-                self._sockets.discard(sock)
+                self._sockets.pop(sock, None)
+
+
+def _shut(sockets: list[socket.socket]) -> None:
+    for sock in sockets:
+        with suppress(OSError):  # closed meanwhile
+            sock.shutdown(socket.SHUT_RDWR)

@@ -45,6 +45,7 @@ __all__ = [
     "http_client",
     "ssl_context",
     "stop_exempt",
+    "stop_grace",
     "stop_requested",
     "timeouts",
 ]
@@ -91,6 +92,20 @@ def stop_exempt() -> Iterator[None]:
         yield
     finally:
         _exempt.on = before
+
+
+@contextmanager
+def stop_grace(seconds: float) -> Iterator[None]:
+    """A stop lets the socket calls the calling thread makes in the block go on for
+    ``seconds`` before it cuts them: for a request whose body the far side keeps only
+    whole (an upload ``PATCH``), so that it answers with the session's new address and
+    the session can then be cancelled."""
+    before = getattr(_exempt, "grace", 0.0)
+    _exempt.grace = seconds
+    try:
+        yield
+    finally:
+        _exempt.grace = before
 
 
 @functools.cache
@@ -278,7 +293,9 @@ def _unwatched() -> Iterator[None]:
 
 
 def _watching(interrupt: Interrupt | None, sock: socket.socket) -> AbstractContextManager[None]:
-    return _unwatched() if interrupt is None else interrupt.watching(sock)
+    if interrupt is None:
+        return _unwatched()
+    return interrupt.watching(sock, getattr(_exempt, "grace", 0.0))
 
 
 def _stopped(interrupt: Interrupt | None) -> bool:
@@ -377,7 +394,7 @@ class _Stream(httpcore.NetworkStream):
             sock.settimeout(timeout)
             if interrupt is None:
                 return sock.recv(max_bytes)
-            with interrupt.watching(sock):
+            with _watching(interrupt, sock):
                 data = sock.recv(max_bytes)
             if not data and interrupt.requested:
                 # A socket shut down on this side reads as the far side's end.

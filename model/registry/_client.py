@@ -5,12 +5,19 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Collection, Iterator, Mapping
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from types import TracebackType
 
 import httpx
 
-from model.net import http_client, ssl_context, stop_exempt, stop_requested, timeouts
+from model.net import (
+    http_client,
+    ssl_context,
+    stop_exempt,
+    stop_grace,
+    stop_requested,
+    timeouts,
+)
 from model.registry._auth import Authenticator
 from model.registry._blobs import BlobStream, BlobUpload
 from model.registry._errors import (
@@ -495,7 +502,8 @@ class RegistryClient:
         none would help. ``timeout_s`` overrides the client's timeout for this request.
 
         After a stop of the calling worker's job every request fails at once with
-        :class:`RegistryStopRequested`, except the ``DELETE`` of an upload session,
+        :class:`RegistryStopRequested`, except a streamed body being sent, which may
+        finish within :data:`AFTER_STOP_TIMEOUT_S`, and the ``DELETE`` of an upload session,
         which goes out with at most :data:`AFTER_STOP_TIMEOUT_S`.
         """
         if not url.startswith(("http://", "https://")):
@@ -510,7 +518,16 @@ class RegistryClient:
             # within a second.
             timeout_s = min(timeout_s or AFTER_STOP_TIMEOUT_S, AFTER_STOP_TIMEOUT_S)
         timeout = httpx.USE_CLIENT_DEFAULT if timeout_s is None else httpx.Timeout(timeout_s)
-        with stop_exempt() if cleanup else nullcontext():
+        if cleanup:
+            guard: AbstractContextManager[None] = stop_exempt()
+        elif streamed:
+            # A body cut halfway leaves the registry holding its bytes under a session
+            # address it no longer accepts, which nothing can then cancel: a stop lets
+            # the body finish briefly, and the answer's address cancels the session.
+            guard = stop_grace(AFTER_STOP_TIMEOUT_S)
+        else:
+            guard = nullcontext()
+        with guard:
             auth = self._auth.headers(scopes)
             for attempt in (1, 2):
                 body: bytes | Iterator[bytes] | None = content

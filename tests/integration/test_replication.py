@@ -230,7 +230,7 @@ def test_a_stop_during_a_200_mb_blob_lands_before_the_blob_is_sent_and_leaves_no
     summary = re.search(r"transfer stopped: .* (\d+) bytes sent", log)
     assert summary is not None and int(summary.group(1)) < layer.size
     assert on_target(dst, "library/big", "v1") is None
-    assert uploads_in_progress(dst, "library/big") == []
+    assert uploads_in_progress(dst, "library/big") == [], log
 
 
 def test_a_shutdown_during_a_200_mb_blob_hands_the_job_back_and_cancels_its_upload(
@@ -256,13 +256,13 @@ def test_a_shutdown_during_a_200_mb_blob_hands_the_job_back_and_cancels_its_uplo
     )
     assert cancelled is not None, log
     assert int(cancelled.group(1)) < layer.size
-    assert uploads_in_progress(dst, "library/big") == []
+    assert uploads_in_progress(dst, "library/big") == [], log
     assert on_target(dst, "library/big", "v1") is None
     # The next start resumes the job from scratch and finishes it.
     again = make_service(registry_url=src.url)
     finish(again, job_id)
     assert_same_digests(src, dst, "library/big", ["v1"])
-    assert uploads_in_progress(dst, "library/big") == []
+    assert uploads_in_progress(dst, "library/big") == [], log
 
 
 def test_the_source_going_down_sends_the_job_to_retrying_and_it_finishes_once_back(
