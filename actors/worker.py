@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from types import TracebackType
 from typing import Any
 
@@ -11,19 +10,13 @@ from loguru import logger
 
 from actors.base import ServiceActor
 from actors.messages import Release, Run, Step, WorkerDied, WorkerIdle
-from model.errors import JobServiceError
 from model.interrupt import Interrupt
 from model.jobs import JobContext, LastWrite, StoredJob
 from model.kinds import JobKind
-from model.sm import SM, Job, RetryPolicy
+from model.sm import SM, RetryPolicy
 from model.status import Status
 
 __all__ = ["Worker"]
-
-
-def _schedule_retry(job: Job, delay_s: float, count_attempt: bool) -> datetime:
-    assert isinstance(job, StoredJob)
-    return job.schedule_retry(delay_s, count_attempt)
 
 
 class Worker(ServiceActor):
@@ -77,21 +70,12 @@ class Worker(ServiceActor):
 
     def _run(self, message: Run) -> None:
         job = self.kind.make_job(self.ctx, message.job_id, message.row)
-        job.pool_records_end = True
         self.job = job
         try:
-            self.sm.reset(
-                job,
-                self.kind.add_transitions,
-                retry_policy=self.retry_policy,
-                schedule_retry=_schedule_retry,
-            )
+            self.sm.reset(job, self.kind.add_transitions, retry_policy=self.retry_policy)
         except Exception as exc:
             job.logger.opt(exception=exc).error("cannot start job: {}", exc)
-            try:
-                job.update_status(Status.ERROR)
-            except JobServiceError as conflict:
-                job.logger.warning("{}", conflict)
+            job.update_status(Status.ERROR)
             self._done()
             return
         # Run is the message of the first transition; each later one has its own Step.
@@ -123,18 +107,11 @@ class Worker(ServiceActor):
         self.sm.interrupt.disarm()
         if job is None:
             return None
-        handler = self.sm.handlers.get(self.sm.current_state)
         try:
-            if handler is not None:
-                handler.exit()
-            job.update_status(Status.PENDING)
-            job.logger.info(
-                "service shutting down in state {}: job handed back as pending",
-                self.sm.current_state,
-            )
+            state = self.sm.release()
+            job.logger.info("service shutting down in state {}: job handed back as pending", state)
         except Exception as exc:
             job.logger.opt(exception=exc).error("could not hand the job back: {}", exc)
-        self.sm.current_job = None
         return job.id
 
     def on_failure(

@@ -81,10 +81,8 @@ class StoredJob:
         self._logger: Logger | None = None  # bound at first use: most jobs log only states
         self.status: str = str(row["status"]) if row is not None else ""
         self._secrets: tuple[str, ...] = ()
-        #: Set by the worker that runs the job: its pool writes the job's last status
-        #: change when the worker hands the job back (see :meth:`update_status`).
-        self.pool_records_end = False
-        #: The last status change entered and not written yet.
+        #: The run's last status change, entered and not written yet: the worker hands
+        #: it to its pool, which writes it (see :meth:`update_status`).
         self.last_write: LastWrite | None = None
 
     @classmethod
@@ -136,18 +134,17 @@ class StoredJob:
         )
 
     def update_status(self, status: str) -> None:
-        """Sets the job's status (a guarded UPDATE; no write when it already holds it).
+        """Sets the job's status: ``running`` it holds already (its claim set it) is not
+        written again; a terminal status, the run's last change, is kept in
+        :attr:`last_write` for the worker's pool to write (the machine holds at a
+        terminal status); any other is one guarded UPDATE.
 
-        With :attr:`pool_records_end`, a terminal status is only kept in
-        :attr:`last_write`: the machine holds at a terminal status, and the worker's
-        pool writes it with the same UPDATE when the worker hands the job back, in the
-        thread that claims jobs, and writes it again until it lands when the database
-        fails. A job's three writes (queued, claimed, ended) then come from two threads
-        instead of three: one thread fewer waits on SQLite's write lock and the GIL per
-        job."""
+        The pool writes a run's end in the thread that claims jobs, and again until it
+        lands when the database fails: a job's three writes (queued, claimed, ended)
+        come from two threads, not three."""
         if status == self.status == Status.RUNNING:
             return
-        if self.pool_records_end and status in TERMINAL:
+        if status in TERMINAL:
             self.status = status
             self.last_write = LastWrite(status)
             return
@@ -161,13 +158,10 @@ class StoredJob:
 
     def schedule_retry(self, delay_s: float, count_attempt: bool = True) -> datetime:
         """Sets the job ``retrying``, due in ``delay_s`` seconds (one more attempt counted
-        when ``count_attempt``); returns the due time. With :attr:`pool_records_end` the
-        change is kept in :attr:`last_write` for the pool to write."""
-        if self.pool_records_end:
-            due = utcnow() + timedelta(seconds=delay_s)
-            self.last_write = LastWrite(Status.RETRYING, due, count_attempt)
-        else:
-            due = self.ctx.store.schedule_retry(self.table, self._id, delay_s, count_attempt)
+        when ``count_attempt``); returns the due time. The change, the run's last, is
+        kept in :attr:`last_write` for the worker's pool to write."""
+        due = utcnow() + timedelta(seconds=delay_s)
+        self.last_write = LastWrite(Status.RETRYING, due, count_attempt)
         self.status = Status.RETRYING
         return due
 

@@ -60,9 +60,18 @@ class Job(Protocol):
         """Writes ``state <state> (from <previous>)`` with its time to the job's log."""
         ...
 
+    @property
+    def attempts(self) -> int:
+        """Retries taken so far."""
+        ...
+
     def update_status(self, status: str) -> None: ...
     def get_status(self) -> str: ...
     def init(self) -> None: ...
+    def schedule_retry(self, delay_s: float, count_attempt: bool) -> datetime:
+        """Sets the job ``retrying``, due in ``delay_s`` seconds, an attempt counted when
+        ``count_attempt``; returns the due time."""
+        ...
 
 
 class StateHandler(Protocol):
@@ -120,26 +129,15 @@ class Retry:
 
     A failure that made progress (``RetryableError.progress``: the attempt left work
     done that the next one skips) is retried without counting an attempt, so a job
-    moving forward through a flaky network does not run out of retries.
-    ``schedule(job, delay_s, count_attempt)`` records the retry and returns its due
-    time."""
+    moving forward through a flaky network does not run out of retries."""
 
-    def __init__(
-        self,
-        job: Job,
-        sm: SM,
-        policy: RetryPolicy,
-        schedule: Callable[[Job, float, bool], datetime],
-        reschedule: Callable[[Job, datetime], None] | None,
-    ) -> None:
+    def __init__(self, job: Job, sm: SM, policy: RetryPolicy) -> None:
         self.job = job
         self.sm = sm
         self.policy = policy
-        self.schedule = schedule
-        self.reschedule = reschedule
 
     def enter(self) -> str:
-        attempts = getattr(self.job, "attempts", 0)
+        attempts = self.job.attempts
         reason = self.sm.last_error
         progress = isinstance(reason, RetryableError) and reason.progress
         if attempts >= self.policy.max_retries and not progress:
@@ -150,7 +148,7 @@ class Retry:
             return ""
         asked = reason.retry_after if isinstance(reason, RetryableError) else None
         delay = self.policy.delay(0 if progress else attempts, asked)
-        due = self.schedule(self.job, delay, not progress)
+        due = self.job.schedule_retry(delay, not progress)
         self.job.logger.warning(
             "retry {} of {} in {:g} s (at {:%Y-%m-%dT%H:%M:%SZ}){}: {}",
             attempts + (0 if progress else 1),
@@ -160,8 +158,6 @@ class Retry:
             " after progress, not counted" if progress else "",
             reason,
         )
-        if self.reschedule is not None:
-            self.reschedule(self.job, due)
         return ""
 
     def exit(self) -> None:
@@ -216,13 +212,14 @@ class SM:
         add_transitions: Callable[[SM, Job], None],
         *,
         retry_policy: RetryPolicy | None = None,
-        schedule_retry: Callable[[Job, float, bool], datetime] | None = None,
-        reschedule: Callable[[Job, datetime], None] | None = None,
         start_state: str = Status.PENDING,
     ) -> None:
         """Prepares the machine for ``job``: the common transitions (pending→running,
         retrying→running), the forced states' handlers, then ``job.init()`` and the
-        kind's own transitions. Exceptions of ``init`` propagate to the caller."""
+        kind's own transitions. Exceptions of ``init`` propagate to the caller.
+
+        With a ``retry_policy`` a retryable failure enters ``retrying`` (see
+        :class:`Retry`); without one it enters ``error``."""
         self.init()
         self.current_job = job
         self.interrupt.arm(job.id)
@@ -231,12 +228,25 @@ class SM:
         self.add_transition(Status.RETRYING, Status.RUNNING, StatusUpdater(job, Status.RUNNING))
         for state in (Status.ERROR, Status.STOPPED, Status.CANCELED):
             self.handlers[state] = StatusUpdater(job, state)
-        if schedule_retry is not None:
-            self.handlers[Status.RETRYING] = Retry(
-                job, self, retry_policy or RetryPolicy(), schedule_retry, reschedule
-            )
+        if retry_policy is not None:
+            self.handlers[Status.RETRYING] = Retry(job, self, retry_policy)
         job.init()
         add_transitions(self, job)
+
+    def release(self) -> str:
+        """Hands the current job back as ``pending`` (the service shuts down): the
+        current state's ``exit`` releases what it held, and the machine forgets the
+        job. Returns the state the job was in; exceptions propagate (the job is
+        forgotten all the same)."""
+        job, state = self.current_job, self.current_state
+        self.current_job, self.next_state = None, ""
+        if job is None:
+            return state
+        handler = self.handlers.get(state)
+        if handler is not None:
+            handler.exit()
+        job.update_status(Status.PENDING)
+        return state
 
     def stop(self, job_id: int) -> bool:
         """Asks the machine to enter ``stopped`` at its next transition. Ignored (returns

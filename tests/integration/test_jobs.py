@@ -122,7 +122,7 @@ def test_a_status_change_is_guarded_and_sets_update_time(ctx: JobContext) -> Non
         ctx.store.set_status("img_scan_job", 777, Status.RUNNING)
 
 
-def test_a_job_whose_pool_records_its_end_writes_only_the_statuses_before_it(
+def test_a_job_keeps_its_runs_last_status_for_its_pool_and_writes_the_ones_before(
     ctx: JobContext,
 ) -> None:
     (job_id,) = ctx.store.insert_jobs(
@@ -130,13 +130,11 @@ def test_a_job_whose_pool_records_its_end_writes_only_the_statuses_before_it(
     )
     job = ScanJob(ctx, job_id)
     job.init()
-    job.pool_records_end = True
     job.update_status(Status.RUNNING)
     assert ctx.store.status("img_scan_job", job_id) == Status.RUNNING
     job.update_status(Status.FINISHED)
     assert (job.status, job.last_write) == (Status.FINISHED, LastWrite(Status.FINISHED))
     assert ctx.store.status("img_scan_job", job_id) == Status.RUNNING
-    other = ScanJob(ctx, job_id)
-    other.init()
-    other.update_status(Status.ERROR)
-    assert (other.last_write, ctx.store.status("img_scan_job", job_id)) == (None, Status.ERROR)
+    due = job.schedule_retry(5, count_attempt=False)
+    assert job.last_write == LastWrite(Status.RETRYING, due, False)
+    assert ctx.store.status("img_scan_job", job_id) == Status.RUNNING

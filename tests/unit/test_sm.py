@@ -27,6 +27,8 @@ class FakeJob:
         self._logger = job_logger(sink, self._log_path, job_id=job_id, job_type="fake")
         self.statuses: list[str] = []
         self.attempts = 0
+        #: (delay_s, count_attempt) of each retry scheduled.
+        self.retries: list[tuple[float, bool]] = []
         self.inited = False
         self.fail_status: str | None = None
 
@@ -59,6 +61,11 @@ class FakeJob:
 
     def init(self) -> None:
         self.inited = True
+
+    def schedule_retry(self, delay_s: float, count_attempt: bool) -> datetime:
+        self.retries.append((delay_s, count_attempt))
+        self.update_status(Status.RETRYING)
+        return datetime.now(UTC) + timedelta(seconds=delay_s)
 
     def log(self) -> str:
         assert self._sink.flush()
@@ -210,15 +217,7 @@ def test_a_failure_in_exit_lands_in_error(job: FakeJob) -> None:
     assert "cannot release" in job.log()
 
 
-def test_a_retryable_failure_enters_retrying_which_reschedules(job: FakeJob) -> None:
-    scheduled: list[float] = []
-    rescheduled: list[datetime] = []
-
-    def schedule(j: Any, delay: float, count_attempt: bool) -> datetime:
-        scheduled.append(delay)
-        j.update_status(Status.RETRYING)
-        return datetime.now(UTC) + timedelta(seconds=delay)
-
+def test_a_retryable_failure_enters_retrying_which_schedules_the_retry(job: FakeJob) -> None:
     sm = SM()
     sm.reset(
         job,
@@ -226,13 +225,10 @@ def test_a_retryable_failure_enters_retrying_which_reschedules(job: FakeJob) -> 
             Status.RUNNING, "pull", Recorder("pull", [], RetryableError("down"))
         ),
         retry_policy=RetryPolicy(10, 100, 3),
-        schedule_retry=schedule,
-        reschedule=lambda j, due: rescheduled.append(due),
     )
     sm.start(Status.RUNNING)
     assert job.statuses == [Status.RUNNING, Status.RETRYING]
-    assert scheduled == [10]
-    assert len(rescheduled) == 1
+    assert job.retries == [(10, True)]
     assert sm.current_state == Status.RETRYING
     assert "retry 1 of 3" in job.log()
 
@@ -247,7 +243,7 @@ def test_retry_after_the_last_attempt_ends_in_error(job: FakeJob) -> None:
     job.attempts = 2
     sm = SM()
     sm.reset(job, lambda sm, j: None)
-    retry = Retry(job, sm, RetryPolicy(1, 1, 2), lambda j, d, c: datetime.now(UTC), None)
+    retry = Retry(job, sm, RetryPolicy(1, 1, 2))
     sm.last_error = RetryableError("registry down")
     assert retry.enter() == ""
     assert job.statuses == [Status.ERROR]
@@ -382,18 +378,12 @@ def test_a_retryable_failure_that_made_progress_is_retried_without_counting_an_a
     job: FakeJob,
 ) -> None:
     job.attempts = 2
-    counted: list[bool] = []
-
-    def schedule(j: Any, delay: float, count_attempt: bool) -> datetime:
-        counted.append(count_attempt)
-        return datetime.now(UTC) + timedelta(seconds=delay)
-
     sm = SM()
     sm.reset(job, lambda sm, j: None)
-    retry = Retry(job, sm, RetryPolicy(1, 1, 2), schedule, None)
+    retry = Retry(job, sm, RetryPolicy(1, 1, 2))
     sm.last_error = RetryableError("connection reset", progress=True)
     assert retry.enter() == ""
-    assert counted == [False]
+    assert job.retries == [(1, False)]
     assert Status.ERROR not in job.statuses
     assert "not counted" in job.log()
 
@@ -416,7 +406,7 @@ def test_a_stop_requested_from_another_thread_while_a_handler_runs_wins_over_its
     sm.reset(
         job,
         lambda sm, j: sm.add_transition(Status.RUNNING, "pull", StoppedMidway()),
-        schedule_retry=lambda j, d, c: datetime.now(UTC),
+        retry_policy=RetryPolicy(),
     )
     sm.start(Status.RUNNING)
     assert job.statuses == [Status.RUNNING, Status.STOPPED]
