@@ -6,14 +6,14 @@ finished``. The setting ``scanner`` chooses who looks at the layers:
 
 - ``builtin`` (default, no server): each layer is streamed from the registry, its
   bytes checked against its digest, its package databases read
-  (:mod:`model.scanner.packages`); ``summarize`` merges the layers (whiteouts applied)
+  (:mod:`model.scan.builtin.packages`); ``summarize`` merges the layers (whiteouts applied)
   and matches the packages against the OSV database at ``vuln_db_path``.
 - ``adapter``: a Harbor pluggable scanner (API v1.0/v1.1) at ``scanner_url`` scans each
   image; ``scanlayer`` polls its reports.
 - ``clair``: Clair v2 at ``clair_url`` indexes each layer, base first, as Harbor 1.4 did.
 
 All three give, per image, components and findings to one summarizer
-(:mod:`model.scanner.summary`). ``summarize`` upserts the ``img_scan_overview`` row of
+(:mod:`model.scan.builtin.summary`). ``summarize`` upserts the ``img_scan_overview`` row of
 the image's digest (severity on Harbor 1.4's 1-5 scale, ``components_overview`` as
 Harbor 1.4's JSON, ``details_key``) and replaces its ``img_scan_finding`` rows.
 

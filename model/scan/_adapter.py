@@ -23,8 +23,8 @@ from model.scan._http import ScannerHttp, json_object
 from model.scan._plan import ImagePlan, ScanPlan
 from model.scan._result import ImageResult, image_result
 from model.scan._run import ScanRun
-from model.scanner.osv import Finding
-from model.scanner.severity import Severity, from_label
+from model.scan.builtin.osv import Finding
+from model.scan.builtin.severity import Severity, from_label
 
 __all__ = [
     "MIME_METADATA",

@@ -23,9 +23,9 @@ from model.scan._http import ScannerHttp, json_object
 from model.scan._plan import Layer, ScanPlan, chain_names
 from model.scan._result import ImageResult, image_result
 from model.scan._run import ScanRun
-from model.scanner.osv import Finding
-from model.scanner.packages import Package
-from model.scanner.severity import Severity, from_label
+from model.scan.builtin.osv import Finding
+from model.scan.builtin.packages import Package
+from model.scan.builtin.severity import Severity, from_label
 
 __all__ = [
     "ClairBackend",

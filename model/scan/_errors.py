@@ -15,7 +15,7 @@ __all__ = [
 
 class ScanError(JobServiceError):
     """Base of the scan workflow's own errors (the scanner library's are
-    :class:`~model.scanner.errors.ScannerError`, the registry's
+    :class:`~model.scan.builtin.errors.ScannerError`, the registry's
     :class:`~model.registry.RegistryError`)."""
 
 

@@ -2,7 +2,7 @@
 
 Every backend ends with, per image, the components it saw and the findings it made;
 :func:`image_result` turns them into Harbor's ``components_overview`` and severity with
-the one summarizer (:mod:`model.scanner.summary`), so the overview means the same
+the one summarizer (:mod:`model.scan.builtin.summary`), so the overview means the same
 whatever the backend. An index's result is :func:`index_result` of its children's.
 """
 
@@ -13,10 +13,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from model.scanner.osv import Finding
-from model.scanner.packages import Package
-from model.scanner.severity import Severity
-from model.scanner.summary import combine, overall_severity, overview
+from model.scan.builtin.osv import Finding
+from model.scan.builtin.packages import Package
+from model.scan.builtin.severity import Severity
+from model.scan.builtin.summary import combine, overall_severity, overview
 from model.store import Store
 from model.tables import ImgScanOverview, ScanFinding
 
@@ -79,7 +79,7 @@ def image_result(
 
 def index_result(digest: str, children: Sequence[ImageResult]) -> ImageResult:
     """The result of an index: its overview combines its children's (see
-    :func:`model.scanner.summary.combine`), so its severity is the worst child's; its
+    :func:`model.scan.builtin.summary.combine`), so its severity is the worst child's; its
     findings are the children's, each (vulnerability, component) once. It has no
     details key of its own (no single layer chain holds its details)."""
     components = combine(child.components_overview for child in children)

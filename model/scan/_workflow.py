@@ -7,12 +7,12 @@ import time
 
 from model.jobs import ScanJob
 from model.scan._adapter import AdapterBackend
-from model.scan._builtin import BuiltinBackend
 from model.scan._clair import ClairBackend
 from model.scan._plan import plan_scan, resolve_digest
 from model.scan._result import ImageResult, index_result, save_result, severity_counts
 from model.scan._run import Backend, ScanRun
-from model.scan._vulndb import VulnDBCache
+from model.scan.builtin.backend import BuiltinBackend
+from model.scan.builtin.vulndb import VulnDBCache
 from model.sm import SM, Job, StateHandler, StatusUpdater
 from model.status import Status
 from model.tables import ImgScanJob

@@ -1,4 +1,4 @@
-"""Benchmark: stream image layers through ``model.scanner.packages.scan_layer``.
+"""Benchmark: stream image layers through ``model.scan.builtin.packages.scan_layer``.
 
 Builds, in a temporary directory, 5 gzip layers totalling about 300 MB (``--mb``) of
 realistic content: mostly incompressible file data in files of mixed sizes, some text,
@@ -126,7 +126,7 @@ def build_layers(folder: Path, total_mb: int, layers: int, seed: int = 1) -> lis
 
 def scan(paths: list[Path], profile: bool = False) -> dict[str, float]:
     """Scan the layers in this process; timings and peak RSS as a dict."""
-    from model.scanner.packages import merge_layers, scan_layer
+    from model.scan.builtin.packages import merge_layers, scan_layer
 
     profiler = None
     if profile:

@@ -45,10 +45,10 @@ from registries import (
 from waiting import wait_until
 
 from actors import JobService
-from model.scanner.osv import Finding
-from model.scanner.packages import Package
-from model.scanner.severity import Severity
-from model.scanner.summary import combine, overview
+from model.scan.builtin.osv import Finding
+from model.scan.builtin.packages import Package
+from model.scan.builtin.severity import Severity
+from model.scan.builtin.summary import combine, overview
 from model.status import Status
 from model.tables import ImgScanJob, ImgScanOverview, ScanFinding
 
@@ -609,7 +609,7 @@ def test_builtin_scan_finds_this_machines_packages_and_their_vulnerabilities(
 def test_the_packages_found_equal_dpkg_query_and_importlib_on_this_machine(
     world: tuple[DebianImage, AlpineImage, Path],
 ) -> None:
-    from model.scanner.packages import merge_layers, scan_layer
+    from model.scan.builtin.packages import merge_layers, scan_layer
 
     debian, _alpine, _osv = world
     scans = []

@@ -22,15 +22,15 @@ from model.scan._adapter import (
     parse_metadata,
     parse_report,
 )
-from model.scan._builtin import VerifiedBlob
 from model.scan._clair import ClairLayer, clair_layers, clair_severity, layer_request, parse_layer
 from model.scan._plan import ImagePlan, Layer, ScanPlan, chain_names, plan_scan
 from model.scan._result import image_result, index_result, overview_json, severity_counts
-from model.scan._vulndb import VulnDBCache
-from model.scanner.errors import VulnDBError
-from model.scanner.osv import Finding
-from model.scanner.packages import Package
-from model.scanner.severity import Severity
+from model.scan.builtin.backend import VerifiedBlob
+from model.scan.builtin.errors import VulnDBError
+from model.scan.builtin.osv import Finding
+from model.scan.builtin.packages import Package
+from model.scan.builtin.severity import Severity
+from model.scan.builtin.vulndb import VulnDBCache
 from model.settings import load_settings
 from model.status import Status
 

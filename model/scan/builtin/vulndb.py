@@ -8,8 +8,8 @@ import os
 import threading
 from pathlib import Path
 
-from model.scanner.errors import VulnDBError
-from model.scanner.osv import VulnDB
+from model.scan.builtin.errors import VulnDBError
+from model.scan.builtin.osv import VulnDB
 
 __all__ = ["VulnDBCache", "database_signature"]
 

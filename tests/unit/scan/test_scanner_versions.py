@@ -5,8 +5,8 @@ import subprocess
 
 import pytest
 
-from model.scanner.errors import UnknownEcosystem, VersionError
-from model.scanner.versions import apk_valid, compare, family, scheme, sort_key
+from model.scan.builtin.errors import UnknownEcosystem, VersionError
+from model.scan.builtin.versions import apk_valid, compare, family, scheme, sort_key
 
 DPKG_PAIRS = [
     ("1.0", "1.0"),

@@ -1,7 +1,7 @@
 """Installed packages of a container image, read layer by layer from the layer blobs.
 
 :func:`scan_layer` streams one layer (gzip, zstd or plain tar, told apart by their magic
-bytes) once, front to back, through :class:`~model.scanner.tarstream.LayerReader`, and
+bytes) once, front to back, through :class:`~model.scan.builtin.tarstream.LayerReader`, and
 never holds more than a few MiB of it: members that do not matter are skipped unread,
 and only package databases, Python metadata headers and ``os-release`` are read. It
 records per layer
@@ -35,8 +35,8 @@ from typing import BinaryIO, TypeVar
 
 from debian.deb822 import Deb822
 
-from model.scanner.errors import LayerError
-from model.scanner.tarstream import LayerReader, NotTar, TarError
+from model.scan.builtin.errors import LayerError
+from model.scan.builtin.tarstream import LayerReader, NotTar, TarError
 
 __all__ = [
     "MAX_DATABASE_BYTES",

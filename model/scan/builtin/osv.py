@@ -3,7 +3,7 @@
 :meth:`VulnDB.load` reads a folder of ``*.json`` records (searched recursively), a
 ``.zip`` of them (as osv.dev publishes ``<ecosystem>/all.zip``) or one JSON file holding
 a record or a list of records. Only the ecosystems with a version ordering in
-:mod:`model.scanner.versions` are indexed (Debian, Ubuntu, Alpine, PyPI); records marked
+:mod:`model.scan.builtin.versions` are indexed (Debian, Ubuntu, Alpine, PyPI); records marked
 ``withdrawn`` are skipped.
 
 Records are indexed by (ecosystem family, package name); PyPI names are normalised per
@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model.scanner import versions
-from model.scanner.errors import ScannerError, VulnDBError
-from model.scanner.severity import Severity, from_cvss3, from_label
+from model.scan.builtin import versions
+from model.scan.builtin.errors import ScannerError, VulnDBError
+from model.scan.builtin.severity import Severity, from_cvss3, from_label
 
 __all__ = [
     "Affected",
@@ -176,7 +176,7 @@ def evaluate(
     range's events are sorted by version (``introduced: "0"`` lowest) and walked in
     order, and ``limit`` events bound the range from above. The fixed version is the
     lowest ``fixed`` event above ``installed`` over all evaluated ranges, or "".
-    ``ecosystem`` chooses the version ordering (:func:`model.scanner.versions.compare`).
+    ``ecosystem`` chooses the version ordering (:func:`model.scan.builtin.versions.compare`).
     """
     affected = installed in listed
     fixed = ""

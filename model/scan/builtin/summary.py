@@ -20,9 +20,9 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from model.scanner.osv import Finding, VulnDB
-from model.scanner.packages import Package
-from model.scanner.severity import Severity
+from model.scan.builtin.osv import Finding, VulnDB
+from model.scan.builtin.packages import Package
+from model.scan.builtin.severity import Severity
 
 __all__ = [
     "combine",

@@ -24,7 +24,7 @@ from debian.debian_support import Version as DpkgVersion
 from packaging.version import InvalidVersion
 from packaging.version import Version as Pep440Version
 
-from model.scanner.errors import UnknownEcosystem, VersionError
+from model.scan.builtin.errors import UnknownEcosystem, VersionError
 
 __all__ = [
     "SCHEMES",

@@ -2,7 +2,13 @@ from __future__ import annotations
 
 import pytest
 
-from model.scanner.severity import Severity, cvss3_base_score, from_cvss3, from_label, from_score
+from model.scan.builtin.severity import (
+    Severity,
+    cvss3_base_score,
+    from_cvss3,
+    from_label,
+    from_score,
+)
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from model.scanner.errors import VulnDBError
-from model.scanner.osv import Range, VulnDB, evaluate, normalize_name, split_ecosystem
-from model.scanner.severity import Severity
+from model.scan.builtin.errors import VulnDBError
+from model.scan.builtin.osv import Range, VulnDB, evaluate, normalize_name, split_ecosystem
+from model.scan.builtin.severity import Severity
 
 
 def rng(*events: tuple[str, str], type_: str = "ECOSYSTEM") -> Range:

@@ -11,10 +11,10 @@ from model.registry import DigestMismatchError, RegistryContentError
 from model.scan._plan import Layer, ScanPlan, chain_names
 from model.scan._result import ImageResult, image_result
 from model.scan._run import ScanRun
-from model.scan._vulndb import VulnDBCache
-from model.scanner.osv import VulnDB
-from model.scanner.packages import LayerScan, merge_layers, scan_layer
-from model.scanner.summary import match
+from model.scan.builtin.osv import VulnDB
+from model.scan.builtin.packages import LayerScan, merge_layers, scan_layer
+from model.scan.builtin.summary import match
+from model.scan.builtin.vulndb import VulnDBCache
 
 __all__ = ["BuiltinBackend", "VerifiedBlob"]
 
@@ -89,7 +89,7 @@ class BuiltinBackend:
 
     def prepare(self) -> None:
         """Loads the vulnerability database (or takes it from the cache); raises
-        :class:`~model.scanner.errors.VulnDBError` naming it when it cannot be read."""
+        :class:`~model.scan.builtin.errors.VulnDBError` naming it when it cannot be read."""
         path = self.run.settings.vuln_db_path
         log = self.run.log
         if path is None:
@@ -114,7 +114,7 @@ class BuiltinBackend:
         return bool(self._todo)
 
     def step(self) -> bool:
-        """Streams the next layer through :func:`~model.scanner.packages.scan_layer`."""
+        """Streams the next layer through :func:`~model.scan.builtin.packages.scan_layer`."""
         run = self.run
         plan = run.need_plan()
         index = len(self._scans)

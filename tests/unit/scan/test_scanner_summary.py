@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from model.scanner.osv import Finding, VulnDB
-from model.scanner.packages import Package
-from model.scanner.severity import Severity
-from model.scanner.summary import combine, details, match, overall_severity, overview
+from model.scan.builtin.osv import Finding, VulnDB
+from model.scan.builtin.packages import Package
+from model.scan.builtin.severity import Severity
+from model.scan.builtin.summary import combine, details, match, overall_severity, overview
 
 
 def deb(name: str, version: str, source: str = "", source_version: str = "") -> Package:

@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 
-from model.scanner.tarstream import LayerReader, NotTar, TarError
+from model.scan.builtin.tarstream import LayerReader, NotTar, TarError
 
 
 def build(fmt: int = tarfile.PAX_FORMAT) -> tuple[bytes, bytes]:

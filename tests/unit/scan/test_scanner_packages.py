@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from model.scanner.errors import LayerError
-from model.scanner.packages import LayerScan, Package, merge_layers, os_release, scan_layer
+from model.scan.builtin.errors import LayerError
+from model.scan.builtin.packages import LayerScan, Package, merge_layers, os_release, scan_layer
 
 # An entry: (path, content) for a file, (path, None) for a directory,
 # (path, "->target") for a symlink.
