@@ -184,7 +184,7 @@ def db_upgrade(
     revision: Annotated[str, typer.Option(help="Revision to reach.")] = "head",
 ) -> None:
     """Migrate the database to the newest schema (creates it when empty)."""
-    from model import migrations
+    from model.db import migrations
 
     settings = _settings(config)
     try:
@@ -200,7 +200,7 @@ def db_upgrade(
 @db_app.command("status")
 def db_status(config: ConfigOpt = None) -> None:
     """Show the database's revision; exit status 1 when it needs `db upgrade`."""
-    from model import migrations
+    from model.db import migrations
 
     settings = _settings(config)
     try:

@@ -13,10 +13,10 @@ from loguru import logger
 from actors.base import ServiceActor
 from actors.messages import GetPools, Reschedule, Schedule, Tick, Wake
 from actors.pool import WorkerPool
+from model.db.tables import utcnow
 from model.jobs import JobContext
 from model.kinds import KindRegistry
 from model.sm import RetryPolicy
-from model.tables import utcnow
 
 __all__ = ["Dispatcher"]
 

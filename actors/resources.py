@@ -31,15 +31,15 @@ from actors.schemas import (
     TargetUpdate,
 )
 from actors.service import JobService
-from model.status import ACTIVE
-from model.store import Store
-from model.tables import (
+from model.db import Store
+from model.db.tables import (
     ImgScanOverview,
     Project,
     ReplicationPolicy,
     ReplicationTarget,
     ScanFinding,
 )
+from model.status import ACTIVE
 
 __all__ = ["resources_router"]
 

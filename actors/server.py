@@ -33,7 +33,7 @@ from loguru import logger
 from actors.api import create_app
 from actors.service import JobService
 from actors.sweeper import LogSweeper
-from model import migrations
+from model.db import migrations
 from model.errors import ConfigError
 from model.settings import Settings
 

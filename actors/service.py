@@ -19,6 +19,8 @@ from loguru import logger
 from actors.dispatcher import Dispatcher
 from actors.messages import Drain, GetPools, PoolStats, Release, Schedule, StopJob, Wake
 from model.crypto import SecretBox, load_key
+from model.db import Store
+from model.db.tables import ReplicationPolicy
 from model.errors import ConfigError, InvalidRequest, NotFound, ServiceNotRunning, WaitTimeout
 from model.joblog import JobLogSink
 from model.jobs import JobContext
@@ -29,8 +31,6 @@ from model.replication import close_shared
 from model.settings import Settings
 from model.sm import RetryPolicy
 from model.status import TERMINAL, Status
-from model.store import Store
-from model.tables import ReplicationPolicy
 
 __all__ = ["JobService"]
 

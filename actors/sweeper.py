@@ -4,7 +4,6 @@ empty, so the log folder does not fill up (the original's most reported failure)
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -13,12 +12,10 @@ from pathlib import Path
 
 from loguru import logger
 
-from model.joblog import job_log_path
+from model.joblog import folders_to_keep, is_base_folder, is_thousands_folder, log_job_id
 
 __all__ = ["LogSweeper", "SweepResult"]
 
-#: The name of a job log file (see :func:`model.joblog.job_log_path`); nothing else is touched.
-_LOG_NAME = re.compile(r"job_(\d+)\.log")
 _SECONDS_PER_DAY = 86_400.0
 
 
@@ -36,11 +33,11 @@ class LogSweeper:
     then the thousands folders they leave empty, every ``interval_s`` seconds in its own
     daemon thread (``LogSweeperThread``); ``retention_days == 0`` keeps every log.
 
-    A *base* is ``log_dir`` itself or a folder directly under it whose name is not a
-    number (``scan_job``, one per registered kind); bases are never removed. Within a
-    base, the folders on the path of the newest job's log are kept even when empty: the
-    job log sink remembers the folders it made, so it must never lose the one that new
-    jobs (whose ids only grow) write into.
+    Only job log files are touched (:func:`model.joblog.log_job_id`). A *base* is
+    ``log_dir`` itself or a folder directly under it that
+    :func:`model.joblog.is_base_folder` names one; bases are never removed. Within a
+    base, the folders on the path of the newest job's log are kept even when empty
+    (:func:`model.joblog.folders_to_keep`).
     """
 
     def __init__(
@@ -114,7 +111,9 @@ class LogSweeper:
         bases = [str(self.log_dir)]
         with os.scandir(self.log_dir) as entries:
             bases += sorted(
-                e.path for e in entries if e.is_dir(follow_symlinks=False) and not e.name.isdigit()
+                e.path
+                for e in entries
+                if e.is_dir(follow_symlinks=False) and is_base_folder(e.name)
             )
         return bases
 
@@ -124,18 +123,18 @@ class LogSweeper:
         walk: list[tuple[str, list[str], list[str]]] = []
         for folder, subfolders, names in os.walk(base):
             # Only thousands folders belong to this base; the others are bases themselves.
-            subfolders[:] = [d for d in subfolders if d.isdigit()]
+            subfolders[:] = [d for d in subfolders if is_thousands_folder(d)]
             walk.append((folder, list(subfolders), names))
             for name in names:
-                found = _LOG_NAME.fullmatch(name)
-                if found is not None:
-                    newest = max(newest, int(found.group(1)))
+                job_id = log_job_id(name)
+                if job_id is not None:
+                    newest = max(newest, job_id)
         self._newest[base] = newest
-        keep = _ancestors(base, newest) if newest >= 0 else set()
+        keep = folders_to_keep(base, newest)
         # Bottom-up, so a folder's subfolders are emptied before it is looked at.
         for folder, subfolders, names in reversed(walk):
             for name in names:
-                if _LOG_NAME.fullmatch(name) is None:
+                if log_job_id(name) is None:
                     continue
                 path = os.path.join(folder, name)
                 try:
@@ -160,13 +159,3 @@ class LogSweeper:
                     continue  # not empty, or gone
                 folders += 1
         return SweepResult(files, folders, freed)
-
-
-def _ancestors(base: str, job_id: int) -> set[str]:
-    """The folders between ``base`` and the log of ``job_id`` (``base`` excluded)."""
-    folder = os.path.dirname(job_log_path(base, job_id))
-    kept: set[str] = set()
-    while len(folder) > len(base):
-        kept.add(folder)
-        folder = os.path.dirname(folder)
-    return kept

@@ -10,17 +10,17 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from model.crypto import SecretBox
+from model.db import Store
+from model.db.tables import utcnow
 from model.errors import NotFound
 from model.joblog import JobLogSink, job_log_path, job_logger
 from model.settings import Settings
 from model.status import TERMINAL, Status
-from model.store import Store
-from model.tables import utcnow
 
 if TYPE_CHECKING:
     from loguru import Logger
 
-    from model.tables import Project, ReplicationPolicy, ReplicationTarget
+    from model.db.tables import Project, ReplicationPolicy, ReplicationTarget
 
 __all__ = [
     "JobContext",

@@ -13,12 +13,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from model.db import Store
+from model.db.tables import ImgScanOverview, ScanFinding
 from model.scan.builtin.osv import Finding
 from model.scan.builtin.packages import Package
 from model.scan.builtin.severity import Severity
 from model.scan.builtin.summary import combine, overall_severity, overview
-from model.store import Store
-from model.tables import ImgScanOverview, ScanFinding
 
 __all__ = [
     "ImageResult",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import time
 
+from model.db.tables import ImgScanJob
 from model.jobs import ScanJob
 from model.scan._adapter import AdapterBackend
 from model.scan._clair import ClairBackend
@@ -15,7 +16,6 @@ from model.scan.builtin.backend import BuiltinBackend
 from model.scan.builtin.vulndb import VulnDBCache
 from model.sm import SM, Job, StateHandler, StatusUpdater
 from model.status import Status
-from model.tables import ImgScanJob
 
 __all__ = ["DATABASES", "TRANSITIONS", "ScanState", "add_transitions", "make_backend"]
 

@@ -34,10 +34,10 @@ from faultproxy import FaultProxy
 from registries import ImageBuilder, RegistryServer, push_image, skopeo_digest
 
 from actors import JobService
+from model.db.tables import Project, ReplicationPolicy, ReplicationTarget
 from model.joblog import job_log_path
 from model.settings import Settings
 from model.status import Status
-from model.tables import Project, ReplicationPolicy, ReplicationTarget
 
 MiB = 1024 * 1024
 #: Layer sizes of the image, in MiB.

@@ -34,12 +34,12 @@ import journal  # noqa: E402
 from loguru import logger  # noqa: E402
 
 from actors import JobService  # noqa: E402
+from model.db import Store  # noqa: E402
 from model.jobs import KindJob  # noqa: E402
 from model.kinds import JobKind  # noqa: E402
 from model.settings import Settings  # noqa: E402
 from model.sm import SM, Job, StatusUpdater  # noqa: E402
 from model.status import Status  # noqa: E402
-from model.store import Store  # noqa: E402
 
 __all__ = ["KIND", "OursEmbedded", "OursProcess", "bench_kind"]
 

@@ -43,9 +43,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 from registries import ImageBuilder, RegistryServer, push_image
 
 from actors import JobService
+from model.db.tables import Project, ReplicationPolicy, ReplicationTarget
 from model.settings import Settings
 from model.status import Status
-from model.tables import Project, ReplicationPolicy, ReplicationTarget
 
 MiB = 1024 * 1024
 #: Layer sizes of the single image, in MiB.

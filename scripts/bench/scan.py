@@ -67,8 +67,8 @@ def scan_child(args: argparse.Namespace) -> dict[str, Any]:
     from loguru import logger
 
     from actors import JobService
+    from model.db.tables import ImgScanOverview, ScanFinding
     from model.settings import Settings
-    from model.tables import ImgScanOverview, ScanFinding
 
     logger.remove()
     work = Path(args.workdir)

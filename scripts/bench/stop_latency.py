@@ -47,10 +47,10 @@ from registries import (  # noqa: E402
 )
 
 from actors import JobService  # noqa: E402
+from model.db.tables import Project, ReplicationPolicy, ReplicationTarget  # noqa: E402
 from model.joblog import job_log_path  # noqa: E402
 from model.settings import Settings  # noqa: E402
 from model.status import Status  # noqa: E402
-from model.tables import Project, ReplicationPolicy, ReplicationTarget  # noqa: E402
 
 __all__ = ["main", "stop_once"]
 

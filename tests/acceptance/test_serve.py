@@ -26,7 +26,7 @@ from registries import (
 )
 from waiting import wait_until
 
-from model import migrations
+from model.db import migrations
 
 pytestmark = pytest.mark.skipif(
     shutil.which("docker-registry") is None or shutil.which("skopeo") is None,

@@ -13,7 +13,7 @@ from postgres import PostgresCluster
 from registries import ImageBuilder, RegistryServer, push_image
 from test_serve import Served
 
-from model import migrations
+from model.db import migrations
 
 TERMINAL = {"finished", "error", "stopped", "canceled"}
 

@@ -20,11 +20,11 @@ from waiting import wait_until
 
 from actors import JobService
 from actors.api import create_app
+from model.db.tables import ImgScanOverview, ReplicationTarget, ScanFinding
 from model.errors import ConfigError
 from model.joblog import job_log_path
 from model.settings import Settings
 from model.status import Status
-from model.tables import ImgScanOverview, ReplicationTarget, ScanFinding
 
 SECRET = "api-test-secret"
 PASSWORD = "hunter2-target-password"

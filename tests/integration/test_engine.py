@@ -9,9 +9,9 @@ from enginekinds import Tracker, crash_kind, ended_elsewhere_kind, flaky_kind, t
 from waiting import wait_until
 
 from actors import JobService
+from model.db import Store
 from model.errors import InvalidRequest, NotFound, ServiceNotRunning, UnknownKind, WaitTimeout
 from model.status import Status
-from model.store import Store
 
 MakeService = Callable[..., JobService]
 

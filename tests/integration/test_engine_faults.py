@@ -17,8 +17,8 @@ from postgres import PostgresCluster, postgres_cluster
 from waiting import wait_until
 
 from actors import JobService
+from model.db import Store
 from model.status import Status
-from model.store import Store
 
 MakeService = Callable[..., JobService]
 

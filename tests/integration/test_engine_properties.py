@@ -37,13 +37,13 @@ from hypothesis.stateful import (
 from waiting import wait_until
 
 from actors import JobService
+from model.db import ALLOWED_FROM
 from model.errors import RetryableError
 from model.jobs import KindJob
 from model.kinds import JobKind
 from model.settings import Settings
 from model.sm import SM, Job, StatusUpdater
 from model.status import ACTIVE, TERMINAL, Status
-from model.store import ALLOWED_FROM
 
 KIND = "scripted"
 POOL_SIZE = 2

@@ -25,9 +25,9 @@ from faultproxy import Fault, FaultProxy
 from registries import Image, ImageBuilder, RegistryServer, push_image, skopeo_digest
 
 from actors import JobService
+from model.db.tables import Project, ReplicationPolicy, ReplicationTarget
 from model.joblog import job_log_path
 from model.status import Status
-from model.tables import Project, ReplicationPolicy, ReplicationTarget
 
 #: A blob download (not an upload session, not a manifest).
 BLOB_GET = r"/blobs/sha256:"

@@ -23,6 +23,7 @@ from registries import Image, ImageBuilder, RegistryServer, TokenSigner, push_im
 from waiting import wait_until
 
 from actors import JobService
+from model.db.tables import Project, ReplicationPolicy, ReplicationTarget
 from model.errors import StopRequested
 from model.interrupt import Interrupt
 from model.joblog import job_log_path
@@ -30,7 +31,6 @@ from model.registry import RegistryClient, RegistryStopRequested, RegistryUnavai
 from model.scan._http import ScannerHttp
 from model.settings import Settings
 from model.status import Status
-from model.tables import Project, ReplicationPolicy, ReplicationTarget
 
 #: What a stop may take to make a blocked call return, in seconds.
 STOP_LATENCY_S = 1.0

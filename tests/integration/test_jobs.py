@@ -6,13 +6,13 @@ from pathlib import Path
 import pytest
 
 from model.crypto import SecretBox
+from model.db import Store
+from model.db.tables import Project, ReplicationPolicy, ReplicationTarget
 from model.errors import NotFound, StatusConflict
 from model.joblog import JobLogSink
 from model.jobs import JobContext, LastWrite, RepJob, ScanJob
 from model.settings import Settings
 from model.status import Status
-from model.store import Store
-from model.tables import Project, ReplicationPolicy, ReplicationTarget
 
 
 @pytest.fixture

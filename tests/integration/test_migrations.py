@@ -8,10 +8,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlmodel import SQLModel
 
-import model.tables  # noqa: F401  (the tables the migrations must create)
-from model import migrations
+import model.db.tables  # noqa: F401  (the tables the migrations must create)
+from model.db import Store, migrations
 from model.errors import ConfigError
-from model.store import Store
 
 
 def schema_differences(url: str) -> list[object]:

@@ -25,11 +25,11 @@ from registries import (
 )
 
 from actors import JobService
+from model.db.tables import Project, ReplicationPolicy, ReplicationTarget
 from model.joblog import job_log_path
 from model.registry import RegistryClient
 from model.replication import replication_stats
 from model.status import Status
-from model.tables import Project, ReplicationPolicy, ReplicationTarget
 
 MiB = 1024 * 1024
 #: Seconds a replication of small images may take (generous: CI machines are slow).

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from waiting import wait_until
 
+from model.db import Store
 from model.status import Status
-from model.store import Store
 
 HERE = Path(__file__).parent
 

@@ -45,12 +45,12 @@ from registries import (
 from waiting import wait_until
 
 from actors import JobService
+from model.db.tables import ImgScanJob, ImgScanOverview, ScanFinding
 from model.scan.builtin.osv import Finding
 from model.scan.builtin.packages import Package
 from model.scan.builtin.severity import Severity
 from model.scan.builtin.summary import combine, overview
 from model.status import Status
-from model.tables import ImgScanJob, ImgScanOverview, ScanFinding
 
 pytestmark = pytest.mark.skipif(
     shutil.which("docker-registry") is None or shutil.which("dpkg-query") is None,

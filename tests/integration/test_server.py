@@ -13,7 +13,7 @@ from registries import free_port
 from waiting import wait_until
 
 from actors.server import EXIT_ACTORS_DIED, ServeProcess
-from model import migrations
+from model.db import migrations
 from model.errors import ConfigError
 from model.settings import Settings
 

@@ -5,10 +5,8 @@ from datetime import timedelta
 
 import pytest
 
-from model.errors import NotFound, StatusConflict
-from model.status import Status
-from model.store import Store
-from model.tables import (
+from model.db import Store
+from model.db.tables import (
     ImgScanOverview,
     Project,
     ReplicationPolicy,
@@ -16,6 +14,8 @@ from model.tables import (
     ScanFinding,
     utcnow,
 )
+from model.errors import NotFound, StatusConflict
+from model.status import Status
 
 
 @pytest.fixture

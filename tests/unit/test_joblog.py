@@ -6,8 +6,7 @@ from pathlib import Path
 import pytest
 from loguru import logger
 
-from model import joblog
-from model.joblog import JobLogSink, job_log_path, job_logger
+from model.joblog import JobLogSink, _appender, job_log_path, job_logger
 
 
 @pytest.mark.parametrize(
@@ -124,13 +123,13 @@ def test_a_file_that_cannot_be_written_is_reported_and_the_others_still_are(
 def test_a_writer_far_behind_holds_up_the_thread_that_logs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(joblog, "MAX_LINES_BEHIND", 10)
+    monkeypatch.setattr(_appender, "MAX_LINES_BEHIND", 10)
     sink = JobLogSink()
     sink.install()
     try:
         for n in range(100):
             sink.write_line(str(tmp_path / f"job_{n}.log"), "INFO", "state running")
-            assert sink._queued - sink._written <= 10
+            assert sink._appender.behind <= 10
     finally:
         sink.remove()
     assert len(list(tmp_path.glob("job_*.log"))) == 100

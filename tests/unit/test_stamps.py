@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from model.joblog import _epoch_us
+from model.joblog._sink import _epoch_us
 from model.stamps import db_stamp, log_stamp, now_us
 
 MOMENTS = [

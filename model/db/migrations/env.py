@@ -1,5 +1,5 @@
 """Alembic's environment: runs migrations on the connection or URL the caller passed in
-the :class:`alembic.config.Config` built by :func:`model.migrations.alembic_config`."""
+the :class:`alembic.config.Config` built by :func:`model.db.migrations.alembic_config`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from alembic import context
 from sqlmodel import SQLModel
 
-import model.tables  # noqa: F401  (registers every table on SQLModel.metadata)
+import model.db.tables  # noqa: F401  (registers every table on SQLModel.metadata)
 
 config = context.config
 target_metadata = SQLModel.metadata

@@ -1,4 +1,4 @@
-"""The initial schema: every table of model/tables.py, with the partial claim indexes.
+"""The initial schema: every table of model/db/tables.py, with the partial claim indexes.
 
 Revision ID: 0001
 Revises:

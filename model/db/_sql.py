@@ -1,0 +1,221 @@
+"""Every SQL statement the store runs as text, named, and built once per dialect.
+
+The engine's writes and its status read run as plain DBAPI statements (SQLAlchemy's
+cost per statement is several times SQLite's own), so their text lives here, one
+template per statement with the table and the dialect's differences filled in:
+SQLite's ``sqlite3`` takes ``:name`` parameters, PostgreSQL's psycopg ``%(name)s``;
+PostgreSQL returns a new id with ``RETURNING id`` and claims with ``FOR UPDATE SKIP
+LOCKED``, where SQLite (one writer at a time) needs neither.
+
+:func:`statements_for` gives a dialect's :class:`Statements`; the statements of every
+job table are built when it is made, except those whose columns the caller chooses
+(:meth:`Statements.insert`, :meth:`Statements.stop_waiting`), built on first use and
+kept. Reads off the hot path stay SQLAlchemy Core expressions in the store.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from model.db.tables import JOB_TABLES
+from model.stamps import db_stamp, now_us
+from model.status import Status
+
+__all__ = ["ALLOWED_FROM", "CLAIMABLE", "Statements", "statements_for"]
+
+#: For each status, the statuses a job may hold for the change to apply. A status
+#: may be set again to itself where that is harmless (the claim sets ``running``
+#: before the state machine does).
+ALLOWED_FROM: dict[str, frozenset[str]] = {
+    Status.RUNNING: frozenset({Status.PENDING, Status.RETRYING, Status.RUNNING}),
+    Status.FINISHED: frozenset({Status.RUNNING}),
+    Status.ERROR: frozenset({Status.PENDING, Status.RUNNING, Status.RETRYING}),
+    Status.STOPPED: frozenset({Status.PENDING, Status.RUNNING, Status.RETRYING, Status.STOPPED}),
+    Status.CANCELED: frozenset({Status.PENDING, Status.RUNNING, Status.RETRYING}),
+    Status.RETRYING: frozenset({Status.RUNNING}),
+    Status.PENDING: frozenset({Status.RUNNING, Status.PENDING}),
+}
+
+#: The statuses a worker may take a job from (a retrying one once it is due).
+CLAIMABLE: tuple[str, ...] = (Status.PENDING.value, Status.RETRYING.value)
+
+# -- the templates: {table}, {lock}, {scope} … are filled per table and dialect ----------
+
+#: The status of one job (``:id``).
+_STATUS = "SELECT status FROM {table} WHERE id = :id"
+
+#: A guarded status change: ``:status``, ``:now`` (and ``:due``) set where the job
+#: (``:id``) holds one of the statuses in ``{guard}``.
+_SET_STATUS = "UPDATE {table} SET {sets} WHERE id = :id AND status IN ({guard})"
+
+#: Takes up to ``:limit`` of the oldest due jobs (of ``:kind`` when scoped) and sets
+#: them running. The pick is a materialized CTE, run once: a ``WHERE id IN (SELECT …
+#: LIMIT n)`` may be planned as a join that runs the subquery again for each row, and
+#: with ``SKIP LOCKED`` each run picks other rows, so such a claim took many more than
+#: ``n`` jobs.
+_CLAIM = (
+    "WITH picked AS MATERIALIZED (SELECT id FROM {table} "
+    "WHERE status IN ({claimable}) "
+    "AND (status = 'pending' OR next_attempt_at <= :now) {scope}"
+    "ORDER BY id LIMIT :limit{lock}) "
+    "UPDATE {table} SET status = 'running', update_time = :now "
+    "WHERE id IN (SELECT id FROM picked) AND status IN ({claimable}) RETURNING *"
+)
+
+#: One new row with the given columns (each a parameter of its name).
+_INSERT = "INSERT INTO {table} ({names}) VALUES ({marks}){returning}"
+
+#: Start-up: every running job of the table becomes pending (``:now``).
+_REQUEUE_RUNNING = (
+    "UPDATE {table} SET status = 'pending', update_time = :now WHERE status = 'running'"
+)
+
+#: Every waiting job whose columns equal the ``:eq_<column>`` parameters is stopped;
+#: returns their ids.
+_STOP_WAITING = (
+    "UPDATE {table} SET status = 'stopped', update_time = :now "
+    "WHERE status IN ({claimable}){equal} RETURNING id"
+)
+
+
+def _known_table(table: str) -> None:
+    """Raises KeyError for a table that is not a job table (names go into SQL text)."""
+    if table not in JOB_TABLES:
+        raise KeyError(table)
+
+
+def _quoted(values: Iterable[str]) -> str:
+    return ", ".join(f"'{value}'" for value in values)
+
+
+class Statements:
+    """The statements of one dialect, by name. Immutable once built but for the
+    statements built on first use; safe to share between threads (a statement built
+    twice by two threads at once is the same text)."""
+
+    #: Whether the dialect is SQLite (``:name`` parameters, no ``RETURNING id`` on
+    #: inserts, no row locks in claims).
+    sqlite: bool
+
+    def __init__(self, sqlite: bool) -> None:
+        self.sqlite = sqlite
+        self._lazy: dict[tuple[Any, ...], str] = {}
+        self._status = {t: self._text(_STATUS.format(table=t)) for t in JOB_TABLES}
+        self._set_status = {
+            (t, status, due, count): self._set_status_text(t, status, due, count)
+            for t in JOB_TABLES
+            for status in ALLOWED_FROM
+            for due in (False, True)
+            for count in (False, True)
+        }
+        self._claim = {
+            (t, scoped): self._claim_text(t, scoped) for t in JOB_TABLES for scoped in (False, True)
+        }
+        self._requeue = {t: self._text(_REQUEUE_RUNNING.format(table=t)) for t in JOB_TABLES}
+
+    # -- by name ---------------------------------------------------------------------
+
+    def status(self, table: str) -> str:
+        """Reads one job's status: ``:id``. Raises KeyError for an unknown table."""
+        return self._status[table]
+
+    def set_status(self, table: str, status: str, due: bool, count_attempt: bool) -> str:
+        """The guarded change to ``status`` (see :data:`ALLOWED_FROM`): ``:id``,
+        ``:status``, ``:now``, and ``:due`` (``next_attempt_at``) when ``due``;
+        ``count_attempt`` adds one to ``attempts``. Raises KeyError for an unknown
+        table or status."""
+        return self._set_status[(table, status, due, count_attempt)]
+
+    def claim(self, table: str, scoped: bool) -> str:
+        """Claims due jobs, oldest first, returning their rows: ``:now``, ``:limit``,
+        and ``:kind`` when ``scoped``. Raises KeyError for an unknown table."""
+        return self._claim[(table, scoped)]
+
+    def requeue_running(self, table: str) -> str:
+        """Sets every running job of ``table`` pending: ``:now``."""
+        return self._requeue[table]
+
+    def insert(self, table: str, columns: tuple[str, ...]) -> str:
+        """Inserts one row of ``columns`` (each a parameter of its name); on PostgreSQL
+        the statement returns the new id, on SQLite it is the cursor's ``lastrowid``
+        (a statement without a row to return runs in one step)."""
+        key = ("insert", table, columns)
+        found = self._lazy.get(key)
+        if found is None:
+            _known_table(table)
+            found = self._lazy[key] = self._text(
+                _INSERT.format(
+                    table=table,
+                    names=", ".join(columns),
+                    marks=", ".join(f":{name}" for name in columns),
+                    returning="" if self.sqlite else " RETURNING id",
+                )
+            )
+        return found
+
+    def stop_waiting(self, table: str, columns: tuple[str, ...]) -> str:
+        """Stops every pending or retrying job whose ``columns`` equal the parameters
+        ``:eq_<column>``, returning their ids: ``:now``."""
+        key = ("stop_waiting", table, columns)
+        found = self._lazy.get(key)
+        if found is None:
+            _known_table(table)
+            equal = "".join(f" AND {name} = :eq_{name}" for name in columns)
+            found = self._lazy[key] = self._text(
+                _STOP_WAITING.format(table=table, claimable=_quoted(CLAIMABLE), equal=equal)
+            )
+        return found
+
+    # -- values in the dialect's stored form ------------------------------------------
+
+    def now(self) -> Any:
+        """Now, as the dialect stores SQLAlchemy's naive UTC ``DateTime``."""
+        return db_stamp(now_us()) if self.sqlite else datetime.now(UTC).replace(tzinfo=None)
+
+    def time(self, value: datetime) -> Any:
+        """``value`` as the dialect stores SQLAlchemy's ``DateTime``: naive UTC, as text
+        on SQLite."""
+        naive = value.astimezone(UTC).replace(tzinfo=None)
+        return naive.isoformat(" ", "microseconds") if self.sqlite else naive
+
+    def inserted_id(self, cursor: Any) -> int:
+        """The id of the row the cursor's last :meth:`insert` made."""
+        return int(cursor.lastrowid if self.sqlite else cursor.fetchall()[0][0])
+
+    # -- building ----------------------------------------------------------------------
+
+    def _text(self, sql: str) -> str:
+        return sql if self.sqlite else re.sub(r":(\w+)", r"%(\1)s", sql)
+
+    def _set_status_text(self, table: str, status: str, due: bool, count: bool) -> str:
+        sets = "status = :status, update_time = :now"
+        if due:
+            sets += ", next_attempt_at = :due"
+        if count:
+            sets += ", attempts = attempts + 1"
+        guard = _quoted(sorted(ALLOWED_FROM[status]))
+        return self._text(_SET_STATUS.format(table=table, sets=sets, guard=guard))
+
+    def _claim_text(self, table: str, scoped: bool) -> str:
+        return self._text(
+            _CLAIM.format(
+                table=table,
+                claimable=_quoted(CLAIMABLE),
+                scope="AND kind = :kind " if scoped else "",
+                lock="" if self.sqlite else " FOR UPDATE SKIP LOCKED",
+            )
+        )
+
+
+_BY_DIALECT: dict[bool, Statements] = {}
+
+
+def statements_for(sqlite: bool) -> Statements:
+    """The statements of SQLite (``sqlite``) or PostgreSQL, built on the first call."""
+    found = _BY_DIALECT.get(sqlite)
+    if found is None:
+        found = _BY_DIALECT.setdefault(sqlite, Statements(sqlite))
+    return found

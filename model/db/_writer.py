@@ -1,0 +1,301 @@
+"""How the store writes, one class per dialect with one interface (:class:`Writer`).
+
+Each writer makes the store's engine (with its dialect's connection settings) and runs
+writes of two kinds: plain DBAPI statements on the engine's hot path
+(:meth:`Writer.apply`), and SQLAlchemy transactions (:meth:`Writer.transaction`,
+:meth:`Writer.session`) for the rest. On SQLite both kinds take the same lock of this
+process, and every write transaction starts with ``BEGIN IMMEDIATE``, so writers wait
+for SQLite's lock instead of failing with "database is locked".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlmodel import Session
+
+from model.db._health import FileWatch, server_writable, sqlite_writable
+
+__all__ = ["PendingWrite", "PostgresWriter", "SqliteWriter", "Writer", "open_writer"]
+
+_R = TypeVar("_R")
+
+_SQLITE_BUSY_TIMEOUT_MS = 60_000
+#: Largest batch of single-statement writes that commit one by one (see
+#: :meth:`SqliteWriter.commit_batch`).
+OWN_TRANSACTIONS_MAX = 8
+
+
+class Writer(ABC):
+    """Writes to one database; safe to share between threads."""
+
+    def __init__(self, engine: Engine, file: FileWatch) -> None:
+        #: The engine every connection of the store comes from.
+        self.engine = engine
+        #: The database file, for the health checks (never a problem on a server).
+        self.file = file
+        # The engine whose transactions are writes (SQLite: BEGIN IMMEDIATE).
+        self._write_engine = engine.execution_options(jobservice_write=True)
+
+    @abstractmethod
+    def apply(self, write: Callable[[Any], _R], *, atomic: bool = False) -> _R:
+        """Runs ``write(cursor)`` (a DBAPI cursor) in a write transaction and returns
+        what it returns; raises what it raised, its statements undone. ``atomic``: the
+        write runs several statements that must stand or fall together."""
+
+    @abstractmethod
+    def locked(self) -> AbstractContextManager[object]:
+        """Holds this process's write lock (none on a server) for a write of its own."""
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A SQLAlchemy Core connection in a write transaction (under :meth:`locked`),
+        committed on success, rolled back on an exception."""
+        with self.locked(), self._write_engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """An ORM session in a write transaction (under :meth:`locked`), committed on
+        success, rolled back on an exception."""
+        with self.locked(), Session(self._write_engine) as session, session.begin():
+            yield session
+
+    @abstractmethod
+    def read_one(self, sql: str, params: dict[str, Any]) -> Any:
+        """The first row of the read ``sql`` (the dialect's parameter style), or None."""
+
+    @abstractmethod
+    def check_writable(self, timeout_s: float) -> str | None:
+        """Why a write could not start now, or None; waits at most about ``timeout_s``
+        seconds (see :mod:`model.db._health`)."""
+
+    def close(self) -> None:
+        """Closes every pooled connection."""
+        self.engine.dispose()
+
+
+class PendingWrite:
+    """One write waiting for the SQLite write lock (see :meth:`SqliteWriter.apply`):
+    ``done`` once run, with its ``result`` or its ``error``."""
+
+    __slots__ = ("atomic", "done", "error", "result", "write")
+
+    def __init__(self, write: Callable[[Any], Any], atomic: bool = False) -> None:
+        self.write = write
+        self.atomic = atomic
+        self.done = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class SqliteWriter(Writer):
+    """SQLite (WAL, a busy timeout): one writer at a time, so this process's writers
+    queue on one lock, out of SQLite's busy handler (which sleeps in steps of up to
+    100 ms), and combine their writes (group commit, :meth:`apply`). Reads of the hot
+    path use a connection per thread (WAL readers never wait for the writer)."""
+
+    def __init__(self, url: str) -> None:
+        engine = sa.create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 60},
+            pool_size=16,
+            max_overflow=64,
+        )
+        sa.event.listen(engine, "connect", _sqlite_on_connect)
+        sa.event.listen(engine, "begin", _sqlite_on_begin)
+        super().__init__(engine, FileWatch(_database_file(engine)))
+        self._lock = threading.Lock()
+        self._queue: list[PendingWrite] = []
+        self._queue_lock = threading.Lock()
+        # One connection and one cursor serve every hot-path write, under the lock.
+        self._conn: Any = None
+        self._cursor: Any = None
+        self._readers = threading.local()
+
+    def locked(self) -> AbstractContextManager[object]:
+        """Holds the write lock that :meth:`apply` and every transaction take."""
+        return self._lock
+
+    @property
+    def queued(self) -> int:
+        """The number of writes waiting for the lock."""
+        return len(self._queue)
+
+    def apply(self, write: Callable[[Any], _R], *, atomic: bool = False) -> _R:
+        """Writers combine: whoever holds the write lock runs every write queued so far
+        (:meth:`commit_batch`), and the others find theirs done when they get the lock.
+        One lock hand-off serves a burst of writers, where a lock per write would make
+        them queue behind each other's GIL waits."""
+        op = PendingWrite(write, atomic)
+        with self._queue_lock:
+            self._queue.append(op)
+        with self._lock:
+            if not op.done:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self.commit_batch(batch)
+        if op.error is not None:
+            raise op.error
+        return op.result
+
+    def commit_batch(self, batch: list[PendingWrite]) -> None:
+        """Runs ``batch`` under the write lock (the caller holds it): a few single
+        statements (at most :data:`OWN_TRANSACTIONS_MAX`, none atomic) each in its own
+        transaction, more in one ``BEGIN IMMEDIATE`` transaction where an atomic write
+        runs within a savepoint. A write that fails is undone alone (SQLite undoes a
+        failing statement, the savepoint a failing atomic write): the others stand."""
+        if self._conn is None:
+            self._conn = self.engine.raw_connection()
+            self._cursor = self._conn.dbapi_connection.cursor()
+        if len(batch) <= OWN_TRANSACTIONS_MAX and not any(op.atomic for op in batch):
+            # In autocommit SQLite takes the write lock when a statement starts (waiting
+            # as BEGIN IMMEDIATE would). Each statement the sqlite3 module runs lets go
+            # of the GIL and waits to get it back, which costs more than a commit of a
+            # small write: BEGIN and COMMIT would be two more of them.
+            for op in batch:
+                _run(op, self._cursor)
+            return
+        self._commit_together(batch)
+
+    def _commit_together(self, batch: list[PendingWrite]) -> None:
+        conn, cur = self._conn.dbapi_connection, self._cursor
+        try:
+            cur.execute("BEGIN IMMEDIATE")
+            for op in batch:
+                if not op.atomic:
+                    _run(op, cur, done=False)
+                    continue
+                cur.execute("SAVEPOINT write")
+                if not _run(op, cur, done=False):
+                    cur.execute("ROLLBACK TO write")
+                cur.execute("RELEASE write")
+            cur.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                cur.execute("ROLLBACK")
+            for op in batch:
+                op.error = op.error or exc
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            for op in batch:
+                op.done = True
+
+    def read_one(self, sql: str, params: dict[str, Any]) -> Any:
+        """Reads on this thread's own connection."""
+        cur: Any = getattr(self._readers, "cursor", None)
+        if cur is None:
+            self._readers.conn = self.engine.raw_connection()
+            cur = self._readers.cursor = self._readers.conn.dbapi_connection.cursor()
+        # fetchall steps the statement to its end, so no read stays open between calls.
+        rows = cur.execute(sql, params).fetchall()
+        return rows[0] if rows else None
+
+    def check_writable(self, timeout_s: float) -> str | None:
+        """The file is still the one opened, and ``BEGIN IMMEDIATE`` gets the write lock
+        on a connection of its own within the timeout."""
+        return sqlite_writable(self.file, timeout_s)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._cursor.close()
+            self._conn.close()
+            self._conn = self._cursor = None
+        super().close()
+
+
+class PostgresWriter(Writer):
+    """PostgreSQL: every write on a pooled connection of its own, in its own
+    transaction; the server orders concurrent writers (no lock in this process)."""
+
+    def __init__(self, url: str) -> None:
+        engine = sa.create_engine(url, pool_size=8, max_overflow=32, pool_pre_ping=True)
+        sa.event.listen(engine, "connect", _postgres_on_connect)
+        super().__init__(engine, FileWatch(None))
+
+    def locked(self) -> AbstractContextManager[object]:
+        """No lock: the server orders writers."""
+        return contextlib.nullcontext()
+
+    def apply(self, write: Callable[[Any], _R], *, atomic: bool = False) -> _R:
+        conn = self.engine.raw_connection()
+        try:
+            result = write(conn.cursor())
+            conn.commit()
+            return result
+        except BaseException:
+            conn.rollback()
+            raise
+        finally:
+            conn.close()
+
+    def read_one(self, sql: str, params: dict[str, Any]) -> Any:
+        with self.engine.connect() as conn:
+            return conn.exec_driver_sql(sql, params).first()
+
+    def check_writable(self, timeout_s: float) -> str | None:
+        """A new connection answers, and its transactions are not read-only."""
+        return server_writable(self.engine, timeout_s)
+
+
+def open_writer(url: str) -> Writer:
+    """The writer of the database at ``url`` (a SQLAlchemy URL): SQLite or PostgreSQL."""
+    return SqliteWriter(url) if url.startswith("sqlite") else PostgresWriter(url)
+
+
+def _run(op: PendingWrite, cursor: Any, *, done: bool = True) -> bool:
+    """Runs one write, keeping its result or error; True when it succeeded."""
+    try:
+        op.result = op.write(cursor)
+        return True
+    except Exception as exc:
+        op.error = exc
+        return False
+    finally:
+        if done:
+            op.done = True
+
+
+def _database_file(engine: Engine) -> str | None:
+    """The absolute path of a SQLite database file, or None (memory, URIs)."""
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return os.path.abspath(database)
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's implicit BEGIN
+    # would be DEFERRED, whose lock upgrade fails at once instead of waiting).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _postgres_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Times are written as naive UTC by the hot path: read them as UTC whatever the
+    # server's time zone.
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SET TIME ZONE 'UTC'")
+    dbapi_connection.commit()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    # Transactions of the write engine are writes: take the lock at BEGIN, waiting.
+    if conn.get_execution_options().get("jobservice_write"):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.exec_driver_sql("BEGIN")

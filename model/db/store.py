@@ -1,0 +1,455 @@
+"""The store: the only class that talks to the database (see :class:`Store`).
+
+Every status change is one guarded ``UPDATE … WHERE id = :id AND status IN (…)`` that
+also sets ``update_time``; a change that matches no row raises
+:class:`~model.errors.StatusConflict`. The engine's writes and its status read are plain
+DBAPI statements (:mod:`model.db._sql`) run by the dialect's writer
+(:mod:`model.db._writer`: on SQLite, WAL, a busy timeout, and write transactions that
+start with ``BEGIN IMMEDIATE`` under one lock of this process); rows and reads off the
+hot path go through SQLModel and SQLAlchemy Core.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlmodel import Session, SQLModel, select
+
+from model.db._health import FILE_CHECK_INTERVAL_S
+from model.db._sql import ALLOWED_FROM, CLAIMABLE, statements_for
+from model.db._writer import open_writer
+from model.db.tables import (
+    JOB_TABLES,
+    ImgScanOverview,
+    Project,
+    ReplicationPolicy,
+    ReplicationTarget,
+    ScanFinding,
+    utcnow,
+)
+from model.errors import NotFound, StatusConflict
+from model.status import Status
+
+__all__ = ["ALLOWED_FROM", "Store"]
+
+_T = TypeVar("_T", bound=SQLModel)
+
+
+def _table(name: str) -> sa.Table:
+    return JOB_TABLES[name].__table__  # type: ignore[attr-defined]
+
+
+class Store:
+    """Database access for one service, at the SQLAlchemy ``url`` (SQLite or
+    PostgreSQL). Safe to share between threads."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._writer = open_writer(url)
+        self._sql = statements_for(url.startswith("sqlite"))
+        #: The engine every connection comes from.
+        self.engine: Engine = self._writer.engine
+
+    # -- plumbing ------------------------------------------------------------------
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """An ORM session whose transaction commits on success; it holds the write lock
+        that every other write takes (SQLite)."""
+        with self._writer.session() as session:
+            yield session
+
+    def create_all(self) -> None:
+        """Creates every table that does not exist yet."""
+        SQLModel.metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        """Closes every pooled connection."""
+        self._writer.close()
+
+    # -- plain rows ------------------------------------------------------------------
+
+    def add(self, row: _T) -> _T:
+        """Inserts ``row`` and returns it with its id."""
+        with self.session() as session:
+            session.add(row)
+            session.flush()
+            session.refresh(row)
+            session.expunge(row)
+        return row
+
+    def get(self, model: type[_T], ident: int) -> _T:
+        """The row of ``model`` with ``ident``; raises :class:`NotFound`."""
+        with Session(self.engine) as session:
+            row = session.get(model, ident)
+            if row is None:
+                raise NotFound(model.__tablename__, ident)  # type: ignore[arg-type]
+            session.expunge(row)
+            return row
+
+    def find(self, model: type[_T], ident: int) -> _T | None:
+        """The row of ``model`` with ``ident``, or None."""
+        with Session(self.engine) as session:
+            row = session.get(model, ident)
+            if row is not None:
+                session.expunge(row)
+            return row
+
+    def list_rows(self, model: type[_T], **equal: Any) -> list[_T]:
+        """Every row of ``model`` whose columns equal ``equal``, by id."""
+        with Session(self.engine) as session:
+            query = select(model)
+            for column, value in equal.items():
+                query = query.where(getattr(model, column) == value)
+            rows = list(session.exec(query.order_by(model.id)))  # type: ignore[attr-defined]
+            for row in rows:
+                session.expunge(row)
+            return rows
+
+    def update(self, model: type[_T], ident: int, **values: Any) -> _T:
+        """Sets ``values`` on one row (and ``update_time`` where it has one)."""
+        with self.session() as session:
+            row = session.get(model, ident)
+            if row is None:
+                raise NotFound(model.__tablename__, ident)  # type: ignore[arg-type]
+            for column, value in values.items():
+                setattr(row, column, value)
+            if hasattr(row, "update_time"):
+                row.update_time = utcnow()
+            session.flush()
+            session.refresh(row)
+            session.expunge(row)
+            return row
+
+    def delete(self, model: type[_T], ident: int) -> None:
+        """Deletes one row; raises :class:`NotFound`."""
+        with self.session() as session:
+            row = session.get(model, ident)
+            if row is None:
+                raise NotFound(model.__tablename__, ident)  # type: ignore[arg-type]
+            session.delete(row)
+
+    def policy_with_target(
+        self, policy_id: int
+    ) -> tuple[ReplicationPolicy, ReplicationTarget, Project]:
+        """A policy with its target and project; raises :class:`NotFound` naming the missing one."""
+        with Session(self.engine) as session:
+            policy = session.get(ReplicationPolicy, policy_id)
+            if policy is None or policy.deleted:
+                raise NotFound("replication policy", policy_id)
+            target = session.get(ReplicationTarget, policy.target_id)
+            if target is None:
+                raise NotFound("replication target", policy.target_id)
+            project = session.get(Project, policy.project_id)
+            if project is None:
+                raise NotFound("project", policy.project_id)
+            for row in (policy, target, project):
+                session.expunge(row)
+            return policy, target, project
+
+    # -- jobs: the engine's hot path, plain DBAPI statements ---------------------------
+    # (SQLAlchemy's cost per statement is several times SQLite's own.)
+
+    def insert_jobs(self, table: str, rows: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Inserts pending jobs in one transaction and returns their ids in order."""
+        sql = self._sql
+        now = sql.now()
+        statements: list[tuple[str, dict[str, Any]]] = []
+        for values in rows:
+            columns = {
+                "status": Status.PENDING.value,
+                "attempts": 0,
+                "creation_time": now,
+                "update_time": now,
+                **{k: _to_column(k, v) for k, v in values.items()},
+            }
+            statements.append((sql.insert(table, tuple(columns)), columns))
+
+        def insert(cur: Any) -> list[int]:
+            ids = []
+            for text, columns in statements:
+                cur.execute(text, columns)
+                ids.append(sql.inserted_id(cur))
+            return ids
+
+        return self._writer.apply(insert, atomic=len(statements) > 1)
+
+    def job(self, table: str, job_id: int) -> dict[str, Any]:
+        """The row of one job; raises :class:`NotFound`."""
+        t = _table(table)
+        with self._read() as conn:
+            row = conn.execute(sa.select(t).where(t.c.id == job_id)).mappings().first()
+        if row is None:
+            raise NotFound(f"{table}", job_id)
+        return dict(row)
+
+    def status(self, table: str, job_id: int) -> str:
+        """The status of one job; raises :class:`NotFound`."""
+        found = self._writer.read_one(self._sql.status(table), {"id": job_id})
+        if found is None:
+            raise NotFound(f"{table}", job_id)
+        return str(found[0])
+
+    def set_status(
+        self,
+        table: str,
+        job_id: int,
+        status: str,
+        *,
+        next_attempt_at: datetime | None = None,
+        count_attempt: bool = False,
+    ) -> None:
+        """Changes a job's status with one guarded UPDATE (see :data:`ALLOWED_FROM`) that
+        also sets ``update_time`` (and ``next_attempt_at``, and counts an attempt, when
+        asked). Raises :class:`StatusConflict` when the job does not exist or may not
+        take ``status``."""
+        sql = self._sql
+        params: dict[str, Any] = {"id": job_id, "status": status, "now": sql.now()}
+        if next_attempt_at is not None:
+            params["due"] = sql.time(next_attempt_at)
+        text = sql.set_status(table, status, next_attempt_at is not None, count_attempt)
+        if self._writer.apply(lambda cur: cur.execute(text, params).rowcount) == 1:
+            return
+        found = self._writer.read_one(sql.status(table), {"id": job_id})
+        raise StatusConflict(table, job_id, status, str(found[0]) if found else None)
+
+    def claim(self, table: str, kind: str | None = None) -> dict[str, Any] | None:
+        """Takes the oldest due job and sets it ``running``; returns its row or None."""
+        rows = self.claim_many(table, kind, 1)
+        return rows[0] if rows else None
+
+    def claim_many(
+        self, table: str, kind: str | None = None, limit: int = 1
+    ) -> list[dict[str, Any]]:
+        """Takes up to ``limit`` of the oldest due jobs (pending, or retrying whose time
+        has come), sets them ``running`` and returns their rows, oldest first.
+
+        The UPDATE is guarded on the claimable statuses, so of two claimants only one
+        wins a job (PostgreSQL: the pick skips rows another claimant has locked).
+        """
+        text = self._sql.claim(table, kind is not None)
+        params: dict[str, Any] = {"now": self._sql.now(), "kind": kind, "limit": limit}
+
+        def claim(cur: Any) -> list[dict[str, Any]]:
+            cur.execute(text, params)
+            found = cur.fetchall()
+            names = [d[0] for d in cur.description] if found else []
+            return [dict(zip(names, values, strict=True)) for values in found]
+
+        rows = [_from_columns(row) for row in self._writer.apply(claim)]
+        rows.sort(key=lambda row: int(row["id"]))
+        return rows
+
+    def schedule_retry(
+        self, table: str, job_id: int, delay_s: float, count_attempt: bool = True
+    ) -> datetime:
+        """Sets a running job ``retrying``, due in ``delay_s`` seconds, one more attempt
+        counted when ``count_attempt``. Returns the due time."""
+        due = utcnow() + timedelta(seconds=delay_s)
+        self.set_status(
+            table, job_id, Status.RETRYING, next_attempt_at=due, count_attempt=count_attempt
+        )
+        return due
+
+    def requeue_running(self) -> int:
+        """Start-up: every ``running`` job (its process is gone) becomes ``pending``;
+        returns how many did, over every job table, in one transaction."""
+        params = {"now": self._sql.now()}
+        texts = [self._sql.requeue_running(name) for name in JOB_TABLES]
+
+        def requeue(cur: Any) -> int:
+            return sum(cur.execute(text, params).rowcount for text in texts)
+
+        return self._writer.apply(requeue, atomic=True)
+
+    def stop_waiting(self, table: str, **equal: Any) -> list[int]:
+        """Sets every pending or retrying job whose columns equal ``equal`` to ``stopped``;
+        returns their ids."""
+        text = self._sql.stop_waiting(table, tuple(equal))
+        params = {"now": self._sql.now(), **{f"eq_{k}": v for k, v in equal.items()}}
+
+        def stop(cur: Any) -> list[int]:
+            return [int(row[0]) for row in cur.execute(text, params).fetchall()]
+
+        return self._writer.apply(stop)
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def job_ids(self, table: str, statuses: Iterable[str], **equal: Any) -> list[int]:
+        """Ids of the jobs in ``statuses`` whose columns equal ``equal``."""
+        t = _table(table)
+        query = sa.select(t.c.id).where(t.c.status.in_(list(statuses)))
+        for column, value in equal.items():
+            query = query.where(t.c[column] == value)
+        with self._read() as conn:
+            return [int(i) for i in conn.execute(query.order_by(t.c.id)).scalars()]
+
+    def earliest_retry(self, after: datetime) -> datetime | None:
+        """The earliest due time later than ``after`` of any ``retrying`` job, or None.
+
+        Jobs already due are left out: pools take them as soon as a worker is free."""
+        earliest: datetime | None = None
+        with self._read() as conn:
+            for name in JOB_TABLES:
+                t = _table(name)
+                value = conn.execute(
+                    sa.select(sa.func.min(t.c.next_attempt_at)).where(
+                        t.c.status == Status.RETRYING.value, t.c.next_attempt_at > after
+                    )
+                ).scalar()
+                if value is not None:
+                    value = _aware(value)
+                    if earliest is None or value < earliest:
+                        earliest = value
+        return earliest
+
+    def queue_counts(self, table: str, kind: str | None = None) -> tuple[int, int]:
+        """(queued, delayed): jobs a worker could take now, and retrying jobs not yet due."""
+        t = _table(table)
+        now = utcnow()
+        queued = sa.func.sum(
+            sa.case(
+                (t.c.status == Status.PENDING.value, 1),
+                (sa.and_(t.c.status == Status.RETRYING.value, t.c.next_attempt_at <= now), 1),
+                else_=0,
+            )
+        )
+        delayed = sa.func.sum(
+            sa.case(
+                (sa.and_(t.c.status == Status.RETRYING.value, t.c.next_attempt_at > now), 1),
+                else_=0,
+            )
+        )
+        query = sa.select(queued, delayed).where(t.c.status.in_(CLAIMABLE))
+        if kind is not None:
+            query = query.where(t.c.kind == kind)
+        with self._read() as conn:
+            row = conn.execute(query).one()
+        return int(row[0] or 0), int(row[1] or 0)
+
+    def status_counts(self, table: str, kind: str | None = None) -> dict[str, int]:
+        """Number of jobs per status."""
+        t = _table(table)
+        query = sa.select(t.c.status, sa.func.count()).group_by(t.c.status)
+        if kind is not None:
+            query = query.where(t.c.kind == kind)
+        with self._read() as conn:
+            return {str(s): int(n) for s, n in conn.execute(query)}
+
+    # -- scan results ----------------------------------------------------------------
+
+    def save_scan_result(
+        self,
+        overview: ImgScanOverview,
+        findings: Sequence[ScanFinding],
+    ) -> None:
+        """Upserts the overview of an image by digest and replaces its findings, in one
+        transaction."""
+        o = ImgScanOverview.__table__  # type: ignore[attr-defined]
+        f = ScanFinding.__table__  # type: ignore[attr-defined]
+        now = utcnow()
+        with self._writer.transaction() as conn:
+            updated = conn.execute(
+                o.update()
+                .where(o.c.image_digest == overview.image_digest)
+                .values(
+                    scan_job_id=overview.scan_job_id,
+                    severity=overview.severity,
+                    components_overview=overview.components_overview,
+                    details_key=overview.details_key,
+                    update_time=now,
+                )
+            ).rowcount
+            if not updated:
+                conn.execute(
+                    o.insert().values(
+                        image_digest=overview.image_digest,
+                        scan_job_id=overview.scan_job_id,
+                        severity=overview.severity,
+                        components_overview=overview.components_overview,
+                        details_key=overview.details_key,
+                        creation_time=now,
+                        update_time=now,
+                    )
+                )
+            conn.execute(f.delete().where(f.c.image_digest == overview.image_digest))
+            if findings:
+                conn.execute(
+                    f.insert(),
+                    [finding.model_dump(exclude={"id"}) for finding in findings],
+                )
+
+    # -- health: is the database still the one opened, and can it take a write? -------
+
+    def remember_file(self) -> None:
+        """SQLite: notes which file the database is (its device and inode), so that
+        :meth:`file_problem` can tell when it is deleted or replaced under the service.
+        Called once the database is open; does nothing for other databases."""
+        self._writer.file.remember()
+
+    def file_problem(self, max_age_s: float = FILE_CHECK_INTERVAL_S) -> str | None:
+        """Why the SQLite file at the database's path is no longer the one
+        :meth:`remember_file` saw (deleted, or another file in its place), or None.
+
+        Stats the path at most once per ``max_age_s`` seconds and answers the last
+        finding in between, so that a caller may ask on every request. Writes after a
+        deletion or replacement land in the old file, which nothing will read again.
+        """
+        return self._writer.file.problem(max_age_s)
+
+    def check_writable(self, timeout_s: float = 1.0) -> str | None:
+        """Why a write could not start now, or None; waits at most about ``timeout_s``.
+
+        SQLite: the file is still the one opened, and ``BEGIN IMMEDIATE`` (then
+        ``ROLLBACK``) gets the write lock on a connection of its own within the timeout.
+        PostgreSQL: a new connection (connect and statement timeouts) answers and its
+        transactions are not read-only (a standby, ``default_transaction_read_only``).
+        The answer names the cause, never a password.
+        """
+        return self._writer.check_writable(timeout_s)
+
+    def count_encrypted_passwords(self) -> int:
+        """The number of targets whose stored password is encrypted (``<enc-…>``), and so
+        can only be read with the key it was encrypted with."""
+        t = ReplicationTarget.__table__  # type: ignore[attr-defined]
+        query = sa.select(sa.func.count()).where(t.c.password.like("<enc-%"))
+        with self._read() as conn:
+            return int(conn.execute(query).scalar() or 0)
+
+
+def _to_column(name: str, value: Any) -> Any:
+    if name == "tags":
+        return ",".join(value)
+    if name == "params" and not isinstance(value, str):  # a str is JSON text already
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+def _from_columns(row: dict[str, Any]) -> dict[str, Any]:
+    if "tags" in row:
+        row["tags"] = [t for t in (row["tags"] or "").split(",") if t]
+    if "params" in row:
+        text = row["params"]
+        row["params"] = json.loads(text) if text and text != "{}" else {}
+    for name in ("creation_time", "update_time", "next_attempt_at"):
+        value = row.get(name)
+        if isinstance(value, str):
+            row[name] = datetime.fromisoformat(value).replace(tzinfo=UTC)
+        elif isinstance(value, datetime) and value.tzinfo is None:
+            row[name] = value.replace(tzinfo=UTC)
+    return row
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -1,0 +1,211 @@
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from waiting import wait_until
+
+from model.db._writer import (
+    OWN_TRANSACTIONS_MAX,
+    PendingWrite,
+    PostgresWriter,
+    SqliteWriter,
+    Writer,
+    open_writer,
+)
+
+
+@pytest.fixture
+def writer(database_url: str) -> Iterator[Writer]:
+    writer = open_writer(database_url)
+    key = "INTEGER PRIMARY KEY" if isinstance(writer, SqliteWriter) else "SERIAL PRIMARY KEY"
+    with writer.transaction() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE item (id {key}, name TEXT NOT NULL UNIQUE)")
+    yield writer
+    writer.close()
+
+
+@pytest.fixture
+def sqlite_writer(tmp_path: Path) -> Iterator[SqliteWriter]:
+    writer = SqliteWriter(f"sqlite:///{tmp_path}/writer.db")
+    with writer.transaction() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)"
+        )
+    yield writer
+    writer.close()
+
+
+def mark(writer: Writer, name: str) -> str:
+    return f":{name}" if isinstance(writer, SqliteWriter) else f"%({name})s"
+
+
+def insert(writer: Writer, *names: str) -> Callable[[Any], int]:
+    sql = f"INSERT INTO item (name) VALUES ({mark(writer, 'name')})"
+
+    def write(cur: Any) -> int:
+        for name in names:
+            cur.execute(sql, {"name": name})
+        return len(names)
+
+    return write
+
+
+def names(writer: Writer) -> list[str]:
+    with writer.engine.connect() as conn:
+        return [row[0] for row in conn.exec_driver_sql("SELECT name FROM item ORDER BY name")]
+
+
+def test_open_writer_picks_the_writer_of_the_urls_dialect(
+    writer: Writer, database_url: str
+) -> None:
+    expected = SqliteWriter if database_url.startswith("sqlite") else PostgresWriter
+    assert type(writer) is expected
+
+
+def test_a_write_returns_what_it_returns_and_is_committed(writer: Writer) -> None:
+    assert writer.apply(insert(writer, "a", "b"), atomic=True) == 2
+    assert names(writer) == ["a", "b"]
+
+
+def test_an_atomic_write_that_fails_leaves_nothing_behind(writer: Writer) -> None:
+    writer.apply(insert(writer, "a"))
+    with pytest.raises(Exception, match=r"(?i)unique"):
+        writer.apply(insert(writer, "b", "a"), atomic=True)
+    assert names(writer) == ["a"]
+    assert writer.apply(insert(writer, "c")) == 1
+    assert names(writer) == ["a", "c"]
+
+
+def test_a_session_commits_on_success_and_rolls_back_on_an_error(writer: Writer) -> None:
+    sql = f"INSERT INTO item (name) VALUES ({mark(writer, 'name')})"
+    with writer.session() as session:
+        session.connection().exec_driver_sql(sql, {"name": "kept"})
+    with pytest.raises(RuntimeError), writer.session() as session:
+        session.connection().exec_driver_sql(sql, {"name": "undone"})
+        raise RuntimeError("undo")
+    assert names(writer) == ["kept"]
+
+
+def queue_while_locked(
+    writer: SqliteWriter, writes: list[tuple[Callable[[Any], Any], bool]]
+) -> list[Any]:
+    """Applies ``writes`` from threads of their own while the test holds the write lock,
+    so that they all wait in the queue and the first to get the lock runs them as one
+    batch; returns each write's result or error, in order."""
+    outcomes: list[Any] = [None] * len(writes)
+
+    def run(n: int, write: Callable[[Any], Any], atomic: bool) -> None:
+        try:
+            outcomes[n] = writer.apply(write, atomic=atomic)
+        except Exception as exc:
+            outcomes[n] = exc
+
+    threads = [
+        threading.Thread(target=run, args=(n, write, atomic))
+        for n, (write, atomic) in enumerate(writes)
+    ]
+    with writer.locked():
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: writer.queued == len(writes), timeout=10)
+    for thread in threads:
+        thread.join(10)
+    assert writer.queued == 0
+    return outcomes
+
+
+def test_an_atomic_write_that_fails_in_a_batch_is_undone_to_its_savepoint_and_the_others_stand(
+    sqlite_writer: SqliteWriter,
+) -> None:
+    w = sqlite_writer
+    w.apply(insert(w, "taken"))
+    outcomes = queue_while_locked(
+        w,
+        [
+            (insert(w, "first"), False),
+            (insert(w, "half", "taken"), True),  # its first row must not stay
+            (insert(w, "pair-1", "pair-2"), True),
+            (insert(w, "last"), False),
+        ],
+    )
+    assert outcomes[0] == 1 and outcomes[2] == 2 and outcomes[3] == 1
+    assert "UNIQUE" in str(outcomes[1])
+    assert names(w) == ["first", "last", "pair-1", "pair-2", "taken"]
+
+
+def test_a_failing_statement_in_a_batch_of_single_writes_fails_alone(
+    sqlite_writer: SqliteWriter,
+) -> None:
+    w = sqlite_writer
+    w.apply(insert(w, "taken"))
+    writes: list[tuple[Callable[[Any], Any], bool]] = [
+        (insert(w, f"n{n:02d}"), False) for n in range(OWN_TRANSACTIONS_MAX + 4)
+    ]
+    writes.insert(3, (insert(w, "taken"), False))
+    outcomes = queue_while_locked(w, writes)
+    assert "UNIQUE" in str(outcomes[3])
+    assert [o for n, o in enumerate(outcomes) if n != 3] == [1] * (OWN_TRANSACTIONS_MAX + 4)
+    assert names(w) == sorted([f"n{n:02d}" for n in range(OWN_TRANSACTIONS_MAX + 4)] + ["taken"])
+
+
+def test_a_batch_run_directly_marks_every_write_done_with_its_outcome(
+    sqlite_writer: SqliteWriter,
+) -> None:
+    w = sqlite_writer
+    batch = [
+        PendingWrite(insert(w, "a")),
+        PendingWrite(insert(w, "b", "a"), atomic=True),
+        PendingWrite(insert(w, "c")),
+    ]
+    with w.locked():
+        w.commit_batch(batch)
+    assert all(op.done for op in batch)
+    assert [op.result for op in batch] == [1, None, 1]
+    assert batch[0].error is None and batch[2].error is None
+    assert "UNIQUE" in str(batch[1].error)
+    assert names(w) == ["a", "c"]
+
+
+def test_a_session_waits_for_the_write_lock_the_group_writer_holds(
+    sqlite_writer: SqliteWriter,
+) -> None:
+    w = sqlite_writer
+    entered = threading.Event()
+
+    def open_session() -> None:
+        with w.session():
+            entered.set()
+
+    thread = threading.Thread(target=open_session)
+    with w.locked():
+        thread.start()
+        assert not entered.wait(0.3)
+    assert entered.wait(10)
+    thread.join(10)
+
+
+def test_a_core_transaction_waits_for_the_write_lock_too(sqlite_writer: SqliteWriter) -> None:
+    w = sqlite_writer
+    entered = threading.Event()
+
+    def open_transaction() -> None:
+        with w.transaction():
+            entered.set()
+
+    thread = threading.Thread(target=open_transaction)
+    with w.locked():
+        thread.start()
+        assert not entered.wait(0.3)
+    assert entered.wait(10)
+    thread.join(10)
+
+
+def test_the_hot_path_read_sees_committed_writes(writer: Writer) -> None:
+    writer.apply(insert(writer, "seen"))
+    sql = f"SELECT name FROM item WHERE name = {mark(writer, 'name')}"
+    assert writer.read_one(sql, {"name": "seen"})[0] == "seen"
+    assert writer.read_one(sql, {"name": "missing"}) is None
