@@ -29,15 +29,18 @@ shutting down for a job its worker handed back as pending. Every state, blob (di
 size, skipped/mounted/sent, seconds) and manifest goes to the job's log.
 
 A service's jobs share registry clients (connections and tokens), blob locations for
-mounts, and counters for metrics (bytes sent, blobs sent/mounted/skipped, manifests…):
-:func:`replication_stats` ``(ctx).snapshot()``; :func:`close_shared` ``(ctx)`` releases
-the runs handed back and closes the clients when the service stops.
+mounts, and counters for metrics (bytes sent, blobs sent/mounted/skipped, manifests…),
+held in the service's context: :func:`open_shared` ``(ctx)`` attaches them (the
+replication kind's ``open`` hook), :func:`replication_stats` ``(ctx).snapshot()`` reads
+the counters, :func:`close_shared` ``(ctx)`` (its ``close`` hook) releases the runs
+handed back and closes the clients when the service stops.
 """
 
 from __future__ import annotations
 
 from model.errors import JobServiceError
 from model.jobs import RepJob
+from model.operation import Operation
 from model.replication._clients import job_params
 from model.replication._delete import DeleteRun
 from model.replication._errors import ReplicationError, RunReleased, TargetCheckError
@@ -46,8 +49,8 @@ from model.replication._shared import (
     BlobLocations,
     ReplicationStats,
     close_shared,
+    open_shared,
     replication_stats,
-    shared_for,
 )
 from model.replication._states import (
     CHECK,
@@ -75,6 +78,7 @@ __all__ = [
     "TRANSFER_BLOB",
     "BlobLocations",
     "DeleteRun",
+    "Operation",
     "ReplicationError",
     "ReplicationStats",
     "RunReleased",
@@ -82,6 +86,7 @@ __all__ = [
     "TransferRun",
     "add_transitions",
     "close_shared",
+    "open_shared",
     "replication_stats",
 ]
 
@@ -92,8 +97,8 @@ def add_transitions(sm: SM, job: Job) -> None:
     if not isinstance(job, RepJob):
         raise JobServiceError(f"replication needs a RepJob, got {job!r}")
     operation = job_params(job).operation
-    shared = shared_for(job.ctx)
-    if operation == "transfer":
+    shared = open_shared(job.ctx)
+    if operation == Operation.TRANSFER:
         run = TransferRun(job, shared)
         pull = Work(run.pull_manifest, run)
         blob = Work(run.transfer_blob, run)
@@ -108,7 +113,7 @@ def add_transitions(sm: SM, job: Job) -> None:
         finished = Ending(StatusUpdater(job, Status.FINISHED), Status.FINISHED, run.release)
         sm.add_transition(PULL_MANIFEST, Status.FINISHED, finished)
         release_on_endings(sm, run.release)
-    elif operation == "delete":
+    elif operation == Operation.DELETE:
         deletion = DeleteRun(job, shared)
         sm.add_transition(Status.RUNNING, DELETE, Work(deletion.delete))
         finished = Ending(StatusUpdater(job, Status.FINISHED), Status.FINISHED, deletion.release)
@@ -117,5 +122,5 @@ def add_transitions(sm: SM, job: Job) -> None:
     else:
         raise ReplicationError(
             f"replication job {job.id}: unknown operation {operation!r} "
-            "(expected transfer or delete)"
+            f"(expected {' or '.join(Operation)})"
         )

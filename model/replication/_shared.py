@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,8 +24,8 @@ __all__ = [
     "ReplicationShared",
     "ReplicationStats",
     "close_shared",
+    "open_shared",
     "replication_stats",
-    "shared_for",
 ]
 
 #: The counters of :class:`ReplicationStats`, each a Prometheus counter candidate
@@ -218,27 +217,28 @@ class ReplicationShared:
     runs: OpenRuns = field(default_factory=OpenRuns)
 
 
-_shared: weakref.WeakKeyDictionary[JobContext, ReplicationShared] = weakref.WeakKeyDictionary()
-_shared_lock = threading.Lock()
+#: The key of a service's :class:`ReplicationShared` in ``JobContext.resources``.
+RESOURCE_KEY = "replication"
 
 
-def shared_for(ctx: JobContext) -> ReplicationShared:
-    """The shared replication state of the service whose jobs get ``ctx`` (made on first
-    use, dropped with the context)."""
-    with _shared_lock:
-        shared = _shared.get(ctx)
-        if shared is None:
-            shared = _shared[ctx] = ReplicationShared()
-        return shared
+def open_shared(ctx: JobContext) -> ReplicationShared:
+    """The replication state the jobs of the service whose context is ``ctx`` share, in
+    ``ctx.resources``: attached by the first call, the replication kind's ``open`` hook
+    at the service's start (or a job's, for a context no service opened)."""
+    shared = ctx.resources.get(RESOURCE_KEY)
+    if shared is None:
+        shared = ctx.resources.setdefault(RESOURCE_KEY, ReplicationShared())
+    assert isinstance(shared, ReplicationShared)
+    return shared
 
 
 def close_shared(ctx: JobContext) -> None:
     """Releases the job runs the workers of the service whose jobs get ``ctx`` handed
     back (their upload sessions are cancelled), closes the registry clients kept for it
-    and forgets its shared state. For ``JobService.shutdown``, once the workers have
-    handed their jobs back; safe when there is none."""
-    with _shared_lock:
-        shared = _shared.pop(ctx, None)
+    and detaches its shared state (the replication kind's ``close`` hook, called at the
+    service's shutdown once the workers have handed their jobs back); safe when there
+    is none."""
+    shared = ctx.resources.pop(RESOURCE_KEY, None)
     if shared is None:
         return
     for run in shared.runs.take_all():
@@ -252,4 +252,4 @@ def close_shared(ctx: JobContext) -> None:
 def replication_stats(ctx: JobContext) -> ReplicationStats:
     """The replication counters of the service whose jobs get ``ctx``; see
     :data:`STAT_NAMES`. ``JobService`` can export ``replication_stats(ctx).snapshot()``."""
-    return shared_for(ctx).stats
+    return open_shared(ctx).stats

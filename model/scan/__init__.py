@@ -43,10 +43,15 @@ from model.scan._errors import (
     ScannerFailed,
     ScannerUnavailable,
 )
-from model.scan._workflow import DATABASES, TRANSITIONS, ScanState, add_transitions
+from model.scan._workflow import (
+    TRANSITIONS,
+    ScanState,
+    add_transitions,
+    close_shared,
+    open_shared,
+)
 
 __all__ = [
-    "DATABASES",
     "TRANSITIONS",
     "ImageNotFound",
     "NotAnImage",
@@ -55,4 +60,6 @@ __all__ = [
     "ScannerFailed",
     "ScannerUnavailable",
     "add_transitions",
+    "close_shared",
+    "open_shared",
 ]

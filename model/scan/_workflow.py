@@ -6,7 +6,7 @@ import enum
 import time
 
 from model.db.tables import ImgScanJob
-from model.jobs import ScanJob
+from model.jobs import JobContext, ScanJob
 from model.scan._adapter import AdapterBackend
 from model.scan._clair import ClairBackend
 from model.scan._plan import plan_scan, resolve_digest
@@ -17,13 +17,19 @@ from model.scan.builtin.vulndb import VulnDBCache
 from model.sm import SM, Job, StateHandler, StatusUpdater
 from model.status import Status
 
-__all__ = ["DATABASES", "TRANSITIONS", "ScanState", "add_transitions", "make_backend"]
+__all__ = [
+    "TRANSITIONS",
+    "ScanState",
+    "add_transitions",
+    "close_shared",
+    "make_backend",
+    "open_shared",
+]
 
 _MB = 1e6
 
-#: The vulnerability databases of the builtin backend, shared by every scan worker of
-#: the process (a database is big; loading it once per scan would cost seconds).
-DATABASES = VulnDBCache()
+#: The key of a service's :class:`VulnDBCache` in ``JobContext.resources``.
+RESOURCE_KEY = "scan"
 
 
 class ScanState(enum.StrEnum):
@@ -45,6 +51,25 @@ TRANSITIONS: tuple[tuple[str, str], ...] = (
 )
 
 
+def open_shared(ctx: JobContext) -> VulnDBCache:
+    """The vulnerability databases of the builtin backend, shared by the scan workers of
+    the service whose context is ``ctx`` (a database is big; loading it once per scan
+    would cost seconds), in ``ctx.resources``: attached by the first call, the scan
+    kind's ``open`` hook at the service's start (or a job's, for a context no service
+    opened)."""
+    databases = ctx.resources.get(RESOURCE_KEY)
+    if databases is None:
+        databases = ctx.resources.setdefault(RESOURCE_KEY, VulnDBCache())
+    assert isinstance(databases, VulnDBCache)
+    return databases
+
+
+def close_shared(ctx: JobContext) -> None:
+    """Drops the databases :func:`open_shared` attached (the scan kind's ``close`` hook,
+    at the service's shutdown); safe when there are none."""
+    ctx.resources.pop(RESOURCE_KEY, None)
+
+
 def make_backend(run: ScanRun) -> Backend:
     """The backend the ``scanner`` setting names."""
     scanner = run.settings.scanner
@@ -52,7 +77,7 @@ def make_backend(run: ScanRun) -> Backend:
         return AdapterBackend(run)
     if scanner == "clair":
         return ClairBackend(run)
-    return BuiltinBackend(run, DATABASES)
+    return BuiltinBackend(run, open_shared(run.job.ctx))
 
 
 class _State:

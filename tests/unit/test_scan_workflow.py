@@ -13,7 +13,7 @@ import pytest
 
 from model.errors import ConfigError, RetryableError
 from model.registry import Manifest
-from model.scan import DATABASES, TRANSITIONS, ImageNotFound, NotAnImage, ScannerUnavailable
+from model.scan import TRANSITIONS, ImageNotFound, NotAnImage, ScannerUnavailable
 from model.scan._adapter import (
     MIME_REPORT_V1_0,
     MIME_REPORT_V1_1,
@@ -444,7 +444,7 @@ def test_the_database_cache_loads_once_and_again_when_a_file_changes(tmp_path: P
 
 def test_a_missing_database_is_named(tmp_path: Path) -> None:
     with pytest.raises(VulnDBError, match=f"vulnerability database {tmp_path}/nope: no such file"):
-        DATABASES.get(tmp_path / "nope")
+        VulnDBCache().get(tmp_path / "nope")
 
 
 # -- settings ------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The builtin scanner's vulnerability database, loaded once and shared by the scan
-workers of a process until its files change."""
+workers of a service until its files change."""
 
 from __future__ import annotations
 
