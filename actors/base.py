@@ -1,13 +1,36 @@
-"""The base of every actor of the service."""
+"""What every actor of the service shares: its base class, its context, and typed asks."""
 
 from __future__ import annotations
 
 import queue
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import pykka
 
-__all__ = ["ServiceActor"]
+from model.jobs import JobContext
+from model.kinds import KindRegistry
+from model.sm import RetryPolicy
+
+__all__ = ["JobListener", "Runtime", "ServiceActor", "ask"]
+
+_R = TypeVar("_R")
+
+#: ``listener(kind, job_id, status)``: a worker let go of a job, or a waiting job was stopped.
+JobListener = Callable[[str, int, str], None]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What every actor of one service needs, built once at start: the jobs' context
+    (store, settings, secret box, log sink), the kinds, the retry policy, and who hears
+    of each job that ends (called in pool threads)."""
+
+    jobs: JobContext
+    kinds: KindRegistry
+    retry_policy: RetryPolicy
+    on_job_end: JobListener
 
 
 class ServiceActor(pykka.ThreadingActor):
@@ -21,3 +44,13 @@ class ServiceActor(pykka.ThreadingActor):
     @staticmethod
     def _create_actor_inbox() -> queue.SimpleQueue[Any]:
         return queue.SimpleQueue()
+
+
+def ask(ref: pykka.ActorRef[Any], message: Any, reply: type[_R], timeout: float) -> _R:
+    """Asks ``ref`` and returns its answer, checked to be a ``reply``; raises
+    :class:`pykka.Timeout` after ``timeout`` seconds, :class:`pykka.ActorDeadError` when
+    the actor is gone, :class:`TypeError` for an answer of another type."""
+    answer = ref.ask(message, timeout=timeout)
+    if not isinstance(answer, reply):
+        raise TypeError(f"{message!r} answered {answer!r}, not a {reply.__name__}")
+    return answer

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import pykka
 from loguru import logger
 
-from actors.base import ServiceActor
-from actors.messages import GetPools, Reschedule, Schedule, Tick, Wake
+from actors.base import Runtime, ServiceActor
+from actors.messages import GetPools, Pools, Reschedule, Schedule, Tick, Wake
 from actors.pool import WorkerPool
 from model.db.tables import utcnow
-from model.jobs import JobContext
-from model.kinds import KindRegistry
-from model.sm import RetryPolicy
 
 __all__ = ["Dispatcher"]
 
@@ -31,32 +27,19 @@ class Dispatcher(ServiceActor):
     due times live in the database, and the timer is re-armed from it.
     """
 
-    def __init__(
-        self,
-        kinds: KindRegistry,
-        ctx: JobContext,
-        retry_policy: RetryPolicy,
-        on_job_end: Callable[[str, int, str], None],
-    ) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         super().__init__()
-        self.kinds = kinds
-        self.ctx = ctx
-        self.retry_policy = retry_policy
-        self.on_job_end = on_job_end
+        self.runtime = runtime
+        self.ctx = runtime.jobs
         self.pools: dict[str, pykka.ActorRef[Any]] = {}
         self._timer: threading.Timer | None = None
         self._timer_due: datetime | None = None
 
     def on_start(self) -> None:
         """Runs in the dispatcher's thread: starts the pools, arms the retry timer."""
-        for kind in self.kinds:
+        for kind in self.runtime.kinds:
             self.pools[kind.name] = WorkerPool.start(
-                kind,
-                kind.size(self.ctx.settings),
-                self.ctx,
-                self.retry_policy,
-                self.actor_ref,
-                self.on_job_end,
+                kind, kind.size(self.ctx.settings), self.runtime, self.actor_ref
             )
         self._arm_from_store()
 
@@ -81,7 +64,7 @@ class Dispatcher(ServiceActor):
                     pool.tell(Wake())
                 self._arm_from_store()
             case GetPools():
-                return dict(self.pools)
+                return Pools(dict(self.pools))
             case _:
                 logger.warning("dispatcher: unknown message {!r}", message)
         return None

@@ -1,4 +1,5 @@
-"""The whole actor protocol: every message one actor sends another, in one place."""
+"""The whole actor protocol: every message one actor sends another, in one place, and
+the typed replies of the messages that are asked (see :func:`actors.base.ask`)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,20 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import pykka
+
     from model.jobs import LastWrite
 
 __all__ = [
     "Drain",
+    "Drained",
     "Fill",
     "GetPools",
     "PoolStats",
+    "PoolStatus",
+    "Pools",
     "Release",
+    "Released",
     "Reschedule",
     "Run",
     "Schedule",
@@ -38,11 +45,9 @@ class Schedule:
 
 @dataclass(frozen=True)
 class Reschedule:
-    """To the dispatcher, from a pool that recorded a retry: job ``job_id`` of ``kind``
-    is due again at ``due`` (UTC)."""
+    """To the dispatcher, from a pool that recorded a retry: a job is due again at
+    ``due`` (UTC)."""
 
-    kind: str
-    job_id: int
     due: datetime
 
 
@@ -53,7 +58,14 @@ class Tick:
 
 @dataclass(frozen=True)
 class GetPools:
-    """Ask the dispatcher: its pools by kind name."""
+    """Ask the dispatcher: its pools by kind name (:class:`Pools`)."""
+
+
+@dataclass(frozen=True)
+class Pools:
+    """Reply to :class:`GetPools`."""
+
+    by_kind: Mapping[str, pykka.ActorRef[Any]]
 
 
 @dataclass(frozen=True)
@@ -69,20 +81,40 @@ class Fill:
 @dataclass(frozen=True)
 class StopJob:
     """Ask a pool: stop ``job_id`` (its worker's interrupt is set; the step it runs
-    returns); answers True when one of its workers runs that job."""
+    returns); answers True (a ``bool``) when one of its workers runs that job."""
 
     job_id: int
-    kind: str = ""
 
 
 @dataclass(frozen=True)
 class Drain:
-    """Ask a pool: take no more jobs; answers with its workers' refs."""
+    """Ask a pool: take no more jobs (:class:`Drained`)."""
+
+
+@dataclass(frozen=True)
+class Drained:
+    """Reply to :class:`Drain`: the pool's workers."""
+
+    workers: tuple[pykka.ActorRef[Any], ...]
 
 
 @dataclass(frozen=True)
 class PoolStats:
-    """Ask a pool: its size, busy workers and the jobs they run."""
+    """Ask a pool: its size, busy workers and the jobs they run (:class:`PoolStatus`)."""
+
+
+@dataclass(frozen=True)
+class PoolStatus:
+    """Reply to :class:`PoolStats`."""
+
+    size: int
+    busy: int
+    #: Ids of the jobs its workers run.
+    jobs: tuple[int, ...]
+    #: Jobs whose last status the database refused, written again until it lands.
+    unrecorded: int
+    #: Whether the last claim failed (the pool claims again on its timer).
+    claim_failing: bool
 
 
 @dataclass(frozen=True)
@@ -102,7 +134,15 @@ class Step:
 
 @dataclass(frozen=True)
 class Release:
-    """Ask a worker: the service is shutting down; hand the running job back as pending."""
+    """Ask a worker: the service is shutting down; hand the running job back as pending
+    (:class:`Released`)."""
+
+
+@dataclass(frozen=True)
+class Released:
+    """Reply to :class:`Release`: the job handed back, None when the worker was idle."""
+
+    job_id: int | None
 
 
 @dataclass(frozen=True)

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import pykka
 from loguru import logger
 
-from actors.base import ServiceActor
+from actors.base import Runtime, ServiceActor
 from actors.messages import (
     Drain,
+    Drained,
     Fill,
     PoolStats,
+    PoolStatus,
     Reschedule,
     Run,
     StopJob,
@@ -26,9 +27,8 @@ from actors.messages import (
 from actors.worker import Worker
 from model.errors import StatusConflict
 from model.interrupt import Interrupt
-from model.jobs import JobContext, LastWrite
+from model.jobs import LastWrite
 from model.kinds import JobKind
-from model.sm import RetryPolicy
 from model.status import Status
 
 __all__ = ["WorkerPool"]
@@ -52,21 +52,15 @@ class WorkerPool(ServiceActor):
     """
 
     def __init__(
-        self,
-        kind: JobKind,
-        size: int,
-        ctx: JobContext,
-        retry_policy: RetryPolicy,
-        dispatcher: pykka.ActorRef[Any],
-        on_job_end: Callable[[str, int, str], None],
+        self, kind: JobKind, size: int, runtime: Runtime, dispatcher: pykka.ActorRef[Any]
     ) -> None:
         super().__init__()
         self.kind = kind
         self.size = size
-        self.ctx = ctx
-        self.retry_policy = retry_policy
+        self.runtime = runtime
+        self.ctx = runtime.jobs
         self.dispatcher = dispatcher
-        self.on_job_end = on_job_end
+        self.on_job_end = runtime.on_job_end
         self.workers: dict[int, pykka.ActorRef[Any]] = {}
         self.interrupts: dict[int, Interrupt] = {}
         self.idle: list[int] = []
@@ -111,9 +105,7 @@ class WorkerPool(ServiceActor):
 
     def _start_worker(self, slot: int) -> None:
         interrupt = self.interrupts[slot] = Interrupt()
-        self.workers[slot] = Worker.start(
-            slot, self.kind, self.ctx, self.retry_policy, self.actor_ref, interrupt
-        )
+        self.workers[slot] = Worker.start(slot, self.kind, self.runtime, self.actor_ref, interrupt)
         self.idle.append(slot)
 
     def on_receive(self, message: Any) -> Any:
@@ -146,16 +138,16 @@ class WorkerPool(ServiceActor):
             case WorkerDied():
                 self._replace(message)
             case PoolStats():
-                return {
-                    "size": self.size,
-                    "busy": len(self.running),
-                    "jobs": sorted(self.running),
-                    "unwritten": len(self.unwritten),
-                    "claim_failing": self.claim_failed,
-                }
+                return PoolStatus(
+                    size=self.size,
+                    busy=len(self.running),
+                    jobs=tuple(sorted(self.running)),
+                    unrecorded=len(self.unwritten),
+                    claim_failing=self.claim_failed,
+                )
             case Drain():
                 self.draining = True
-                return list(self.workers.values())
+                return Drained(tuple(self.workers.values()))
             case _:
                 logger.warning("{} pool: unknown message {!r}", self.kind.name, message)
         return None
@@ -199,9 +191,7 @@ class WorkerPool(ServiceActor):
             return
         wanted = len(self.idle)
         try:
-            rows = self.ctx.store.claim_many(
-                self.kind.table, None if self.kind.table != "job" else self.kind.name, wanted
-            )
+            rows = self.ctx.store.claim_many(self.kind.table, self.kind.scope, wanted)
         except Exception as exc:
             if not self.claim_failed:
                 logger.opt(exception=exc).error(
@@ -273,7 +263,7 @@ class WorkerPool(ServiceActor):
         if self.unwritten.pop(job_id, None) is not None:
             self.kind.make_job(self.ctx, job_id).logger.info("status {} recorded", status)
         if status == Status.RETRYING and write.due is not None:
-            self.dispatcher.tell(Reschedule(self.kind.name, job_id, write.due))
+            self.dispatcher.tell(Reschedule(write.due))
         if status != Status.PENDING:
             self.on_job_end(self.kind.name, job_id, status)
 

@@ -11,13 +11,25 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, cast
+from typing import Any
 
 import pykka
 from loguru import logger
 
+from actors.base import JobListener, Runtime, ask
 from actors.dispatcher import Dispatcher
-from actors.messages import Drain, GetPools, PoolStats, Release, Schedule, StopJob, Wake
+from actors.messages import (
+    Drain,
+    Drained,
+    GetPools,
+    Pools,
+    PoolStats,
+    PoolStatus,
+    Release,
+    Schedule,
+    StopJob,
+    Wake,
+)
 from model.crypto import SecretBox, load_key
 from model.db import Store
 from model.db.tables import ReplicationPolicy
@@ -26,6 +38,7 @@ from model.joblog import JobLogSink
 from model.jobs import JobContext
 from model.kinds import JobKind, KindRegistry
 from model.names import check_id, check_repository, check_tags
+from model.operation import Operation
 from model.registry import RegistryClient
 from model.replication import close_shared
 from model.settings import Settings
@@ -43,12 +56,10 @@ _STOP_ROUNDS = 5
 #: Longest wait between two reads of a job's status in :meth:`JobService.wait`; the
 #: service's own jobs wake waiters at once, this bounds changes made elsewhere.
 _WAIT_POLL_S = 0.5
-_OPERATIONS = ("transfer", "delete")
+_OPERATIONS = tuple(Operation)
 
 #: ``list_repositories(project_name) -> [repository, ...]`` for ``replicate`` without one.
 RepositoryLister = Callable[[str], list[str]]
-#: ``listener(kind, job_id, status)``: a worker let go of a job, or a waiting job was stopped.
-JobListener = Callable[[str, int, str], None]
 
 
 class JobService:
@@ -119,9 +130,9 @@ class JobService:
         if resumed:
             logger.info("{} jobs left running by the previous process are pending again", resumed)
         self._dispatcher = Dispatcher.start(
-            self.kinds, self._ctx, self.retry_policy, self._job_ended
+            Runtime(self._ctx, self.kinds, self.retry_policy, self._job_ended)
         )
-        self._pools = cast(dict[str, Any], self._dispatcher.ask(GetPools(), timeout=_ASK_TIMEOUT_S))
+        self._pools = dict(ask(self._dispatcher, GetPools(), Pools, _ASK_TIMEOUT_S).by_kind)
         self._accepting = True
         for kind in self.kinds:
             self._dispatcher.tell(Schedule(kind.name))
@@ -137,7 +148,7 @@ class JobService:
         workers: list[pykka.ActorRef[Any]] = []
         for pool in self._pools.values():
             with contextlib.suppress(pykka.ActorDeadError, pykka.Timeout):
-                workers += cast(list[Any], pool.ask(Drain(), timeout=_left(deadline)))
+                workers += ask(pool, Drain(), Drained, _left(deadline)).workers
         releases = [w.ask(Release(), block=False) for w in workers if w.is_alive()]
         for future in releases:
             with contextlib.suppress(pykka.ActorDeadError, pykka.Timeout):
@@ -228,7 +239,7 @@ class JobService:
         policy_id: int,
         repository: str | None = None,
         tags: Iterable[str] = (),
-        operation: str = "transfer",
+        operation: str = Operation.TRANSFER,
     ) -> list[int]:
         """Queues replication jobs of ``policy_id``: one for ``repository`` or, with none,
         one per repository of the policy's project in the source registry. Returns their
@@ -277,7 +288,7 @@ class JobService:
     def _checked_params(self, kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
         self._context()
         job_kind = self.kinds[kind]
-        if job_kind.table != "job":
+        if job_kind.scope is None:
             raise InvalidRequest("kind", f"{kind!r} jobs are queued with JobService.{kind}()")
         if not isinstance(params, Mapping):
             raise InvalidRequest("params", "must be a JSON object")
@@ -337,7 +348,7 @@ class JobService:
         check_id(job_id, "job_id")
         job_kind = self.kinds[kind]
         status = ctx.store.status(job_kind.table, job_id)
-        if job_kind.table == "job" and ctx.store.job("job", job_id)["kind"] != kind:
+        if not job_kind.owns(ctx.store.job(job_kind.table, job_id)):
             raise InvalidRequest("job_id", f"job {job_id} is not a {kind} job")
         asked = status
         # The job may move between the reads and the writes (claimed, handed back,
@@ -361,7 +372,7 @@ class JobService:
         # Asked, not told: once the pool answers, the stop sits in the worker's inbox
         # ahead of the job's next transition.
         try:
-            return bool(self._pools[kind].ask(StopJob(job_id, kind), timeout=_ASK_TIMEOUT_S))
+            return ask(self._pools[kind], StopJob(job_id), bool, _ASK_TIMEOUT_S)
         except (pykka.ActorDeadError, pykka.Timeout) as exc:
             logger.error("cannot route stop of {} job {}: {!r}", kind, job_id, exc)
             return False
@@ -424,7 +435,7 @@ class JobService:
         check_id(job_id, "job_id")
         job_kind = self.kinds[kind]
         row = self._context().store.job(job_kind.table, job_id)
-        if job_kind.table == "job" and row["kind"] != kind:
+        if not job_kind.owns(row):
             raise NotFound(f"{kind} job", job_id)
         return row
 
@@ -457,20 +468,16 @@ class JobService:
         ctx = self._context()
         result: dict[str, dict[str, Any]] = {}
         for kind in self.kinds:
-            pool = self._pools.get(kind.name)
-            info: dict[str, Any] = (
-                cast(dict[str, Any], pool.ask(PoolStats(), timeout=_ASK_TIMEOUT_S)) if pool else {}
-            )
-            scope = kind.name if kind.table == "job" else None
-            queued, delayed = ctx.store.queue_counts(kind.table, scope)
+            pool = ask(self._pools[kind.name], PoolStats(), PoolStatus, _ASK_TIMEOUT_S)
+            queued, delayed = ctx.store.queue_counts(kind.table, kind.scope)
             result[kind.name] = {
-                "size": info.get("size", 0),
-                "busy": info.get("busy", 0),
-                "running": info.get("jobs", []),
+                "size": pool.size,
+                "busy": pool.busy,
+                "running": list(pool.jobs),
                 "queued": queued,
                 "delayed": delayed,
-                "unrecorded": info.get("unwritten", 0),
-                "statuses": ctx.store.status_counts(kind.table, scope),
+                "unrecorded": pool.unrecorded,
+                "statuses": ctx.store.status_counts(kind.table, kind.scope),
             }
         return result
 

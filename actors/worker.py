@@ -8,12 +8,12 @@ from typing import Any
 import pykka
 from loguru import logger
 
-from actors.base import ServiceActor
-from actors.messages import Release, Run, Step, WorkerDied, WorkerIdle
+from actors.base import Runtime, ServiceActor
+from actors.messages import Release, Released, Run, Step, WorkerDied, WorkerIdle
 from model.interrupt import Interrupt
-from model.jobs import JobContext, LastWrite, StoredJob
+from model.jobs import LastWrite, StoredJob
 from model.kinds import JobKind
-from model.sm import SM, RetryPolicy
+from model.sm import SM
 from model.status import Status
 
 __all__ = ["Worker"]
@@ -36,16 +36,15 @@ class Worker(ServiceActor):
         self,
         slot: int,
         kind: JobKind,
-        ctx: JobContext,
-        retry_policy: RetryPolicy,
+        runtime: Runtime,
         pool: pykka.ActorRef[Any],
         interrupt: Interrupt,
     ) -> None:
         super().__init__()
         self.slot = slot
         self.kind = kind
-        self.ctx = ctx
-        self.retry_policy = retry_policy
+        self.ctx = runtime.jobs
+        self.retry_policy = runtime.retry_policy
         self.pool = pool
         self.sm = SM(interrupt)
         self.job: StoredJob | None = None
@@ -63,7 +62,7 @@ class Worker(ServiceActor):
             case Run():
                 self._run(message)
             case Release():
-                return self._release()
+                return Released(self._release())
             case _:
                 logger.warning("worker {}: unknown message {!r}", self.slot, message)
         return None

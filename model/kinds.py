@@ -18,12 +18,17 @@ from model.names import check_kind_name
 from model.settings import Settings
 from model.sm import SM, Job
 
-__all__ = ["BUILTIN_KINDS", "JobKind", "KindRegistry"]
+__all__ = ["BUILTIN_KINDS", "SHARED_TABLE", "JobKind", "KindRegistry"]
+
+#: The table the jobs of every registered kind share; its ``kind`` column tells them apart.
+SHARED_TABLE = "job"
 
 #: ``add_transitions(sm, job)``: adds a kind's transitions (from ``running`` on).
 AddTransitions = Callable[[SM, Job], None]
 #: ``check(params) -> params``: validates a submitted job's parameters.
 CheckParams = Callable[[Mapping[str, Any]], Mapping[str, Any]]
+#: ``open(ctx)`` / ``close(ctx)``: opens or releases a kind's shared resources.
+Lifecycle = Callable[[JobContext], None]
 
 
 @dataclass(frozen=True)
@@ -35,9 +40,13 @@ class JobKind:
     #: A :class:`Settings` attribute naming the pool size, or the size itself.
     pool_size: str | int = 1
     job_class: type[StoredJob] = KindJob
-    table: str = "job"
+    table: str = SHARED_TABLE
     #: Validates ``JobService.submit`` parameters (the default takes any JSON object).
     check_params: CheckParams | None = field(default=None)
+    #: Opens the resources the kind's jobs share (attached to ``ctx.resources``).
+    on_open: Lifecycle | None = field(default=None)
+    #: Releases them once the workers have handed their jobs back.
+    on_close: Lifecycle | None = field(default=None)
 
     def size(self, settings: Settings) -> int:
         """The number of workers of this kind's pool."""
@@ -50,11 +59,34 @@ class JobKind:
             )
         return value
 
+    @property
+    def scope(self) -> str | None:
+        """The ``kind`` column of this kind's rows in the shared table; None for a kind
+        with a table of its own."""
+        return self.name if self.table == SHARED_TABLE else None
+
+    def owns(self, row: Mapping[str, Any]) -> bool:
+        """Whether the job ``row`` (read from :attr:`table`) is of this kind."""
+        return self.scope is None or row.get("kind") == self.name
+
     def make_job(
         self, ctx: JobContext, job_id: int, row: Mapping[str, Any] | None = None
     ) -> StoredJob:
         """The job object for one row."""
         return self.job_class(ctx, job_id, self.name, row)
+
+    def open(self, ctx: JobContext) -> None:
+        """Opens the resources this kind's jobs share in ``ctx.resources``: the service
+        calls it once at its start, before any job of the kind runs."""
+        if self.on_open is not None:
+            self.on_open(ctx)
+
+    def close(self, ctx: JobContext) -> None:
+        """Releases what :meth:`open` opened: the service calls it once at its
+        shutdown, after the workers have handed their jobs back. Safe without a
+        previous :meth:`open`."""
+        if self.on_close is not None:
+            self.on_close(ctx)
 
 
 def _replication_transitions(sm: SM, job: Job) -> None:
@@ -63,15 +95,55 @@ def _replication_transitions(sm: SM, job: Job) -> None:
     add_transitions(sm, job)
 
 
+def _replication_open(ctx: JobContext) -> None:
+    from model.replication import open_shared
+
+    open_shared(ctx)
+
+
+def _replication_close(ctx: JobContext) -> None:
+    from model.replication import close_shared
+
+    close_shared(ctx)
+
+
 def _scan_transitions(sm: SM, job: Job) -> None:
     from model.scan import add_transitions
 
     add_transitions(sm, job)
 
 
+def _scan_open(ctx: JobContext) -> None:
+    from model.scan import open_shared
+
+    open_shared(ctx)
+
+
+def _scan_close(ctx: JobContext) -> None:
+    from model.scan import close_shared
+
+    close_shared(ctx)
+
+
 BUILTIN_KINDS = (
-    JobKind("replication", _replication_transitions, "max_job_workers", RepJob, "replication_job"),
-    JobKind("scan", _scan_transitions, "scan_workers", ScanJob, "img_scan_job"),
+    JobKind(
+        "replication",
+        _replication_transitions,
+        "max_job_workers",
+        RepJob,
+        "replication_job",
+        on_open=_replication_open,
+        on_close=_replication_close,
+    ),
+    JobKind(
+        "scan",
+        _scan_transitions,
+        "scan_workers",
+        ScanJob,
+        "img_scan_job",
+        on_open=_scan_open,
+        on_close=_scan_close,
+    ),
 )
 
 
@@ -88,7 +160,7 @@ class KindRegistry:
         check_kind_name(kind.name)
         if kind.name in self._kinds:
             raise InvalidRequest("kind", f"a kind named {kind.name!r} is already registered")
-        if kind.table != "job" and kind not in BUILTIN_KINDS:
+        if kind.scope is None and kind not in BUILTIN_KINDS:
             raise InvalidRequest(
                 "kind", f"kind {kind.name!r}: registered kinds live in the 'job' table"
             )
