@@ -40,7 +40,6 @@ from model.kinds import JobKind, KindRegistry
 from model.names import check_id, check_repository, check_tags
 from model.operation import Operation
 from model.registry import RegistryClient
-from model.replication import close_shared
 from model.settings import Settings
 from model.sm import RetryPolicy
 from model.status import TERMINAL, Status
@@ -129,6 +128,8 @@ class JobService:
         resumed = store.requeue_running()
         if resumed:
             logger.info("{} jobs left running by the previous process are pending again", resumed)
+        for kind in self.kinds:
+            kind.open(self._ctx)
         self._dispatcher = Dispatcher.start(
             Runtime(self._ctx, self.kinds, self.retry_policy, self._job_ended)
         )
@@ -156,7 +157,11 @@ class JobService:
         self._dispatcher.stop(block=True, timeout=max(_left(deadline), 1.0))
         self._dispatcher = None
         self._pools = {}
-        close_shared(self._ctx)
+        for kind in self.kinds:
+            try:
+                kind.close(self._ctx)
+            except Exception as exc:
+                logger.opt(exception=exc).error("{} kind: cannot close: {}", kind.name, exc)
         self._ctx.sink.remove()
         self._ctx.store.close()
         self._ctx = None
