@@ -9,13 +9,20 @@ Failures raise :class:`RegistryError` subclasses; those a later try may cure
 (network, 5xx, 429, a token that expired under a streamed upload) are also
 :class:`~model.errors.RetryableError`. A request a stop of the calling worker's job cut
 short raises :class:`RegistryStopRequested` (see :mod:`model.net`).
+
+Inside the package, one module a concept: ``_session`` (a request described once, sent
+with the credentials the registry asks for; what the client and the blob code send
+through), ``_auth`` (challenges, tokens), ``_client``, ``_upload`` (an upload session),
+``_stream`` (reading a blob, asking again from where an answer broke off), ``_copier``
+(one blob between two registries, resuming after faults), ``_retry`` (backoff inside a
+step), ``_manifest``, ``_errors``.
 """
 
 from __future__ import annotations
 
 from model.registry._auth import Challenge, parse_challenges
-from model.registry._blobs import DEFAULT_STEP_BYTES, BlobCopier, BlobStream, BlobUpload
 from model.registry._client import DEFAULT_TIMEOUT_S, RegistryClient
+from model.registry._copier import DEFAULT_STEP_BYTES, BlobCopier
 from model.registry._errors import (
     DigestMismatchError,
     InvalidManifestError,
@@ -40,6 +47,8 @@ from model.registry._manifest import (
     compute_digest,
     is_digest,
 )
+from model.registry._stream import BlobStream
+from model.registry._upload import BlobUpload
 
 __all__ = [
     "ACCEPT_MANIFESTS",

@@ -4,30 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Collection, Iterator, Mapping
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator, Mapping
 from types import TracebackType
 
 import httpx
 
-from model.net import (
-    http_client,
-    ssl_context,
-    stop_exempt,
-    stop_grace,
-    stop_requested,
-    timeouts,
-)
+from model.net import http_client, ssl_context, timeouts
 from model.registry._auth import Authenticator
-from model.registry._blobs import BlobStream, BlobUpload
 from model.registry._errors import (
     DigestMismatchError,
     InvalidManifestError,
     RegistryAuthError,
-    RegistryAuthExpiredError,
     RegistryError,
-    error_from_response,
-    error_from_transport,
 )
 from model.registry._manifest import (
     ACCEPT_MANIFESTS,
@@ -35,15 +23,22 @@ from model.registry._manifest import (
     compute_digest,
     is_digest,
 )
+from model.registry._session import (
+    Request,
+    Session,
+    delete_scopes,
+    pull_scopes,
+    push_scopes,
+    resolve_location,
+)
+from model.registry._stream import BlobStream
+from model.registry._upload import BlobUpload
 
 __all__ = ["DEFAULT_TIMEOUT_S", "RegistryClient"]
 
 #: Seconds a request may wait for a connection or for the next bytes of an answer, where
 #: no settings say otherwise (library use).
 DEFAULT_TIMEOUT_S = 30.0
-#: Seconds the cancel of an upload session may take after a stop of the job (it goes out
-#: despite the stop, which it must not hold up for long).
-AFTER_STOP_TIMEOUT_S = 0.5
 #: Repositories asked for per ``_catalog`` page.
 CATALOG_PAGE_SIZE = 100
 
@@ -55,21 +50,6 @@ def _normalize_url(url: str) -> str:
     if "://" not in url:
         url = "https://" + url
     return url
-
-
-def _once(data: bytes) -> Iterator[bytes]:
-    """``data`` as a one-shot body. httpx keeps a request alive in a reference cycle
-    with its response until the garbage collector runs; an exhausted generator holds
-    no bytes, so big chunks are freed at once (memory stays bounded)."""
-    yield data
-
-
-def _length(content: bytes | None, content_length: int | None) -> dict[str, str]:
-    """An explicit ``Content-Length``, so a one-shot or streamed body is not sent
-    chunked."""
-    if content_length is not None:
-        return {"Content-Length": str(content_length)}
-    return {} if content is None else {"Content-Length": str(len(content))}
 
 
 def _strings(value: object) -> list[str]:
@@ -122,6 +102,8 @@ class RegistryClient:
             headers={"User-Agent": "jobservice"},
         )
         self._auth = Authenticator(self._http, self.url, username, password)
+        #: What this client and its upload sessions and blob reads send through.
+        self.session = Session(self.url, self._http, self._auth)
 
     def __repr__(self) -> str:
         return f"RegistryClient({self.url!r}, username={self.username!r})"
@@ -133,7 +115,7 @@ class RegistryClient:
 
     def close(self) -> None:
         """Close the connections; the client cannot be used afterwards."""
-        self._http.close()
+        self.session.close()
 
     def __enter__(self) -> RegistryClient:
         return self
@@ -151,7 +133,7 @@ class RegistryClient:
     def ping(self) -> None:
         """Check that the registry speaks API v2 and accepts the credentials
         (``GET /v2/``)."""
-        self._send("GET", "/v2/", what="ping", scopes=frozenset(), expect=(200,))
+        self.session.send(Request("GET", "/v2/", what="ping", scopes=frozenset(), expect=(200,)))
 
     def catalog(
         self, prefix: str | None = None, *, page_size: int = CATALOG_PAGE_SIZE
@@ -193,22 +175,24 @@ class RegistryClient:
             params=None,
             what="list tags",
             repository=repository,
-            scopes=self._pull_scopes(repository),
+            scopes=pull_scopes(repository),
         ):
             tags.extend(_strings(page.get("tags")))
         return sorted(set(tags))
 
     def manifest_digest(self, repository: str, reference: str) -> str | None:
         """Digest of the manifest a tag or digest names (``HEAD``), ``None`` if absent."""
-        response = self._send(
-            "HEAD",
-            f"/v2/{repository}/manifests/{reference}",
-            what="check manifest",
-            repository=repository,
-            reference=reference,
-            scopes=self._pull_scopes(repository),
-            headers={"Accept": ACCEPT_MANIFESTS},
-            expect=(200, 404),
+        response = self.session.send(
+            Request(
+                "HEAD",
+                f"/v2/{repository}/manifests/{reference}",
+                what="check manifest",
+                repository=repository,
+                reference=reference,
+                scopes=pull_scopes(repository),
+                headers={"Accept": ACCEPT_MANIFESTS},
+                expect=(200, 404),
+            )
         )
         if response.status_code == 404:
             return None
@@ -226,15 +210,17 @@ class RegistryClient:
         for content that is no manifest, :class:`DigestMismatchError` when the bytes do
         not hash to the digest asked for (or the one the registry announced).
         """
-        response = self._send(
-            "GET",
-            f"/v2/{repository}/manifests/{reference}",
-            what="get manifest",
-            repository=repository,
-            reference=reference,
-            scopes=self._pull_scopes(repository),
-            headers={"Accept": ACCEPT_MANIFESTS},
-            expect=(200,),
+        response = self.session.send(
+            Request(
+                "GET",
+                f"/v2/{repository}/manifests/{reference}",
+                what="get manifest",
+                repository=repository,
+                reference=reference,
+                scopes=pull_scopes(repository),
+                headers={"Accept": ACCEPT_MANIFESTS},
+                expect=(200,),
+            )
         )
         content = response.content
         try:
@@ -280,16 +266,18 @@ class RegistryClient:
                 expected=reference,
                 actual=manifest.digest,
             )
-        response = self._send(
-            "PUT",
-            f"/v2/{repository}/manifests/{reference}",
-            what="put manifest",
-            repository=repository,
-            reference=reference,
-            scopes=self._push_scopes(repository),
-            headers={"Content-Type": manifest.media_type},
-            content=manifest.content,
-            expect=(200, 201, 202),
+        response = self.session.send(
+            Request(
+                "PUT",
+                f"/v2/{repository}/manifests/{reference}",
+                what="put manifest",
+                repository=repository,
+                reference=reference,
+                scopes=push_scopes(repository),
+                headers={"Content-Type": manifest.media_type},
+                content=manifest.content,
+                expect=(200, 201, 202),
+            )
         )
         stored = response.headers.get("docker-content-digest")
         if stored and stored != manifest.digest:
@@ -310,14 +298,16 @@ class RegistryClient:
         """
         if not is_digest(digest):
             raise ValueError(f"delete needs a digest, not {digest!r}")
-        response = self._send(
-            "DELETE",
-            f"/v2/{repository}/manifests/{digest}",
-            what="delete manifest",
-            repository=repository,
-            reference=digest,
-            scopes=self._delete_scopes(repository),
-            expect=(200, 202, 204, 404),
+        response = self.session.send(
+            Request(
+                "DELETE",
+                f"/v2/{repository}/manifests/{digest}",
+                what="delete manifest",
+                repository=repository,
+                reference=digest,
+                scopes=delete_scopes(repository),
+                expect=(200, 202, 204, 404),
+            )
         )
         return response.status_code != 404
 
@@ -325,15 +315,17 @@ class RegistryClient:
 
     def blob_exists(self, repository: str, digest: str) -> bool:
         """Whether ``repository`` holds the blob ``digest`` (``HEAD``)."""
-        response = self._send(
-            "HEAD",
-            f"/v2/{repository}/blobs/{digest}",
-            what="check blob",
-            repository=repository,
-            reference=digest,
-            scopes=self._pull_scopes(repository),
-            expect=(200, 404),
-            follow_redirects=True,
+        response = self.session.send(
+            Request(
+                "HEAD",
+                f"/v2/{repository}/blobs/{digest}",
+                what="check blob",
+                repository=repository,
+                reference=digest,
+                scopes=pull_scopes(repository),
+                expect=(200, 404),
+                follow_redirects=True,
+            )
         )
         return response.status_code == 200
 
@@ -342,20 +334,22 @@ class RegistryClient:
         copying it. ``False`` when the registry could not (the source lacks it or
         the credentials may not read it): the upload session it opened instead is
         cancelled."""
-        response = self._send(
-            "POST",
-            f"/v2/{repository}/blobs/uploads/",
-            what="mount blob",
-            repository=repository,
-            reference=digest,
-            scopes=self._push_scopes(repository) | {f"repository:{from_repository}:pull"},
-            params={"mount": digest, "from": from_repository},
-            content=b"",
-            expect=(201, 202),
+        response = self.session.send(
+            Request(
+                "POST",
+                f"/v2/{repository}/blobs/uploads/",
+                what="mount blob",
+                repository=repository,
+                reference=digest,
+                scopes=push_scopes(repository) | {f"repository:{from_repository}:pull"},
+                params={"mount": digest, "from": from_repository},
+                content=b"",
+                expect=(201, 202),
+            )
         )
         if response.status_code == 201:
             return True
-        BlobUpload(self, repository, self._location(response, str(response.url))).cancel()
+        BlobUpload(self.session, repository, resolve_location(response, str(response.url))).cancel()
         return False
 
     def start_upload(self, repository: str, *, algorithm: str = "sha256") -> BlobUpload:
@@ -366,34 +360,38 @@ class RegistryClient:
         streamed writes go out with credentials the registry accepts.
         """
         hashlib.new(algorithm)  # an unknown algorithm fails before the registry is asked
-        response = self._send(
-            "POST",
-            f"/v2/{repository}/blobs/uploads/",
-            what="start blob upload",
-            repository=repository,
-            scopes=self._push_scopes(repository),
-            content=b"",
-            expect=(202,),
+        response = self.session.send(
+            Request(
+                "POST",
+                f"/v2/{repository}/blobs/uploads/",
+                what="start blob upload",
+                repository=repository,
+                scopes=push_scopes(repository),
+                content=b"",
+                expect=(202,),
+            )
         )
-        location = self._location(response, str(response.url))
-        return BlobUpload(self, repository, location, algorithm=algorithm)
+        location = resolve_location(response, str(response.url))
+        return BlobUpload(self.session, repository, location, algorithm=algorithm)
 
     def open_blob(self, repository: str, digest: str) -> BlobStream:
         """Stream the blob ``digest`` (redirects followed); close the stream when done.
 
         The bytes are not checked against the digest here (:class:`BlobCopier` does).
         """
-        response = self._send(
-            "GET",
-            f"/v2/{repository}/blobs/{digest}",
-            what="get blob",
-            repository=repository,
-            reference=digest,
-            scopes=self._pull_scopes(repository),
-            headers={"Accept-Encoding": "identity"},
-            expect=(200,),
-            stream=True,
-            follow_redirects=True,
+        response = self.session.send(
+            Request(
+                "GET",
+                f"/v2/{repository}/blobs/{digest}",
+                what="get blob",
+                repository=repository,
+                reference=digest,
+                scopes=pull_scopes(repository),
+                headers={"Accept-Encoding": "identity"},
+                expect=(200,),
+                stream=True,
+                follow_redirects=True,
+            )
         )
         return BlobStream(response, registry=self.url, repository=repository, digest=digest)
 
@@ -405,29 +403,9 @@ class RegistryClient:
         none is cached); empty when the registry has not asked this client for
         credentials so far, so make a request first. The value is a secret: never log it.
         """
-        return self._auth.headers(self._pull_scopes(repository))
+        return self._auth.headers(pull_scopes(repository))
 
-    # -- plumbing (used by BlobUpload too) --------------------------------------
-
-    @staticmethod
-    def _pull_scopes(repository: str) -> frozenset[str]:
-        return frozenset({f"repository:{repository}:pull"})
-
-    @staticmethod
-    def _push_scopes(repository: str) -> frozenset[str]:
-        return frozenset({f"repository:{repository}:pull,push"})
-
-    @staticmethod
-    def _delete_scopes(repository: str) -> frozenset[str]:
-        return frozenset({f"repository:{repository}:delete"})
-
-    @staticmethod
-    def _location(response: httpx.Response, fallback: str) -> str:
-        """The absolute URL of a response's ``Location`` (relative ones are resolved)."""
-        location = response.headers.get("location")
-        if not location:
-            return fallback
-        return str(response.url.join(location))
+    # -- plumbing ----------------------------------------------------------------
 
     def _pages(
         self,
@@ -442,14 +420,16 @@ class RegistryClient:
         url: str | None = path
         seen: set[str] = set()
         while url is not None:
-            response = self._send(
-                "GET",
-                url,
-                what=what,
-                repository=repository,
-                scopes=scopes,
-                params=params if url == path else None,
-                expect=(200,),
+            response = self.session.send(
+                Request(
+                    "GET",
+                    url,
+                    what=what,
+                    repository=repository,
+                    scopes=scopes,
+                    params=params if url == path else None,
+                    expect=(200,),
+                )
             )
             try:
                 page = response.json()
@@ -471,152 +451,3 @@ class RegistryClient:
                 if nxt not in seen:
                     seen.add(nxt)
                     url = nxt
-
-    def _send(
-        self,
-        method: str,
-        url: str,
-        *,
-        what: str,
-        repository: str | None = None,
-        reference: str | None = None,
-        scopes: frozenset[str],
-        headers: Mapping[str, str] | None = None,
-        params: Mapping[str, str] | None = None,
-        content: bytes | Iterator[bytes] | None = None,
-        content_length: int | None = None,
-        expect: Collection[int],
-        stream: bool = False,
-        follow_redirects: bool = False,
-        timeout_s: float | None = None,
-    ) -> httpx.Response:
-        """Send one request, authenticating as the registry asks, and return the answer
-        if its status is in ``expect``; raise the matching :class:`RegistryError`
-        otherwise. ``url`` is absolute or a path below the registry's URL.
-
-        ``content`` is bytes, or an iterator of chunks streamed as they come, for which
-        ``content_length`` (the exact total) is required. A streamed body can be sent
-        only once: it goes out with the credentials known up front, and a 401 to it
-        raises the retryable :class:`RegistryAuthExpiredError` when the challenge gave
-        fresh credentials (cached for the next try), :class:`RegistryAuthError` when
-        none would help. ``timeout_s`` overrides the client's timeout for this request.
-
-        After a stop of the calling worker's job every request fails at once with
-        :class:`RegistryStopRequested`, except a streamed body being sent, which may
-        finish within :data:`AFTER_STOP_TIMEOUT_S`, and the ``DELETE`` of an upload session,
-        which goes out with at most :data:`AFTER_STOP_TIMEOUT_S`.
-        """
-        if not url.startswith(("http://", "https://")):
-            url = self.url + url
-        streamed = content is not None and not isinstance(content, bytes)
-        if streamed and content_length is None:
-            raise ValueError("a streamed body needs its content_length")
-        cleanup = method == "DELETE" and "/blobs/uploads/" in url and stop_requested() is not None
-        if cleanup:
-            # Cancelling an upload session releases what a stopped job holds on the
-            # registry: it goes out despite the stop, briefly, so the stop still lands
-            # within a second.
-            timeout_s = min(timeout_s or AFTER_STOP_TIMEOUT_S, AFTER_STOP_TIMEOUT_S)
-        timeout = httpx.USE_CLIENT_DEFAULT if timeout_s is None else httpx.Timeout(timeout_s)
-        if cleanup:
-            guard: AbstractContextManager[None] = stop_exempt()
-        elif streamed:
-            # A body cut halfway leaves the registry holding its bytes under a session
-            # address it no longer accepts, which nothing can then cancel: a stop lets
-            # the body finish briefly, and the answer's address cancels the session.
-            guard = stop_grace(AFTER_STOP_TIMEOUT_S)
-        else:
-            guard = nullcontext()
-        with guard:
-            auth = self._auth.headers(scopes)
-            for attempt in (1, 2):
-                body: bytes | Iterator[bytes] | None = content
-                if isinstance(content, bytes) and content:
-                    body = _once(content)
-                request = self._http.build_request(
-                    method,
-                    url,
-                    params=params,
-                    headers={
-                        **(headers or {}),
-                        **auth,
-                        **_length(content if isinstance(content, bytes) else None, content_length),
-                    },
-                    content=body,
-                    timeout=timeout,
-                )
-                try:
-                    response = self._http.send(
-                        request, stream=stream, follow_redirects=follow_redirects
-                    )
-                except httpx.TransportError as exc:
-                    raise error_from_transport(
-                        exc, what, registry=self.url, repository=repository, reference=reference
-                    ) from None
-                if response.status_code != 401 or attempt == 2:
-                    break
-                response.close()
-                retry = self._auth.answer(response, scopes)
-                if retry is None:
-                    break
-                if streamed:
-                    raise self._refused_stream(response, what, repository, reference, fresh=True)
-                auth = retry
-        if response.status_code in expect:
-            return response
-        if response.status_code == 401:
-            self._auth.forget(scopes)
-        if stream:
-            try:
-                response.read()
-            except (httpx.HTTPError, httpx.StreamError):
-                pass
-            finally:
-                response.close()
-        if streamed and response.status_code == 401:
-            raise self._refused_stream(response, what, repository, reference, fresh=False)
-        raise error_from_response(
-            response, what, registry=self.url, repository=repository, reference=reference
-        )
-
-    def _refused_stream(
-        self,
-        response: httpx.Response,
-        what: str,
-        repository: str | None,
-        reference: str | None,
-        *,
-        fresh: bool,
-    ) -> RegistryAuthError:
-        """The error for a 401 to a streamed body (read already): retryable when
-        ``fresh`` credentials were obtained for a next try."""
-        refused = error_from_response(
-            response, what, registry=self.url, repository=repository, reference=reference
-        )
-        carried = "authorization" in response.request.headers
-        why = (
-            "the registry refused the credentials in the middle of a streamed upload"
-            if carried
-            else "the streamed upload went out without credentials (authenticate first, "
-            "e.g. with the POST that opens the session)"
-        )
-        detail = "; ".join(
-            part
-            for part in (
-                refused.detail,
-                why,
-                "its bytes cannot be sent again",
-                "new credentials were obtained for a next try" if fresh else "",
-            )
-            if part
-        )
-        error_type = RegistryAuthExpiredError if fresh else RegistryAuthError
-        return error_type(
-            what,
-            registry=self.url,
-            repository=repository,
-            reference=reference,
-            status=response.status_code,
-            code=refused.code,
-            detail=detail,
-        )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from model.registry import BlobCopier, Descriptor, RegistryClient
 
-__all__ = ["BlobCopy"]
+__all__ = ["BlobCopy", "faults_survived", "step_outcome"]
 
 
 class BlobCopy(BlobCopier):
@@ -43,3 +43,25 @@ class BlobCopy(BlobCopier):
         """Moves at most ``max_bytes`` (``step_bytes`` by default); returns whether the
         blob is committed. Raises as :meth:`BlobCopier.step`."""
         return super().step(self.step_bytes if max_bytes is None else max_bytes)
+
+
+def faults_survived(copy: BlobCopy) -> str:
+    """What a copy went through, for its log line (empty when nothing failed)."""
+    parts = []
+    if copy.source_reopens:
+        parts.append(f"source asked again {copy.source_reopens} time(s)")
+    if copy.resumes:
+        parts.append(f"upload resumed {copy.resumes} time(s)")
+    if copy.restarts:
+        parts.append(f"upload started over {copy.restarts} time(s)")
+    if copy.sent != copy.copied:
+        parts.append(f"{copy.sent} bytes sent in all")
+    return f" after faults: {', '.join(parts)}" if parts else ""
+
+
+def step_outcome(copy: BlobCopy) -> bool | Exception:
+    """One step of ``copy``: whether it completed, or what it raised."""
+    try:
+        return copy.step()
+    except Exception as exc:
+        return exc

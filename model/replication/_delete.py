@@ -61,17 +61,8 @@ class DeleteRun:
             ", ".join(wanted) or "-",
         )
         digests = self._digests(target, dict.fromkeys([*all_tags, *wanted]))
-        by_digest: dict[str, list[str]] = {}
-        for tag in wanted:
-            digest = digests.get(tag)
-            if digest is None:
-                self.log.warning(
-                    "tag {}:{} is not on the target: nothing to delete", self.repository, tag
-                )
-            else:
-                by_digest.setdefault(digest, []).append(tag)
         chosen = set(wanted)
-        for digest, tags in by_digest.items():
+        for digest, tags in self._by_digest(wanted, digests).items():
             sharing = sorted(t for t in all_tags if digests.get(t) == digest and t not in chosen)
             if sharing:
                 self.kept += 1
@@ -83,24 +74,42 @@ class DeleteRun:
                     digest,
                     ", ".join(sharing),
                 )
-                continue
-            started = time.monotonic()
-            if target.delete_manifest(self.repository, digest):
-                self.deleted += 1
-                self.shared.stats.add("manifests_deleted")
-                self.log.info(
-                    "manifest {} deleted with tag(s) {} ({:.3f} s)",
-                    digest,
-                    ", ".join(tags),
-                    time.monotonic() - started,
+            else:
+                self._delete_manifest(target, digest, tags)
+        return Status.FINISHED.value
+
+    def _by_digest(self, wanted: list[str], digests: dict[str, str]) -> dict[str, list[str]]:
+        """The tags of ``wanted`` on the target, by the digest of their manifest (a tag
+        missing on the target is logged and left out)."""
+        by_digest: dict[str, list[str]] = {}
+        for tag in wanted:
+            digest = digests.get(tag)
+            if digest is None:
+                self.log.warning(
+                    "tag {}:{} is not on the target: nothing to delete", self.repository, tag
                 )
             else:
-                self.log.warning(
-                    "manifest {} of tag(s) {} was already gone from the target",
-                    digest,
-                    ", ".join(tags),
-                )
-        return Status.FINISHED.value
+                by_digest.setdefault(digest, []).append(tag)
+        return by_digest
+
+    def _delete_manifest(self, target: RegistryClient, digest: str, tags: list[str]) -> None:
+        """Deletes the manifest ``digest`` (and with it ``tags``) and logs it."""
+        started = time.monotonic()
+        if target.delete_manifest(self.repository, digest):
+            self.deleted += 1
+            self.shared.stats.add("manifests_deleted")
+            self.log.info(
+                "manifest {} deleted with tag(s) {} ({:.3f} s)",
+                digest,
+                ", ".join(tags),
+                time.monotonic() - started,
+            )
+        else:
+            self.log.warning(
+                "manifest {} of tag(s) {} was already gone from the target",
+                digest,
+                ", ".join(tags),
+            )
 
     def release(self, state: str) -> None:
         """Closes the client and logs what the run did (safe to call more than once)."""

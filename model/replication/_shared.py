@@ -225,11 +225,7 @@ def open_shared(ctx: JobContext) -> ReplicationShared:
     """The replication state the jobs of the service whose context is ``ctx`` share, in
     ``ctx.resources``: attached by the first call, the replication kind's ``open`` hook
     at the service's start (or a job's, for a context no service opened)."""
-    shared = ctx.resources.get(RESOURCE_KEY)
-    if shared is None:
-        shared = ctx.resources.setdefault(RESOURCE_KEY, ReplicationShared())
-    assert isinstance(shared, ReplicationShared)
-    return shared
+    return ctx.resource(RESOURCE_KEY, ReplicationShared)
 
 
 def close_shared(ctx: JobContext) -> None:

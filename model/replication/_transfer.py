@@ -24,35 +24,33 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 from model.errors import RetryableError
-from model.interrupt import current
 from model.jobs import RepJob
 from model.registry import (
     Descriptor,
     Manifest,
     RegistryAuthError,
     RegistryClient,
-    RegistryError,
     RegistryNotFoundError,
-    RegistryUnavailableError,
 )
 from model.registry._retry import retrying
+from model.replication._check import check_target
 from model.replication._clients import job_params, source_client, target_client, target_label
-from model.replication._copy import BlobCopy
-from model.replication._errors import ReplicationError, RunReleased, TargetCheckError
+from model.replication._copy import BlobCopy, faults_survived, step_outcome
+from model.replication._errors import ReplicationError, RunReleased
+from model.replication._plan import TagPlan, plan_tag
 from model.replication._shared import ReplicationShared
 from model.replication._states import PULL_MANIFEST, PUSH_MANIFEST, TRANSFER_BLOB
+from model.replication._threads import RunThreads
 from model.status import Status
 
 __all__ = [
     "BLOB_CONCURRENCY",
     "BLOB_STEP_BYTES",
     "HEAD_CONCURRENCY",
-    "MAX_INDEX_DEPTH",
     "SHUTDOWN_CANCEL_TIMEOUT_S",
     "TransferRun",
 ]
@@ -63,53 +61,20 @@ _R = TypeVar("_R")
 #: Bytes each blob being copied moves per ``transfer_blob`` transition (one PATCH). A
 #: step is streamed from the source a read chunk at a time, so its size costs no
 #: memory, and a stop cuts a step short (its sockets are shut down). Each PATCH costs
-#: distribution 2.8 a fixed price (it resumes the session and fsyncs about six files),
+#: distribution 2.8 a fixed price (it resumes the session and fsyncs several files),
 #: and each is a chance to lose the whole session: once a PATCH is cut, or its answer
-#: lost, distribution refuses every location it gave and the blob starts over. With 5 %
-#: of answers 500 and 2 % of exchanges reset on both sides, a 200 MB image sent 1.0-1.9x
-#: its bytes with 8 MiB steps (seeds 1-6) and less with 32 MiB; 16 MiB copied 10-20 %
-#: faster than 8 MiB on a clean loopback.
+#: lost, distribution refuses every location it gave and the blob starts over. So
+#: steps are large (the fault benchmark, ``scripts/bench/faults.py``, measures it).
 BLOB_STEP_BYTES = 32 * 1024 * 1024
 #: Blobs of one tag copied at the same time, each one step per transition. A target
 #: takes one upload stream slower than the source gives it (it hashes, writes and
 #: fsyncs), so parallel streams help; streamed steps make each one cost a connection
-#: and a read chunk. Three copied a 3-layer 200 MB image about 10 % faster than two.
+#: and a read chunk (``scripts/bench/replication.py`` measures the choice).
 BLOB_CONCURRENCY = 3
 #: Seconds a service shutting down gives a target to cancel one upload session.
 SHUTDOWN_CANCEL_TIMEOUT_S = 5.0
 #: Parallel ``HEAD`` requests when a tag's blobs are looked for on the target.
 HEAD_CONCURRENCY = 8
-#: Deepest nesting of indexes followed (an index of indexes is 2).
-MAX_INDEX_DEPTH = 4
-#: Media type fragments of layers that live outside registries ("foreign",
-#: "non-distributable"): manifests may name them, registries never hold them.
-_EXTERNAL_LAYER_MARKS = ("foreign", "nondistributable")
-
-
-def _external(blob: Descriptor) -> bool:
-    return any(mark in blob.media_type for mark in _EXTERNAL_LAYER_MARKS)
-
-
-def _faults_survived(copy: BlobCopy) -> str:
-    """What a copy went through, for its log line (empty when nothing failed)."""
-    parts = []
-    if copy.source_reopens:
-        parts.append(f"source asked again {copy.source_reopens} time(s)")
-    if copy.resumes:
-        parts.append(f"upload resumed {copy.resumes} time(s)")
-    if copy.restarts:
-        parts.append(f"upload started over {copy.restarts} time(s)")
-    if copy.sent != copy.copied:
-        parts.append(f"{copy.sent} bytes sent in all")
-    return f" after faults: {', '.join(parts)}" if parts else ""
-
-
-def _step(copy: BlobCopy) -> bool | Exception:
-    """One step of ``copy``: whether it completed, or what it raised."""
-    try:
-        return copy.step()
-    except Exception as exc:
-        return exc
 
 
 def _seconds(started: float) -> float:
@@ -129,28 +94,6 @@ def _marks_progress(state: Callable[[TransferRun], str]) -> Callable[[TransferRu
             raise
 
     return run
-
-
-@dataclass
-class TagPlan:
-    """What one tag needs on the target: its manifest, the child manifests missing
-    there (pushed first, innermost first) and the blobs still to check or copy."""
-
-    tag: str
-    manifest: Manifest
-    children: list[Manifest] = field(default_factory=list)
-    blobs: deque[Descriptor] = field(default_factory=deque)
-    _digests: set[str] = field(default_factory=set)
-
-    def add_blob(self, blob: Descriptor) -> None:
-        if blob.digest not in self._digests and not _external(blob):
-            self._digests.add(blob.digest)
-            self.blobs.append(blob)
-
-    @property
-    def digests(self) -> frozenset[str]:
-        """Every blob the tag needs (those already on the target included)."""
-        return frozenset(self._digests)
 
 
 @dataclass
@@ -186,8 +129,8 @@ class TransferRun:
         #: Blobs being copied (at most :data:`BLOB_CONCURRENCY`), and when each began.
         self.copies: list[BlobCopy] = []
         self.copy_started: dict[str, float] = {}
-        #: Thread pools by width: one for HEAD requests, one for blob steps.
-        self._pools: dict[int, ThreadPoolExecutor] = {}
+        #: Thread pools: one for HEAD requests, one for blob steps.
+        self._threads = RunThreads(f"replication-{job.id}")
         self.counts = _Counts()
         #: Blobs and manifests this run stored on the target (what a retry skips).
         self.landed = 0
@@ -233,37 +176,7 @@ class TransferRun:
         the repository; raises :class:`TargetCheckError` saying which and why."""
         target = self._target()
         label = target_label(self.job)
-        user = target.username
-        who = f"user {user!r}" if user else "anonymous users"
-        try:
-            retrying(target.ping)
-        except RegistryAuthError as exc:
-            refused = f"the credentials of user {user!r}" if user else "anonymous access"
-            raise TargetCheckError(
-                f"target {label} refused {refused} (HTTP {exc.status}): {exc}",
-                target=target.url,
-                status=exc.status,
-                code=exc.code,
-            ) from None
-        except RegistryUnavailableError:
-            raise
-        except RegistryError as exc:
-            raise TargetCheckError(
-                f"target {label} does not answer GET /v2/ as a registry (HTTP {exc.status}): {exc}",
-                target=target.url,
-                status=exc.status,
-                code=exc.code,
-            ) from None
-        try:
-            retrying(lambda: target.start_upload(self.repository).cancel())
-        except RegistryAuthError as exc:
-            raise TargetCheckError(
-                f"target {label} does not let {who} push to {self.repository} "
-                f"(HTTP {exc.status}): {exc}",
-                target=target.url,
-                status=exc.status,
-                code=exc.code,
-            ) from None
+        who = check_target(target, self.repository, label)
         self.log.info("target {} answers and lets {} push to {}", label, who, self.repository)
         return Status.CONTINUE.value
 
@@ -287,14 +200,11 @@ class TransferRun:
             self.manifests_present.add(manifest.digest)
             self._tag_skipped(tag, f"the target has it already, as {manifest.digest}", "info")
             return PULL_MANIFEST
-        plan = TagPlan(tag, manifest)
         try:
-            self._collect(plan, manifest, 0)
+            plan = plan_tag(tag, manifest, source, target, self.repository, self.manifests_present)
         except RegistryNotFoundError as exc:
             self._tag_skipped(tag, f"part of it is no longer in the source registry ({exc})")
             return PULL_MANIFEST
-        # Largest first: with several copies at once, the longest starts earliest.
-        plan.blobs = deque(sorted(plan.blobs, key=lambda b: b.size, reverse=True))
         self._look_up_blobs(plan.blobs)
         missing = sum(1 for b in plan.blobs if not self.blobs_present.get(b.digest))
         self.log.info(
@@ -416,9 +326,7 @@ class TransferRun:
                 _seconds(self.copy_started.get(copy.blob.digest, self.started)),
                 state,
             )
-        pools, self._pools = self._pools, {}
-        for pool in pools.values():
-            pool.shutdown(wait=True)
+        self._threads.shutdown()
         for client in (self.source, self.target):
             if client is not None:
                 self.shared.clients.release(client)
@@ -459,29 +367,6 @@ class TransferRun:
         self.shared.stats.add("tags_skipped")
         self.log.log(level.upper(), "tag {}:{} skipped: {}", self.repository, tag, why)
 
-    def _collect(self, plan: TagPlan, manifest: Manifest, depth: int) -> None:
-        """Adds ``manifest``'s blobs, or for an index its children missing on the target
-        (each after its own children) and their blobs, to ``plan``."""
-        source, target = self._source(), self._target()
-        for child in manifest.children():
-            digest = child.digest
-            if digest in self.manifests_present:
-                continue
-            if retrying(functools.partial(target.manifest_digest, self.repository, digest)):
-                self.manifests_present.add(digest)
-                continue
-            if depth >= MAX_INDEX_DEPTH:
-                raise ReplicationError(
-                    f"{self.repository}:{plan.tag} nests indexes deeper than {MAX_INDEX_DEPTH}"
-                )
-            child_manifest = retrying(
-                functools.partial(source.get_manifest, self.repository, digest)
-            )
-            self._collect(plan, child_manifest, depth + 1)
-            plan.children.append(child_manifest)
-        for blob in manifest.blobs():
-            plan.add_blob(blob)
-
     def _look_up_blobs(self, blobs: Iterable[Descriptor]) -> None:
         """Asks the target (``HEAD``, in parallel) about blobs this run knows nothing of."""
         unknown = [b.digest for b in blobs if b.digest not in self.blobs_present]
@@ -492,7 +377,7 @@ class TransferRun:
         def exists(digest: str) -> bool:
             return retrying(lambda: target.blob_exists(self.repository, digest))
 
-        answers = self._in_parallel(exists, unknown, HEAD_CONCURRENCY)
+        answers = self._threads.map(exists, unknown, HEAD_CONCURRENCY)
         for digest, present in zip(unknown, answers, strict=True):
             self.blobs_present[digest] = present
             if present:
@@ -542,7 +427,7 @@ class TransferRun:
         failed copy has cancelled itself; the others are cancelled by :meth:`release`)."""
         copies = list(self.copies)
         before = [c.sent for c in copies]
-        outcomes = self._in_parallel(_step, copies, BLOB_CONCURRENCY)
+        outcomes = self._threads.map(step_outcome, copies, BLOB_CONCURRENCY)
         failure: Exception | None = None
         for copy, sent, outcome in zip(copies, before, outcomes, strict=True):
             self._count_bytes(copy.sent - sent)
@@ -558,36 +443,13 @@ class TransferRun:
                 blob.digest,
                 blob.size,
                 _seconds(self.copy_started.pop(blob.digest, self.started)),
-                _faults_survived(copy),
+                faults_survived(copy),
             )
             self.counts.blobs_sent += 1
             self.shared.stats.add("blobs_sent")
             self._blob_stored(blob.digest)
         if failure is not None:
             raise failure
-
-    def _in_parallel(self, work: Callable[[_T], _R], items: list[_T], width: int) -> list[_R]:
-        """``work(item)`` for every item, in the run's thread pool of ``width`` threads
-        when there are several; returns the results in order once all have ended, or
-        raises the first exception once all have ended. The pool's threads run under
-        the calling worker's interrupt, so a stop ends their waits and requests too."""
-        if len(items) == 1:
-            return [work(items[0])]
-        interrupt = current()
-
-        def bound(item: _T) -> _R:
-            if interrupt is not None:
-                interrupt.bind()
-            return work(item)
-
-        pool = self._pools.get(width)
-        if pool is None:
-            pool = self._pools[width] = ThreadPoolExecutor(
-                width, thread_name_prefix=f"replication-{self.job.id}"
-            )
-        futures: list[Future[_R]] = [pool.submit(bound, item) for item in items]
-        wait(futures)
-        return [future.result() for future in futures]
 
     def _mount(self, target: RegistryClient, blob: Descriptor, origin: str) -> bool:
         try:

@@ -57,11 +57,7 @@ def open_shared(ctx: JobContext) -> VulnDBCache:
     would cost seconds), in ``ctx.resources``: attached by the first call, the scan
     kind's ``open`` hook at the service's start (or a job's, for a context no service
     opened)."""
-    databases = ctx.resources.get(RESOURCE_KEY)
-    if databases is None:
-        databases = ctx.resources.setdefault(RESOURCE_KEY, VulnDBCache())
-    assert isinstance(databases, VulnDBCache)
-    return databases
+    return ctx.resource(RESOURCE_KEY, VulnDBCache)
 
 
 def close_shared(ctx: JobContext) -> None:

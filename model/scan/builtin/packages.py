@@ -36,7 +36,7 @@ from typing import BinaryIO, TypeVar
 from debian.deb822 import Deb822
 
 from model.scan.builtin.errors import LayerError
-from model.scan.builtin.tarstream import LayerReader, NotTar, TarError
+from model.scan.builtin.tarstream import LayerReader, Member, NotTar, TarError
 
 __all__ = [
     "MAX_DATABASE_BYTES",
@@ -275,46 +275,11 @@ def scan_layer(source: BinaryIO | Iterable[bytes], layer: str = "layer") -> Laye
     :data:`MAX_DATABASE_BYTES`. Errors of ``source`` itself (network, disk) propagate.
     """
     reader = LayerReader(source)
-    files: dict[str, tuple[Package, ...]] = {}
-    os_releases: dict[str, OsRelease | None] = {}
-    whiteouts: set[str] = set()
-    opaque: set[str] = set()
+    found = _Found()
     what = "tar" if reader.compression == "none" else f"{reader.compression} tar"
     try:
         for member in reader.members():
-            path = _normalize(member.name)
-            base = path.rpartition("/")[2]
-            if base.startswith(_WHITEOUT):
-                parent = path[: -len(base)].rstrip("/")
-                if base == _OPAQUE:
-                    opaque.add(parent)
-                elif not base.startswith(_WHITEOUT + _WHITEOUT):  # not aufs metadata
-                    whiteouts.add(posixpath.join(parent, base[len(_WHITEOUT) :]))
-                continue
-            kind = _kind(path)
-            if kind is None:
-                continue
-            if not member.isreg():
-                if kind == _OS:
-                    os_releases[path] = None
-                    continue
-                target = _normalize(member.linkname) if member.islnk() else ""
-                files[path] = tuple(replace(p, path=path) for p in files.get(target, ()))
-                continue
-            if kind == _PYTHON:
-                files[path] = _python_package(_read_headers(reader, member.size), path)
-                continue
-            if member.size > MAX_DATABASE_BYTES:
-                raise LayerError(
-                    layer, f"{path} is {member.size} bytes, more than {MAX_DATABASE_BYTES}"
-                )
-            data = reader.read(member.size)
-            if kind == _DPKG:
-                files[path] = _dpkg_packages(data, path)
-            elif kind == _APK:
-                files[path] = _apk_packages(data, path)
-            else:
-                os_releases[path] = _os_release(data)
+            found.take(reader, member, layer)
         reader.finish()
     except NotTar as exc:
         raise LayerError(layer, f"not a {what} archive ({exc})") from None
@@ -322,13 +287,60 @@ def scan_layer(source: BinaryIO | Iterable[bytes], layer: str = "layer") -> Laye
         raise LayerError(layer, f"corrupt or truncated {what} archive ({exc})") from None
     return LayerScan(
         layer=layer,
-        files=files,
-        os_releases=os_releases,
-        whiteouts=frozenset(whiteouts),
-        opaque_dirs=frozenset(opaque),
+        files=found.files,
+        os_releases=found.os_releases,
+        whiteouts=frozenset(found.whiteouts),
+        opaque_dirs=frozenset(found.opaque),
         compression=reader.compression,
         bytes_read=reader.bytes_read,
     )
+
+
+class _Found:
+    """What :func:`scan_layer` collects from a layer's members, as it goes."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, tuple[Package, ...]] = {}
+        self.os_releases: dict[str, OsRelease | None] = {}
+        self.whiteouts: set[str] = set()
+        self.opaque: set[str] = set()
+
+    def take(self, reader: LayerReader, member: Member, layer: str) -> None:
+        """Records ``member`` if it is a whiteout, a package database or an
+        os-release file (its data read from ``reader``); skips it otherwise."""
+        path = _normalize(member.name)
+        base = path.rpartition("/")[2]
+        if base.startswith(_WHITEOUT):
+            parent = path[: -len(base)].rstrip("/")
+            if base == _OPAQUE:
+                self.opaque.add(parent)
+            elif not base.startswith(_WHITEOUT + _WHITEOUT):  # not aufs metadata
+                self.whiteouts.add(posixpath.join(parent, base[len(_WHITEOUT) :]))
+            return
+        kind = _kind(path)
+        if kind is None:
+            return
+        if not member.isreg():
+            if kind == _OS:
+                self.os_releases[path] = None
+                return
+            target = _normalize(member.linkname) if member.islnk() else ""
+            self.files[path] = tuple(replace(p, path=path) for p in self.files.get(target, ()))
+            return
+        if kind == _PYTHON:
+            self.files[path] = _python_package(_read_headers(reader, member.size), path)
+            return
+        if member.size > MAX_DATABASE_BYTES:
+            raise LayerError(
+                layer, f"{path} is {member.size} bytes, more than {MAX_DATABASE_BYTES}"
+            )
+        data = reader.read(member.size)
+        if kind == _DPKG:
+            self.files[path] = _dpkg_packages(data, path)
+        elif kind == _APK:
+            self.files[path] = _apk_packages(data, path)
+        else:
+            self.os_releases[path] = _os_release(data)
 
 
 # -- the image -------------------------------------------------------------------------

@@ -382,68 +382,71 @@ class LayerReader:
         of the blob on a block boundary. The data a caller leaves unread is skipped.
         """
         stream = self._stream
-        pax: dict[str, str] = {}
-        long_name = long_link = ""
+        extended = _Extended()
         first = True
         while True:
-            header = stream.read(_BLOCK)
-            if len(header) < _BLOCK:
-                if first:
-                    raise NotTar("empty" if not header else "shorter than one tar header")
-                if header or pax or long_name or long_link:
-                    raise TarError("unexpected end of data")
+            header = self._header(first, extended)
+            if header is None:
                 return
-            if header == _ZERO_BLOCK:
-                return
-            try:
-                valid = _checksum_ok(header)
-            except TarError:
-                valid = False
-            if not valid:
-                raise NotTar("invalid tar header") if first else TarError("bad header checksum")
             first = False
             kind = header[156]
             size = _number(header[124:136])
-            if kind == _PAX:
-                pax = _pax_records(self._read_meta(size))
-                continue
-            if kind == _GNU_LONGNAME:
-                long_name = _text(self._read_meta(size))
-                continue
-            if kind == _GNU_LONGLINK:
-                long_link = _text(self._read_meta(size))
-                continue
-            if kind == _PAX_GLOBAL:
-                self._read_meta(size)
+            if self._took_meta(kind, size, extended):
                 continue
             if kind == _GNU_SPARSE and header[482]:
-                extension = header
-                while extension[504]:  # more sparse map blocks follow
-                    extension = stream.read(_BLOCK)
-                    if len(extension) < _BLOCK:
-                        raise TarError("unexpected end of data")
-            name = pax.get("path") or long_name
-            if not name:
-                name = _text(header[0:100])
-                if header[257:263] == _USTAR and header[345]:
-                    name = _text(header[345:500]) + "/" + name
-            linkname = ""
-            if kind in _LINK_TYPES:
-                linkname = pax.get("linkpath") or long_link or _text(header[157:257])
-            if "size" in pax:
-                try:
-                    size = int(pax["size"])
-                except ValueError:
-                    raise TarError("bad pax size") from None
-            if kind in _NO_DATA_TYPES:
-                size = 0  # as tarfile: these carry no data whatever the size field says
-            pax, long_name, long_link = {}, "", ""
-            end = stream.pos + size + (-size % _BLOCK)
-            self._left = size
-            yield Member(name, kind, size, linkname)
+                self._skip_sparse_map(header)
+            member = _member(header, kind, size, extended)
+            extended = _Extended()
+            end = stream.pos + member.size + (-member.size % _BLOCK)
+            self._left = member.size
+            yield member
             self._left = 0
             stream.skip_to(end)
             if stream.pos < end:
+                raise TarError("unexpected end of data")
+
+    def _header(self, first: bool, extended: _Extended) -> bytes | None:
+        """The next member's header block, None at the archive's end. Raises
+        :class:`NotTar` for a ``first`` block that is no tar header, :class:`TarError`
+        for a bad one or an end that cuts a member (``extended`` waiting for it)."""
+        header = self._stream.read(_BLOCK)
+        if len(header) < _BLOCK:
+            if first:
+                raise NotTar("empty" if not header else "shorter than one tar header")
+            if header or extended.pending():
+                raise TarError("unexpected end of data")
+            return None
+        if header == _ZERO_BLOCK:
+            return None
+        try:
+            valid = _checksum_ok(header)
+        except TarError:
+            valid = False
+        if not valid:
+            raise NotTar("invalid tar header") if first else TarError("bad header checksum")
+        return header
+
+    def _took_meta(self, kind: int, size: int, extended: _Extended) -> bool:
+        """Reads a pax or GNU meta member into ``extended`` (for the next member);
+        whether the header was one."""
+        if kind == _PAX:
+            extended.pax = _pax_records(self._read_meta(size))
+        elif kind == _GNU_LONGNAME:
+            extended.long_name = _text(self._read_meta(size))
+        elif kind == _GNU_LONGLINK:
+            extended.long_link = _text(self._read_meta(size))
+        elif kind == _PAX_GLOBAL:
+            self._read_meta(size)
+        else:
+            return False
+        return True
+
+    def _skip_sparse_map(self, header: bytes) -> None:
+        """Reads past the extension blocks of an old GNU sparse member's map."""
+        extension = header
+        while extension[504]:  # more sparse map blocks follow
+            extension = self._stream.read(_BLOCK)
+            if len(extension) < _BLOCK:
                 raise TarError("unexpected end of data")
 
     def finish(self) -> None:
@@ -452,3 +455,39 @@ class LayerReader:
         self._stream.drain()
         while self._source.read(CHUNK_BYTES):
             pass
+
+
+class _Extended:
+    """What pax and GNU meta members say of the member after them."""
+
+    __slots__ = ("long_link", "long_name", "pax")
+
+    def __init__(self) -> None:
+        self.pax: dict[str, str] = {}
+        self.long_name = ""
+        self.long_link = ""
+
+    def pending(self) -> bool:
+        """Whether a meta member waits for its member."""
+        return bool(self.pax or self.long_name or self.long_link)
+
+
+def _member(header: bytes, kind: int, size: int, extended: _Extended) -> Member:
+    """The member a header block describes, with what ``extended`` says of it."""
+    pax = extended.pax
+    name = pax.get("path") or extended.long_name
+    if not name:
+        name = _text(header[0:100])
+        if header[257:263] == _USTAR and header[345]:
+            name = _text(header[345:500]) + "/" + name
+    linkname = ""
+    if kind in _LINK_TYPES:
+        linkname = pax.get("linkpath") or extended.long_link or _text(header[157:257])
+    if "size" in pax:
+        try:
+            size = int(pax["size"])
+        except ValueError:
+            raise TarError("bad pax size") from None
+    if kind in _NO_DATA_TYPES:
+        size = 0  # as tarfile: these carry no data whatever the size field says
+    return Member(name, kind, size, linkname)

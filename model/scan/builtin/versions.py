@@ -148,82 +148,75 @@ class _Token(NamedTuple):
 
 def _apk_tokens(version: str) -> list[_Token]:
     """Split an apk version into tokens; the last one is always END or INVALID."""
-    tokens: list[_Token] = []
-    n = len(version)
-    i = 0
-    while i < n and version[i] in _DIGITS:
-        i += 1
+    i = _span(version, 0, _DIGITS)
     if i == 0:
         return [_Token(_INVALID, "", 0)]
-    tokens.append(_Token(_INITIAL_DIGIT, version[:i], int(version[:i])))
-    kind = _INITIAL_DIGIT
-    while True:
-        if i == n:
-            tokens.append(_Token(_END, "", 0))
+    tokens = [_Token(_INITIAL_DIGIT, version[:i], int(version[:i]))]
+    while i < len(version):
+        step = _apk_token(version, i, tokens[-1].kind)
+        if step is None:
+            tokens.append(_Token(_INVALID, "", 0))
             return tokens
-        c = version[i]
-        if c in _LOWER:
-            if kind > _DIGIT:
-                break
-            kind = _LETTER
-            tokens.append(_Token(kind, c, ord(c)))
-            i += 1
-        elif c == "." or c in _DIGITS:
-            if c == ".":
-                if kind > _DIGIT:
-                    break
-                i += 1
-            if kind in (_INITIAL_DIGIT, _DIGIT):
-                kind = _DIGIT
-            elif kind == _SUFFIX:
-                kind = _SUFFIX_NO
-            else:
-                break
-            j = i
-            while j < n and version[j] in _DIGITS:
-                j += 1
-            if j == i:
-                break
-            tokens.append(_Token(kind, version[i:j], int(version[i:j])))
-            i = j
-        elif c == "_":
-            if kind > _SUFFIX_NO:
-                break
-            j = i + 1
-            while j < n and version[j] in _LOWER:
-                j += 1
-            rank = _SUFFIXES.get(version[i + 1 : j])
-            if rank is None:
-                break
-            kind = _SUFFIX
-            tokens.append(_Token(kind, version[i + 1 : j], rank))
-            i = j
-        elif c == "~":
-            if kind >= _HASH:
-                break
-            j = i + 1
-            while j < n and version[j] in _HEX:
-                j += 1
-            if j == i + 1:
-                break
-            kind = _HASH
-            tokens.append(_Token(kind, version[i + 1 : j], 0))
-            i = j
-        elif c == "-":
-            if kind >= _REVISION or not version.startswith("-r", i):
-                break
-            j = i + 2
-            while j < n and version[j] in _DIGITS:
-                j += 1
-            if j == i + 2:
-                break
-            kind = _REVISION
-            tokens.append(_Token(kind, version[i + 2 : j], int(version[i + 2 : j])))
-            i = j
-        else:
-            break
-    tokens.append(_Token(_INVALID, "", 0))
+        token, i = step
+        tokens.append(token)
+    tokens.append(_Token(_END, "", 0))
     return tokens
+
+
+def _span(text: str, start: int, chars: frozenset[str]) -> int:
+    """Where the run of ``chars`` that starts at ``start`` in ``text`` ends."""
+    end = start
+    while end < len(text) and text[end] in chars:
+        end += 1
+    return end
+
+
+def _apk_token(version: str, i: int, kind: int) -> tuple[_Token, int] | None:
+    """The token at ``i`` after a token of ``kind``, and where the next one starts;
+    None when the version is invalid from ``i`` on."""
+    c = version[i]
+    if c in _LOWER:
+        return None if kind > _DIGIT else (_Token(_LETTER, c, ord(c)), i + 1)
+    if c == "." or c in _DIGITS:
+        return _apk_number(version, i, kind)
+    if c == "_":
+        if kind > _SUFFIX_NO:
+            return None
+        j = _span(version, i + 1, _LOWER)
+        rank = _SUFFIXES.get(version[i + 1 : j])
+        return None if rank is None else (_Token(_SUFFIX, version[i + 1 : j], rank), j)
+    if c == "~":
+        if kind >= _HASH:
+            return None
+        j = _span(version, i + 1, _HEX)
+        return None if j == i + 1 else (_Token(_HASH, version[i + 1 : j], 0), j)
+    if c == "-":
+        if kind >= _REVISION or not version.startswith("-r", i):
+            return None
+        j = _span(version, i + 2, _DIGITS)
+        if j == i + 2:
+            return None
+        return _Token(_REVISION, version[i + 2 : j], int(version[i + 2 : j])), j
+    return None
+
+
+def _apk_number(version: str, i: int, kind: int) -> tuple[_Token, int] | None:
+    """A number at ``i`` (after a ``.`` for a version part, or straight after a
+    suffix), as :func:`_apk_token`."""
+    if version[i] == ".":
+        if kind > _DIGIT:
+            return None
+        i += 1
+    if kind in (_INITIAL_DIGIT, _DIGIT):
+        kind = _DIGIT
+    elif kind == _SUFFIX:
+        kind = _SUFFIX_NO
+    else:
+        return None
+    j = _span(version, i, _DIGITS)
+    if j == i:
+        return None
+    return _Token(kind, version[i:j], int(version[i:j])), j
 
 
 def _cmp(a: Any, b: Any) -> int:
