@@ -4,10 +4,10 @@ kind an embedding application registered), all over one stored-row base."""
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from model.crypto import SecretBox
 from model.db import Store
@@ -33,6 +33,8 @@ __all__ = [
     "StoredJob",
 ]
 
+_R = TypeVar("_R")
+
 
 @dataclass(frozen=True)
 class JobContext:
@@ -43,11 +45,23 @@ class JobContext:
     settings: Settings
     box: SecretBox
     sink: JobLogSink
+    #: Each kind's shared resources by kind name, opened by ``JobKind.open`` at the
+    #: service's start and closed by ``JobKind.close`` at its shutdown.
+    resources: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def log_dir(self) -> str:
         """The base folder of job logs."""
         return str(self.settings.log_dir)
+
+    def resource(self, key: str, make: Callable[[], _R]) -> _R:
+        """The shared resource ``key`` of :attr:`resources`, made with ``make`` and
+        attached by the first call (a kind's ``open`` hook, or a job's for a context
+        no service opened)."""
+        found = self.resources.get(key)
+        if found is None:
+            found = self.resources.setdefault(key, make())
+        return cast(_R, found)
 
 
 @dataclass(frozen=True)
