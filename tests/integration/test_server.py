@@ -12,7 +12,7 @@ import pytest
 from registries import free_port
 from waiting import wait_until
 
-from actors.server import EXIT_ACTORS_DIED, ServeProcess
+from actors.serve import EXIT_ACTORS_DIED, ServeProcess
 from model.db import migrations
 from model.errors import ConfigError
 from model.settings import Settings

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from loguru import logger
 
-from actors.server import configure_logging
+from actors.serve import configure_logging
 
 
 @pytest.fixture

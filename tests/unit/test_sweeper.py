@@ -6,7 +6,7 @@ from pathlib import Path
 
 from waiting import wait_until
 
-from actors.sweeper import LogSweeper
+from actors.serve import LogSweeper
 from model.joblog import job_log_path
 
 DAY = 86_400.0

@@ -37,6 +37,7 @@ class ApiClient:
         )
 
     def close(self) -> None:
+        """Closes the connections; the client is not used afterwards."""
         self._http.close()
 
     def __enter__(self) -> ApiClient:
@@ -75,16 +76,21 @@ class ApiClient:
         raise ApiError(response.status_code, response.text.strip()[:500] or response.reason_phrase)
 
     def get(self, path: str, **params: Any) -> Any:
+        """The decoded JSON answer of ``GET path?params``; raises :class:`ApiError`."""
         return self.request("GET", path, params=params or None).json()
 
     def post(self, path: str, body: Any = None) -> Any:
+        """The decoded JSON answer of ``POST path`` with ``body`` as JSON (None for an
+        empty answer); raises :class:`ApiError`."""
         response = self.request("POST", path, json=body)
         return response.json() if response.content else None
 
     def put(self, path: str, body: Any) -> Any:
+        """The decoded JSON answer of ``PUT path`` with ``body``; raises :class:`ApiError`."""
         return self.request("PUT", path, json=body).json()
 
     def delete(self, path: str) -> None:
+        """Sends ``DELETE path``; raises :class:`ApiError`."""
         self.request("DELETE", path)
 
     def log(self, kind: str, job_id: int, offset: int = 0) -> bytes:

@@ -1,5 +1,8 @@
 """The log sweeper: deletes job logs older than the retention and the folders they leave
-empty, so the log folder does not fill up (the original's most reported failure)."""
+empty, so the log folder does not fill up (the original's most reported failure).
+
+This module is the timer and the walk; which files are job logs and which folders may
+go are the log tree's rules, in :mod:`model.joblog`."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
-"""``jobservice serve``: the HTTP API and the actors in one supervised process.
+"""The supervised process of ``jobservice serve``: the HTTP API and the actors in one
+process, started and stopped in order, watched from the main thread.
 
-- Logs go to stderr through loguru (text, or JSON lines), the standard library's
-  (uvicorn's, alembic's) too; a string a job registered as secret never reaches them.
 - SIGTERM or SIGINT: the HTTP server stops taking connections and finishes the
   requests under way, then :meth:`JobService.shutdown` lets running jobs reach their
   next transition and hands them back as ``pending``; exit status 0. A second signal
@@ -9,43 +8,35 @@
 - The main thread watches the actor system: if the dispatcher or a pool stops,
   ``/healthz`` already answers 503 and the process exits with :data:`EXIT_ACTORS_DIED`,
   so that its supervisor (systemd's ``Restart=on-failure``) starts it again.
-- A :class:`~actors.sweeper.LogSweeper` deletes job logs older than
-  ``log_retention_days`` in the background.
+- A :class:`~actors.serve.LogSweeper` deletes job logs older than
+  ``log_retention_days`` in the background while the service runs.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import logging
 import os
 import signal
 import socket
 import sys
 import threading
-import traceback
 from types import FrameType
-from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from loguru import logger
 
 from actors.api import create_app
+from actors.serve._sweeper import LogSweeper
 from actors.service import JobService
-from actors.sweeper import LogSweeper
 from model.db import migrations
 from model.errors import ConfigError
 from model.settings import Settings
-
-if TYPE_CHECKING:
-    from loguru import Message, Record
 
 __all__ = [
     "EXIT_ACTORS_DIED",
     "EXIT_CONFIG",
     "EXIT_HTTP_DIED",
     "ServeProcess",
-    "configure_logging",
     "exit_process",
 ]
 
@@ -60,102 +51,11 @@ WATCH_INTERVAL_S = 0.5
 #: Seconds the HTTP server may take to finish the requests under way at a stop.
 HTTP_GRACE_S = 5.0
 
-#: Record fields that are plumbing, not context worth a log line.
-_INTERNAL_EXTRA = frozenset({"job_log_sink", "job_log", "secrets", "ident"})
-
-
-# -- logging ----------------------------------------------------------------------------------
-
-
-def _masked(text: str, record: Record) -> str:
-    for secret in record["extra"].get("secrets", ()):
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
-def _text_format(record: Record) -> str:
-    extra = record["extra"]
-    record["extra"]["ident"] = (
-        f"{extra['job_type']} job {extra['job_id']}: " if "job_id" in extra else ""
-    )
-    return "{time:YYYY-MM-DD HH:mm:ss.SSS} {level: <8} {name}: {extra[ident]}{message}\n{exception}"
-
 
 def _log_job_end(kind: str, job_id: int, status: str) -> None:
     # The service's log gets a line per job a worker lets go of; every state of the job
     # is in the job's own log.
     logger.info("{} job {} is {}", kind, job_id, status)
-
-
-class _StderrSink:
-    """Writes loguru records to stderr, as text or JSON lines, secrets masked."""
-
-    def __init__(self, json_lines: bool) -> None:
-        self.json_lines = json_lines
-
-    def write(self, message: Message) -> None:
-        record = message.record
-        if self.json_lines:
-            line: dict[str, Any] = {
-                "time": record["time"].isoformat(timespec="milliseconds"),
-                "level": record["level"].name,
-                "logger": record["name"],
-                "message": record["message"],
-            }
-            line.update({k: v for k, v in record["extra"].items() if k not in _INTERNAL_EXTRA})
-            if record["exception"] is not None:
-                exc_type, exc_value, exc_tb = record["exception"]
-                line["exception"] = "".join(traceback.format_exception(exc_type, exc_value, exc_tb))
-            text = json.dumps(line, default=str) + "\n"
-        else:
-            text = str(message)
-        sys.stderr.write(_masked(text, record))
-        sys.stderr.flush()
-
-
-class _ToLoguru(logging.Handler):
-    """Hands the standard library's records (uvicorn, alembic) to loguru."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            level: str | int = logger.level(record.levelname).name
-        except ValueError:
-            level = record.levelno
-        name = record.name
-
-        def named(loguru_record: Record) -> None:
-            loguru_record["name"] = name
-
-        logger.patch(named).opt(exception=record.exc_info).log(level, record.getMessage())
-
-
-def configure_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
-    """Sends the process's logs to stderr: loguru's and the standard library's.
-
-    Tracebacks carry no variable values (loguru's ``diagnose`` is off): a value in a
-    frame may be a password.
-    """
-    logger.remove()
-    sink = _StderrSink(json_lines)
-    logger.add(
-        sink.write,
-        level=level,
-        format=_text_format,
-        backtrace=False,
-        diagnose=False,
-        colorize=False,
-        catch=True,
-    )
-    logging.basicConfig(handlers=[_ToLoguru()], level=logging.INFO, force=True)
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "alembic"):
-        std = logging.getLogger(name)
-        std.handlers = []
-        std.propagate = True
-    # A line per connection (alembic) or per registry request (httpx) is noise in a
-    # service's log; the job logs say what each job asked of which registry.
-    for name in ("alembic", "httpx", "httpcore"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 # -- the process --------------------------------------------------------------------------------

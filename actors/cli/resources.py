@@ -1,0 +1,213 @@
+"""``jobservice project|target|policy``: the resources replication jobs name, added and
+listed through the service's HTTP API.
+
+A target's password is read from standard input or a hidden prompt, never from the
+command line."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from actors.cli._common import (
+    JsonOpt,
+    QuietOpt,
+    SecretFileOpt,
+    UrlOpt,
+    api,
+    console,
+    print_json,
+    resolve,
+)
+from actors.cli.client import DEFAULT_URL
+
+__all__ = ["policy_app", "project_app", "target_app"]
+
+project_app = typer.Typer(help="Projects: repositories are named <project>/<name>.")
+target_app = typer.Typer(help="Replication targets: registries to copy to.")
+policy_app = typer.Typer(help="Replication policies: which project goes to which target.")
+
+#: A column of a listing: its cell for one row of the API's answer.
+_Cell = Callable[[dict[str, Any]], str]
+
+
+def _list(
+    url: str,
+    secret_file: Path | None,
+    as_json: bool,
+    path: str,
+    title: str,
+    columns: dict[str, _Cell],
+) -> None:
+    """Prints the rows at ``path``: as JSON, or a table whose cells ``columns`` makes."""
+    with api(url, secret_file) as client:
+        rows = client.get(path)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(cell(row) for cell in columns.values()))
+    console.print(table)
+
+
+def _yes_of(field: str) -> _Cell:
+    return lambda row: "yes" if row[field] else "no"
+
+
+def _added(row: dict[str, Any], what: str, as_json: bool, quiet: bool) -> None:
+    if as_json:
+        print_json(row)
+    elif quiet:
+        typer.echo(row["id"])
+    else:
+        console.print(f"{what} {escape(row['name'])!r} added (id {row['id']})")
+
+
+def _read_password(username: str) -> str:
+    """The target's password: standard input when it is not a terminal, else a hidden
+    prompt. Never a command-line argument (those show in ``ps`` and shell history)."""
+    if not username:
+        return ""
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    return str(typer.prompt(f"password of {username}", hide_input=True, default=""))
+
+
+@project_app.command("add")
+def project_add(
+    name: str,
+    public: Annotated[bool, typer.Option(help="Anyone may pull.")] = False,
+    url: UrlOpt = DEFAULT_URL,
+    secret_file: SecretFileOpt = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Add a project."""
+    with api(url, secret_file) as client:
+        row = client.post("/api/projects", {"name": name, "public": public})
+    _added(row, "project", as_json, quiet)
+
+
+@project_app.command("list")
+def project_list(
+    url: UrlOpt = DEFAULT_URL, secret_file: SecretFileOpt = None, as_json: JsonOpt = False
+) -> None:
+    """List the projects."""
+    _list(
+        url,
+        secret_file,
+        as_json,
+        "/api/projects",
+        "projects",
+        {
+            "id": lambda r: str(r["id"]),
+            "name": lambda r: escape(r["name"]),
+            "public": _yes_of("public"),
+        },
+    )
+
+
+@target_app.command("add")
+def target_add(
+    name: str,
+    target_url: Annotated[str, typer.Argument(metavar="URL", help="http(s)://host[:port]")],
+    username: Annotated[str, typer.Option("--username", "-u", help="Registry user.")] = "",
+    insecure: Annotated[bool, typer.Option(help="Do not verify its TLS certificate.")] = False,
+    url: UrlOpt = DEFAULT_URL,
+    secret_file: SecretFileOpt = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Add a replication target. With --username, the password is read from standard
+    input (piped) or a hidden prompt."""
+    password = _read_password(username)
+    body = {
+        "name": name,
+        "url": target_url,
+        "username": username,
+        "password": password,
+        "insecure": insecure,
+    }
+    with api(url, secret_file) as client:
+        row = client.post("/api/targets", body)
+    _added(row, "target", as_json, quiet)
+
+
+@target_app.command("list")
+def target_list(
+    url: UrlOpt = DEFAULT_URL, secret_file: SecretFileOpt = None, as_json: JsonOpt = False
+) -> None:
+    """List the replication targets (passwords are never shown)."""
+    _list(
+        url,
+        secret_file,
+        as_json,
+        "/api/targets",
+        "targets",
+        {
+            "id": lambda r: str(r["id"]),
+            "name": lambda r: escape(r["name"]),
+            "url": lambda r: escape(r["url"]),
+            "username": lambda r: escape(r["username"]),
+            "password": lambda r: "set" if r["has_password"] else "-",
+            "insecure": _yes_of("insecure"),
+        },
+    )
+
+
+@policy_app.command("add")
+def policy_add(
+    name: str,
+    project: Annotated[str, typer.Option(help="Project name or id.")],
+    target: Annotated[str, typer.Option(help="Target name or id.")],
+    description: str = "",
+    disabled: Annotated[bool, typer.Option(help="Add it disabled.")] = False,
+    replicate_deletion: Annotated[bool, typer.Option(help="Replicate deletions.")] = False,
+    url: UrlOpt = DEFAULT_URL,
+    secret_file: SecretFileOpt = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Add a replication policy from a project to a target."""
+    with api(url, secret_file) as client:
+        body = {
+            "name": name,
+            "project_id": resolve(client, "/api/projects", project, "project"),
+            "target_id": resolve(client, "/api/targets", target, "target"),
+            "description": description,
+            "enabled": not disabled,
+            "replicate_deletion": replicate_deletion,
+        }
+        row = client.post("/api/policies/replication", body)
+    _added(row, "policy", as_json, quiet)
+
+
+@policy_app.command("list")
+def policy_list(
+    url: UrlOpt = DEFAULT_URL, secret_file: SecretFileOpt = None, as_json: JsonOpt = False
+) -> None:
+    """List the replication policies."""
+    _list(
+        url,
+        secret_file,
+        as_json,
+        "/api/policies/replication",
+        "replication policies",
+        {
+            "id": lambda r: str(r["id"]),
+            "name": lambda r: escape(r["name"]),
+            "project": lambda r: str(r["project_id"]),
+            "target": lambda r: str(r["target_id"]),
+            "enabled": _yes_of("enabled"),
+            "description": lambda r: escape(r["description"]),
+        },
+    )
