@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -33,30 +32,9 @@ project_app = typer.Typer(help="Projects: repositories are named <project>/<name
 target_app = typer.Typer(help="Replication targets: registries to copy to.")
 policy_app = typer.Typer(help="Replication policies: which project goes to which target.")
 
+_POLICIES = "/api/policies/replication"
 #: A column of a listing: its cell for one row of the API's answer.
 _Cell = Callable[[dict[str, Any]], str]
-
-
-def _list(
-    url: str,
-    secret_file: Path | None,
-    as_json: bool,
-    path: str,
-    title: str,
-    columns: dict[str, _Cell],
-) -> None:
-    """Prints the rows at ``path``: as JSON, or a table whose cells ``columns`` makes."""
-    with api(url, secret_file) as client:
-        rows = client.get(path)
-    if as_json:
-        print_json(rows)
-        return
-    table = Table(title=title, title_justify="left")
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*(cell(row) for cell in columns.values()))
-    console.print(table)
 
 
 def _yes_of(field: str) -> _Cell:
@@ -97,25 +75,6 @@ def project_add(
     _added(row, "project", as_json, quiet)
 
 
-@project_app.command("list")
-def project_list(
-    url: UrlOpt = DEFAULT_URL, secret_file: SecretFileOpt = None, as_json: JsonOpt = False
-) -> None:
-    """List the projects."""
-    _list(
-        url,
-        secret_file,
-        as_json,
-        "/api/projects",
-        "projects",
-        {
-            "id": lambda r: str(r["id"]),
-            "name": lambda r: escape(r["name"]),
-            "public": _yes_of("public"),
-        },
-    )
-
-
 @target_app.command("add")
 def target_add(
     name: str,
@@ -142,28 +101,6 @@ def target_add(
     _added(row, "target", as_json, quiet)
 
 
-@target_app.command("list")
-def target_list(
-    url: UrlOpt = DEFAULT_URL, secret_file: SecretFileOpt = None, as_json: JsonOpt = False
-) -> None:
-    """List the replication targets (passwords are never shown)."""
-    _list(
-        url,
-        secret_file,
-        as_json,
-        "/api/targets",
-        "targets",
-        {
-            "id": lambda r: str(r["id"]),
-            "name": lambda r: escape(r["name"]),
-            "url": lambda r: escape(r["url"]),
-            "username": lambda r: escape(r["username"]),
-            "password": lambda r: "set" if r["has_password"] else "-",
-            "insecure": _yes_of("insecure"),
-        },
-    )
-
-
 @policy_app.command("add")
 def policy_add(
     name: str,
@@ -187,27 +124,75 @@ def policy_add(
             "enabled": not disabled,
             "replicate_deletion": replicate_deletion,
         }
-        row = client.post("/api/policies/replication", body)
+        row = client.post(_POLICIES, body)
     _added(row, "policy", as_json, quiet)
 
 
-@policy_app.command("list")
-def policy_list(
-    url: UrlOpt = DEFAULT_URL, secret_file: SecretFileOpt = None, as_json: JsonOpt = False
+def _list_command(
+    sub: typer.Typer, path: str, title: str, doc: str, columns: dict[str, _Cell]
 ) -> None:
-    """List the replication policies."""
-    _list(
-        url,
-        secret_file,
-        as_json,
-        "/api/policies/replication",
-        "replication policies",
-        {
-            "id": lambda r: str(r["id"]),
-            "name": lambda r: escape(r["name"]),
-            "project": lambda r: str(r["project_id"]),
-            "target": lambda r: str(r["target_id"]),
-            "enabled": _yes_of("enabled"),
-            "description": lambda r: escape(r["description"]),
-        },
-    )
+    """Registers ``list`` on ``sub``: the rows at ``path``, as JSON or a table titled
+    ``title`` whose cells ``columns`` makes; ``doc`` is its help."""
+
+    def listing(
+        url: UrlOpt = DEFAULT_URL, secret_file: SecretFileOpt = None, as_json: JsonOpt = False
+    ) -> None:
+        with api(url, secret_file) as client:
+            rows = client.get(path)
+        if as_json:
+            print_json(rows)
+            return
+        table = Table(title=title, title_justify="left")
+        for column in columns:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*(cell(row) for cell in columns.values()))
+        console.print(table)
+
+    listing.__doc__ = doc
+    sub.command("list")(listing)
+
+
+def _id(row: dict[str, Any]) -> str:
+    return str(row["id"])
+
+
+def _text_of(field: str) -> _Cell:
+    return lambda row: escape(str(row[field]))
+
+
+_list_command(
+    project_app,
+    "/api/projects",
+    "projects",
+    "List the projects.",
+    {"id": _id, "name": _text_of("name"), "public": _yes_of("public")},
+)
+_list_command(
+    target_app,
+    "/api/targets",
+    "targets",
+    "List the replication targets (passwords are never shown).",
+    {
+        "id": _id,
+        "name": _text_of("name"),
+        "url": _text_of("url"),
+        "username": _text_of("username"),
+        "password": lambda row: "set" if row["has_password"] else "-",
+        "insecure": _yes_of("insecure"),
+    },
+)
+_list_command(
+    policy_app,
+    _POLICIES,
+    "replication policies",
+    "List the replication policies.",
+    {
+        "id": _id,
+        "name": _text_of("name"),
+        "project": lambda row: str(row["project_id"]),
+        "target": lambda row: str(row["target_id"]),
+        "enabled": _yes_of("enabled"),
+        "description": _text_of("description"),
+    },
+)
