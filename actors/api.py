@@ -11,10 +11,12 @@ its thread pool, since the service's calls block on the database.
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Callable, Iterator
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any
 
+import psycopg
 import sqlalchemy.exc
 from fastapi import APIRouter, FastAPI, Path, Query, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
@@ -28,6 +30,7 @@ from starlette.exceptions import HTTPException
 from actors.metrics import ServiceMetrics
 from actors.middleware import (
     BodyLimit,
+    DatabaseGuard,
     Problem,
     RequestMetrics,
     SecretCookieAuth,
@@ -58,6 +61,7 @@ from model.errors import (
     StatusConflict,
     UnknownKind,
 )
+from model.operation import Operation
 from model.registry import RegistryError
 
 __all__ = ["create_app"]
@@ -107,7 +111,8 @@ def create_app(service: JobService) -> FastAPI:
     app.include_router(_open_router(service, metrics))
     _add_error_handlers(app)
     # The last added is the outermost: metrics see every answer, auth runs before a
-    # body is read.
+    # body is read, and only a whole body reaches the database check and the routes.
+    app.add_middleware(DatabaseGuard, problem=service.database_problem)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecretCookieAuth, secret=secret)
     app.add_middleware(RequestMetrics, metrics=metrics)
@@ -128,7 +133,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "The cookie `secret` is missing"},
     403: {"model": ErrorBody, "description": "The cookie `secret` is wrong"},
     413: {"model": ErrorBody, "description": "The request body is too large"},
-    503: {"model": ErrorBody, "description": "The job service is not running"},
+    503: {
+        "model": ErrorBody,
+        "description": "The job service is not running, or its database cannot be reached",
+    },
 }
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "Not found"}
@@ -151,7 +159,7 @@ def _jobs_router(service: JobService) -> APIRouter:
         """Queues replication jobs of a policy: one for ``repository``, or one per
         repository of the policy's project when it is left out (then ``transfer``)."""
         repository = body.repository or None
-        operation = body.operation or "transfer"
+        operation = body.operation or Operation.TRANSFER
         tags = body.tags if repository is not None else []
         try:
             ids = service.replicate(body.policy_id, repository, tags, operation)
@@ -286,14 +294,27 @@ def _open_router(service: JobService, metrics: ServiceMetrics) -> APIRouter:
 
     @router.get(
         "/healthz",
-        responses={503: {"model": Health, "description": "The actor system is not running"}},
+        responses={
+            503: {
+                "model": Health,
+                "description": "The actor system is not running, or the database cannot "
+                "be written; `cause` says which",
+            }
+        },
         tags=["service"],
     )
     def healthz() -> JSONResponse:
-        """200 while the dispatcher and every pool run; 503 otherwise. No auth."""
-        if service.healthy():
-            return JSONResponse(Health(status="ok").model_dump())
-        return JSONResponse(Health(status="unavailable").model_dump(), status_code=503)
+        """200 while the dispatcher and every pool run and the database takes a write
+        (probed on a connection of its own, within a second); 503 naming the cause
+        otherwise. No auth."""
+        if not service.healthy():
+            cause: str | None = "the actor system is not running (the dispatcher or a pool stopped)"
+        else:
+            cause = service.database_problem(probe=True)
+        if cause is None:
+            return JSONResponse(Health(status="ok").model_dump(exclude_none=True))
+        health = Health(status="unavailable", cause=cause)
+        return JSONResponse(health.model_dump(), status_code=503, headers={"Retry-After": "5"})
 
     @router.get(
         "/metrics",
@@ -381,6 +402,22 @@ def _add_error_handlers(app: FastAPI) -> None:
     def integrity(_request: Request, exc: sqlalchemy.exc.IntegrityError) -> Response:
         return error_response(409, "the change conflicts with another row (a name already taken?)")
 
+    def unavailable(request: Request, exc: Exception) -> Response:
+        # The driver's first line only: SQLAlchemy's text goes on with the statement and
+        # its parameters.
+        cause = _first_line(getattr(exc, "orig", None) or exc)
+        logger.warning(
+            "{} {}: the database is unavailable: {}", request.method, request.url.path, cause
+        )
+        return error_response(
+            503,
+            f"the database is unavailable ({cause}); try again later",
+            headers={"Retry-After": "5"},
+        )
+
+    for exc_class in _DATABASE_UNAVAILABLE:
+        app.add_exception_handler(exc_class, unavailable)
+
     @handle(HTTPException)
     def http_error(_request: Request, exc: HTTPException) -> Response:
         return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
@@ -396,6 +433,23 @@ def _add_error_handlers(app: FastAPI) -> None:
             "{} {} crashed: {!r}", request.method, request.url.path, exc
         )
         return error_response(500, "internal error; the service's log has the details")
+
+
+#: What a database that is down, unreachable, locked past the busy timeout or gone
+#: raises, through SQLAlchemy or straight from the driver (the hot path's statements).
+_DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+    sqlite3.OperationalError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

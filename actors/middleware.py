@@ -17,12 +17,15 @@ from actors.schemas import ErrorBody, FieldError
 __all__ = [
     "OPEN_PATHS",
     "BodyLimit",
+    "DatabaseGuard",
     "Problem",
     "RequestMetrics",
     "SecretCookieAuth",
     "error_response",
 ]
 
+#: Headers of a 503: when to ask again, in seconds.
+_RETRY_LATER = {"Retry-After": "5"}
 #: Paths anyone may read: probes, metrics and the API's description.
 OPEN_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
 
@@ -69,14 +72,15 @@ class SecretCookieAuth:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
-        cookies: dict[str, str] = {}
-        for name, value in scope["headers"]:
-            if name == b"cookie":
-                cookies.update(cookie_parser(value.decode("latin-1")))
-        given = cookies.get("secret")
-        if given is None:
+        given = _cookie_values(scope["headers"], "secret")
+        if len(given) > 1:
+            # Which copy a proxy or framework picks differs: refuse to guess.
+            response = error_response(
+                400, f"the cookie 'secret' is sent {len(given)} times: send it once", "secret"
+            )
+        elif not given:
             response = error_response(401, "the cookie 'secret' is missing", "secret")
-        elif not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), self._secret):
+        elif not hmac.compare_digest(given[0].encode("utf-8", "surrogateescape"), self._secret):
             response = error_response(403, "the cookie 'secret' is wrong", "secret")
         else:
             await self.app(scope, receive, send)
@@ -84,9 +88,25 @@ class SecretCookieAuth:
         await response(scope, receive, send)
 
 
+def _cookie_values(headers: list[tuple[bytes, bytes]], wanted: str) -> list[str]:
+    """Every value of the cookie ``wanted`` in every ``Cookie`` header, parsed as
+    Starlette parses one (so a copy it would see is never missed here)."""
+    values = []
+    for name, value in headers:
+        if name == b"cookie":
+            for chunk in value.decode("latin-1").split(";"):
+                parsed = cookie_parser(chunk)
+                if wanted in parsed:
+                    values.append(parsed[wanted])
+    return values
+
+
 class BodyLimit:
     """Answers 413 to a request whose body exceeds ``max_bytes`` (by its
-    ``Content-Length`` or, when chunked, as it arrives); passes the body on otherwise."""
+    ``Content-Length`` or, when chunked, as it arrives), and 400 to one whose body was
+    cut short (the client left before sending all of it, or sent fewer bytes than its
+    ``Content-Length``): no route ever sees part of a body. Passes the whole body on
+    otherwise."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -99,6 +119,7 @@ class BodyLimit:
         too_big = error_response(
             413, f"the request body exceeds the limit of {self.max_bytes} bytes", "body"
         )
+        declared: int | None = None
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -116,7 +137,10 @@ class BodyLimit:
         while True:
             message = await receive()
             if message["type"] != "http.request":
-                break  # the client left: let the app see it
+                # The client left mid-body: what arrived is not the request it meant,
+                # so no route runs (the server drops the answer if nobody is there).
+                await _cut_short(size, declared)(scope, receive, send)
+                return
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
@@ -125,6 +149,9 @@ class BodyLimit:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
+        if declared is not None and size != declared:
+            await _cut_short(size, declared)(scope, receive, send)
+            return
         body = b"".join(chunks)
         sent = False
 
@@ -136,6 +163,35 @@ class BodyLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+def _cut_short(size: int, declared: int | None) -> JSONResponse:
+    expected = f" of the {declared} its Content-Length declared" if declared is not None else ""
+    return error_response(
+        400, f"the request body was cut short: {size} bytes arrived{expected}", "body"
+    )
+
+
+class DatabaseGuard:
+    """Answers 503 to every ``/api/`` request while ``problem()`` names one (the
+    database file deleted or replaced under the service): nothing is read from or
+    written into a database nobody will read again. ``problem`` runs on the event
+    loop, once per request: it must be quick (a cached ``stat``)."""
+
+    def __init__(self, app: ASGIApp, problem: Callable[[], str | None]) -> None:
+        self.app = app
+        self.problem = problem
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/api/"):
+            problem = self.problem()
+            if problem is not None:
+                response = error_response(
+                    503, f"the database is unavailable: {problem}", headers=_RETRY_LATER
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class RequestMetrics:

@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 
+from model.operation import Operation
+
 __all__ = [
     "MAX_ID",
     "ErrorBody",
@@ -155,7 +157,7 @@ class ReplicationRequest(_In):
 
     policy_id: Id
     repository: Repository | Literal[""] | None = None
-    operation: Literal["transfer", "delete"] | None = None
+    operation: Operation | None = None
     tags: Annotated[list[Tag], Field(max_length=1000)] = []
 
 

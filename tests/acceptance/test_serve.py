@@ -245,6 +245,40 @@ def test_serve_refuses_a_database_behind_its_migrations_until_db_upgrade(tmp_pat
         served.stop()
 
 
+def test_serve_refuses_to_start_when_encrypted_passwords_exist_and_the_key_file_does_not(
+    served: Served,
+) -> None:
+    key_path = Path(served.env["JOBSERVICE_KEY_PATH"])
+    assert not key_path.exists()
+    served.start()
+    assert key_path.exists()  # a new database: a new key
+    answer = served.http.post(
+        "/api/targets",
+        json={"name": "dr", "url": "http://registry.example", "password": TARGET_PASSWORD},
+    )
+    assert answer.status_code == 201, answer.text
+    served.signal(signal.SIGTERM)
+    assert served.wait(30) == 0
+    kept = key_path.with_name("kept.key")
+    key_path.rename(kept)
+    result = subprocess.run(
+        [str(JOBSERVICE), "serve"],
+        env=served.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"the key file {key_path} does not exist" in result.stderr
+    assert "1 target passwords encrypted" in result.stderr
+    assert TARGET_PASSWORD not in result.stderr + result.stdout
+    assert not key_path.exists()  # no new key that could not decrypt them
+    kept.rename(key_path)
+    served.start()
+    assert served.http.get("/healthz").json() == {"status": "ok"}
+
+
 def test_over_http_the_api_wants_the_secret_and_probes_are_open(served: Served) -> None:
     old_log = served.root / "logs" / "1" / "job_1000.log"
     old_log.parent.mkdir(parents=True)

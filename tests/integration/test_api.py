@@ -415,7 +415,8 @@ def test_healthz_turns_503_when_the_actor_system_dies(
     assert dispatcher is not None
     dispatcher.stop()
     answer = client.get("/healthz")
-    assert answer.status_code == 503 and answer.json() == {"status": "unavailable"}
+    assert answer.status_code == 503 and answer.json()["status"] == "unavailable"
+    assert "actor system" in answer.json()["cause"]
     assert "jobservice_up 0.0" in client.get("/metrics").text
 
 
