@@ -158,8 +158,9 @@ class Store:
                 session.expunge(row)
             return policy, target, project
 
-    # -- jobs: the engine's hot path, plain DBAPI statements ---------------------------
-    # (SQLAlchemy's cost per statement is several times SQLite's own.)
+    # -- jobs: plain DBAPI statements (:mod:`model.db._sql`) run by the writer ----------
+    # insert_jobs, status, set_status and claim_many are the engine's hot path, where
+    # SQLAlchemy's cost per statement would be several times SQLite's own.
 
     def insert_jobs(self, table: str, rows: Sequence[Mapping[str, Any]]) -> list[int]:
         """Inserts pending jobs in one transaction and returns their ids in order."""
@@ -184,15 +185,6 @@ class Store:
             return ids
 
         return self._writer.apply(insert, atomic=len(statements) > 1)
-
-    def job(self, table: str, job_id: int) -> dict[str, Any]:
-        """The row of one job; raises :class:`NotFound`."""
-        t = _table(table)
-        with self._read() as conn:
-            row = conn.execute(sa.select(t).where(t.c.id == job_id)).mappings().first()
-        if row is None:
-            raise NotFound(f"{table}", job_id)
-        return dict(row)
 
     def status(self, table: str, job_id: int) -> str:
         """The status of one job; raises :class:`NotFound`."""
@@ -284,7 +276,16 @@ class Store:
 
         return self._writer.apply(stop)
 
-    # -- reads ---------------------------------------------------------------------------
+    # -- reads off the hot path (SQLAlchemy Core) ---------------------------------------
+
+    def job(self, table: str, job_id: int) -> dict[str, Any]:
+        """The row of one job; raises :class:`NotFound`."""
+        t = _table(table)
+        with self._read() as conn:
+            row = conn.execute(sa.select(t).where(t.c.id == job_id)).mappings().first()
+        if row is None:
+            raise NotFound(f"{table}", job_id)
+        return dict(row)
 
     def job_ids(self, table: str, statuses: Iterable[str], **equal: Any) -> list[int]:
         """Ids of the jobs in ``statuses`` whose columns equal ``equal``."""

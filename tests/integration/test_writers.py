@@ -170,33 +170,18 @@ def test_a_batch_run_directly_marks_every_write_done_with_its_outcome(
     assert names(w) == ["a", "c"]
 
 
-def test_a_session_waits_for_the_write_lock_the_group_writer_holds(
-    sqlite_writer: SqliteWriter,
+@pytest.mark.parametrize("opening", ["session", "transaction"])
+def test_sessions_and_core_transactions_wait_for_the_write_lock_the_group_writer_holds(
+    sqlite_writer: SqliteWriter, opening: str
 ) -> None:
     w = sqlite_writer
     entered = threading.Event()
 
-    def open_session() -> None:
-        with w.session():
+    def open_and_enter() -> None:
+        with getattr(w, opening)():
             entered.set()
 
-    thread = threading.Thread(target=open_session)
-    with w.locked():
-        thread.start()
-        assert not entered.wait(0.3)
-    assert entered.wait(10)
-    thread.join(10)
-
-
-def test_a_core_transaction_waits_for_the_write_lock_too(sqlite_writer: SqliteWriter) -> None:
-    w = sqlite_writer
-    entered = threading.Event()
-
-    def open_transaction() -> None:
-        with w.transaction():
-            entered.set()
-
-    thread = threading.Thread(target=open_transaction)
+    thread = threading.Thread(target=open_and_enter)
     with w.locked():
         thread.start()
         assert not entered.wait(0.3)
