@@ -157,7 +157,8 @@ class ReplicationRequest(_In):
 
     policy_id: Id
     repository: Repository | Literal[""] | None = None
-    operation: Operation | None = None
+    # Lax for this field only: a request's JSON names the operation by its value.
+    operation: Annotated[Operation, Field(strict=False)] | None = None
     tags: Annotated[list[Tag], Field(max_length=1000)] = []
 
 
