@@ -22,9 +22,11 @@ import contextlib
 import itertools
 import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -34,6 +36,7 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from loguru import logger
 from waiting import wait_until
 
 from actors import JobService
@@ -43,7 +46,7 @@ from model.jobs import KindJob
 from model.kinds import JobKind
 from model.settings import Settings
 from model.sm import SM, Job, StatusUpdater
-from model.status import ACTIVE, TERMINAL, Status
+from model.status import TERMINAL, Status
 
 KIND = "scripted"
 POOL_SIZE = 2
@@ -77,9 +80,11 @@ class StepRecord:
 
 @dataclass
 class StopAck:
-    """A stop as ``JobService.stop`` acknowledged it."""
+    """A stop as ``JobService.stop`` acknowledged it: what it answered, and the job's
+    status in the database just after."""
 
     answered: str
+    seen: str
     step_in_progress: StepRecord | None
     #: Steps of the job that may still begin: none once the database says ``stopped``
     #: or while a step runs (the stop is then honoured when it returns); at most one
@@ -150,7 +155,8 @@ class Recorder:
                     )
                     self.violations.append(
                         f"job {job_id}: step {index} ({action}) began on {thread} after its "
-                        f"stop was acknowledged (stop answered {ack.answered!r}, {doing})"
+                        f"stop was acknowledged (stop answered {ack.answered!r}, then the database "
+                        f"said {ack.seen!r} and {doing})"
                     )
             self.in_progress[job_id] = step
             self.steps.append(step)
@@ -175,13 +181,17 @@ class Recorder:
             with self.lock:
                 self.blocked.discard(job_id)
 
-    def acknowledge_stop(self, job_id: int, answered: str) -> None:
+    def acknowledge_stop(self, job_id: int, answered: str, seen: str) -> None:
+        """``seen``: the job's status read after ``stop`` returned. A job the database
+        shows waiting or stopped is not to run again; a running one may begin at most
+        the one step already on its way, none if a step is running (the stop is then
+        honoured when it returns). A job that had ended is not watched."""
         with self.lock:
-            if job_id in self.stops or answered not in ACTIVE:
+            if job_id in self.stops or (seen in TERMINAL and seen != Status.STOPPED):
                 return
             step = self.in_progress.get(job_id)
-            waiting = answered in (Status.PENDING, Status.RETRYING)
-            self.stops[job_id] = StopAck(answered, step, 0 if waiting or step else 1)
+            allowed = 1 if seen == Status.RUNNING and step is None else 0
+            self.stops[job_id] = StopAck(answered, seen, step, allowed)
 
 
 class _ScriptedStep:
@@ -331,14 +341,27 @@ class EngineMachine(RuleBasedStateMachine):
     @rule(job_id=jobs)
     def stop(self, job_id: int) -> None:
         answered = self.running_service().stop(KIND, job_id)
-        self.recorder.acknowledge_stop(job_id, answered)
-        event(f"stop answered {answered}")
+        seen = self.statuses()[job_id]
+        self.recorder.acknowledge_stop(job_id, answered, seen)
+        event(f"stop of a job {seen}")
 
     @rule(job_id=jobs)
     def stop_once_it_is_retrying(self, job_id: int) -> None:
-        # A job whose next action is not a retry never gets there: stop it anyway.
+        # Waits (a little) only for a job with a retry ahead that can move now; any
+        # other is stopped wherever it is.
+        def waiting_is_over() -> bool:
+            with self.recorder.lock:
+                ahead = self.scripts[job_id][self.recorder.next_index.get(job_id, 0) :]
+                held = job_id in self.recorder.blocked or len(self.recorder.blocked) >= POOL_SIZE
+            status = self.statuses()[job_id]
+            return (
+                status in {Status.RETRYING, *TERMINAL}
+                or held
+                or not any(a.endswith("retry") for a in ahead)
+            )
+
         with contextlib.suppress(AssertionError):
-            wait_until(lambda: self.statuses()[job_id] in {Status.RETRYING, *TERMINAL}, timeout=1.0)
+            wait_until(waiting_is_over, timeout=1.0)
         self.stop(job_id)
 
     @rule(job_id=jobs)
@@ -440,7 +463,7 @@ class EngineMachine(RuleBasedStateMachine):
     def expected_ends(script: list[str], ack: StopAck | None) -> set[str]:
         if ack is None:
             return {scripted_end(script)}
-        if ack.answered in (Status.PENDING, Status.RETRYING):
+        if ack.seen != Status.RUNNING:
             return {Status.STOPPED}
         # Stopped while running: a step running when the stop came (or the one already
         # on its way) is followed by ``stopped``, whatever it returned; unless it
@@ -460,10 +483,52 @@ def test_jobs_end_once_run_on_one_worker_at_a_time_and_never_run_after_their_sto
     run_state_machine_as_test(
         lambda: EngineMachine(tmp_path / f"example-{next(_examples)}"),
         settings=settings(
-            max_examples=20,
-            stateful_step_count=12,
+            max_examples=100,
+            stateful_step_count=25,
             deadline=None,
             derandomize=True,
             database=None,
         ),
     )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "engine defect: a worker that dies as the service shuts down is already dead to "
+        "shutdown (pykka marks it stopped before on_failure runs), so its pool may stop "
+        "before the worker's WorkerDied arrives; the job's error is never written, it "
+        "stays running, and the next start requeues and runs it again"
+    ),
+)
+def test_a_worker_that_dies_as_the_service_shuts_down_still_ends_its_job_in_error(
+    make_settings: Callable[..., Settings],
+) -> None:
+    recorder = Recorder()
+    kind = scripted_kind(recorder)
+    settings_ = make_settings(max_retries=MAX_RETRIES)
+    service = JobService(settings_, [kind]).start()
+    job_id = service.submit(KIND, {"script": ["gate-crash"]})
+    wait_until(lambda: job_id in recorder.blocked)
+    # Hold the dying worker in its on_failure (at its "worker died" log line) until
+    # shutdown has stopped the pool: the order a slow log write or a busy CPU gives.
+    in_on_failure, go_on = threading.Event(), threading.Event()
+
+    def hold(_message: object) -> None:
+        in_on_failure.set()
+        go_on.wait(10)
+
+    sink = logger.add(hold, level="CRITICAL", filter=lambda r: "died" in r["message"])
+    try:
+        recorder.open_all_gates(job_id)
+        assert in_on_failure.wait(10)
+        service.shutdown(10)
+    finally:
+        go_on.set()
+        logger.remove(sink)
+    restarted = JobService(settings_, [kind]).start()
+    try:
+        assert restarted.wait(KIND, job_id, 10) == Status.ERROR
+        assert [step.action for step in recorder.steps] == ["gate-crash"]
+    finally:
+        restarted.shutdown(10)
