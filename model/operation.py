@@ -13,7 +13,7 @@ __all__ = ["Operation"]
 
 
 class Operation(enum.StrEnum):
-    """A replication job's ``operation`` (its row's column, the API's field)."""
+    """What a replication job does with its repository's tags on the target."""
 
     TRANSFER = "transfer"  #: copy the tags (manifests and blobs) from the source to the target
     DELETE = "delete"  #: remove the tags from the target, by digest
