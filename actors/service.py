@@ -8,7 +8,7 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -37,9 +37,16 @@ from model.errors import ConfigError, InvalidRequest, NotFound, ServiceNotRunnin
 from model.joblog import JobLogSink
 from model.jobs import JobContext
 from model.kinds import JobKind, KindRegistry
-from model.names import check_id, check_repository, check_tags
+from model.names import check_id
 from model.operation import Operation
 from model.registry import RegistryClient
+from model.replication import (
+    RepositoryLister,
+    replication_rows,
+    replication_stats,
+    source_registry,
+)
+from model.scan import scan_row
 from model.settings import Settings
 from model.sm import RetryPolicy
 from model.status import TERMINAL, Status
@@ -55,10 +62,6 @@ _STOP_ROUNDS = 5
 #: Longest wait between two reads of a job's status in :meth:`JobService.wait`; the
 #: service's own jobs wake waiters at once, this bounds changes made elsewhere.
 _WAIT_POLL_S = 0.5
-_OPERATIONS = tuple(Operation)
-
-#: ``list_repositories(project_name) -> [repository, ...]`` for ``replicate`` without one.
-RepositoryLister = Callable[[str], list[str]]
 
 
 class JobService:
@@ -251,38 +254,20 @@ class JobService:
         ids. Raises :class:`NotFound` for an unknown policy, :class:`InvalidRequest` for
         bad input; nothing is written for a rejected request."""
         ctx = self._context()
-        check_id(policy_id, "policy_id")
-        if operation not in _OPERATIONS:
-            raise InvalidRequest(
-                "operation", f"must be one of {', '.join(_OPERATIONS)}, got {operation!r}"
-            )
-        tag_list = check_tags(tags)
-        _policy, _target, project = ctx.store.policy_with_target(policy_id)
-        if repository is None:
-            repositories = self._repositories_of(project.name)
-        else:
-            repositories = [check_repository(repository)]
-            if not repository.startswith(f"{project.name}/"):
-                raise InvalidRequest(
-                    "repository",
-                    f"{repository!r} is not in project {project.name!r} of policy "
-                    f"{policy_id}: a policy replicates only its project's repositories",
-                )
-        rows = [
-            {"repository": r, "policy_id": policy_id, "operation": operation, "tags": tag_list}
-            for r in repositories
-        ]
+        rows = replication_rows(
+            ctx.store,
+            self.settings,
+            policy_id,
+            repository,
+            tags,
+            operation,
+            self._list_repositories,
+        )
         return self._queue("replication", rows)
 
     def scan(self, repository: str, tag: str, digest: str | None = None) -> int:
         """Queues a scan of ``repository:tag`` and returns its id."""
-        check_repository(repository)
-        (tag,) = check_tags([tag], "tag")
-        if digest is not None and not (isinstance(digest, str) and digest.startswith("sha256:")):
-            raise InvalidRequest("digest", f"must be a sha256: digest, got {digest!r}")
-        (job_id,) = self._queue(
-            "scan", [{"repository": repository, "tag": tag, "digest": digest or ""}]
-        )
+        (job_id,) = self._queue("scan", [scan_row(repository, tag, digest)])
         return job_id
 
     def submit(self, kind: str, params: Mapping[str, Any] | None = None) -> int:
@@ -325,24 +310,9 @@ class JobService:
             logger.error("{} jobs {} are queued but their pool was not woken: {!r}", kind, ids, exc)
         return ids
 
-    def _repositories_of(self, project: str) -> list[str]:
-        lister = self._list_repositories or self._catalog
-        return [check_repository(r) for r in lister(project)]
-
-    def _catalog(self, project: str) -> list[str]:
-        """The source registry's repositories under ``<project>/`` (``_catalog``, paginated)."""
-        with self.source_registry() as client:
-            return client.catalog(prefix=f"{project}/")
-
     def source_registry(self) -> RegistryClient:
         """A client of the source registry (``registry_url`` and its credentials)."""
-        settings = self.settings
-        password = settings.registry_password
-        return RegistryClient(
-            settings.registry_url,
-            username=settings.registry_username,
-            password=password.get_secret_value() if password is not None else None,
-        )
+        return source_registry(self.settings)
 
     # -- control -----------------------------------------------------------------------
 
@@ -462,8 +432,6 @@ class JobService:
     def replication_counters(self) -> dict[str, int]:
         """Counters of this service's replication jobs since it started, by name
         (``bytes_sent``, ``blobs_sent``, …; see :data:`model.replication.STAT_NAMES`)."""
-        from model.replication import replication_stats
-
         return replication_stats(self._context()).snapshot()
 
     def stats(self) -> dict[str, dict[str, Any]]:

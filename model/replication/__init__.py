@@ -63,6 +63,7 @@ from model.replication._states import (
     Work,
     release_on_endings,
 )
+from model.replication._submit import RepositoryLister, replication_rows, source_registry
 from model.replication._transfer import BLOB_STEP_BYTES, TransferRun
 from model.sm import SM, Job, StatusUpdater
 from model.status import Status
@@ -81,13 +82,16 @@ __all__ = [
     "Operation",
     "ReplicationError",
     "ReplicationStats",
+    "RepositoryLister",
     "RunReleased",
     "TargetCheckError",
     "TransferRun",
     "add_transitions",
     "close_shared",
     "open_shared",
+    "replication_rows",
     "replication_stats",
+    "source_registry",
 ]
 
 

@@ -43,6 +43,7 @@ from model.scan._errors import (
     ScannerFailed,
     ScannerUnavailable,
 )
+from model.scan._submit import scan_row
 from model.scan._workflow import (
     TRANSITIONS,
     ScanState,
@@ -62,4 +63,5 @@ __all__ = [
     "add_transitions",
     "close_shared",
     "open_shared",
+    "scan_row",
 ]
