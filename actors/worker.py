@@ -99,7 +99,10 @@ class Worker(ServiceActor):
             # being recorded: it still wins.
             job.logger.info("state stopped (stop requested while retrying)")
             write = LastWrite(Status.STOPPED)
-        self.pool.tell(WorkerIdle(self.slot, job.id, job.status, write))
+        try:
+            self.pool.tell(WorkerIdle(self.slot, job.id, job.status, write))
+        except pykka.ActorDeadError:
+            self._write_without_pool(job, write)
 
     def _release(self) -> int | None:
         job, self.job = self.job, None
@@ -125,4 +128,29 @@ class Worker(ServiceActor):
             job.logger.opt(exception=(exception_type, exception_value, traceback)).critical(
                 "worker {} died: {!r}", self.slot, exception_value
             )
-        self.pool.tell(WorkerDied(self.slot, job.id if job else None, repr(exception_value)))
+        try:
+            self.pool.tell(WorkerDied(self.slot, job.id if job else None, repr(exception_value)))
+        except pykka.ActorDeadError:
+            if job is not None:
+                job.logger.error("state error (worker died: {!r})", exception_value)
+                self._write_without_pool(job, LastWrite(Status.ERROR))
+
+    def _write_without_pool(self, job: StoredJob, write: LastWrite | None) -> None:
+        # The pool stopped first (the service is shutting down): the job's last status
+        # is written here, once; if that fails it stays running for the next start.
+        if write is None:
+            return
+        try:
+            self.ctx.store.set_status(
+                job.table,
+                job.id,
+                write.status,
+                next_attempt_at=write.due,
+                count_attempt=write.count_attempt,
+            )
+        except Exception as exc:
+            job.logger.error(
+                "cannot record status {}: {}; the job stays running for the next start",
+                write.status,
+                exc,
+            )

@@ -26,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -492,15 +491,6 @@ def test_jobs_end_once_run_on_one_worker_at_a_time_and_never_run_after_their_sto
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "engine defect: a worker that dies as the service shuts down is already dead to "
-        "shutdown (pykka marks it stopped before on_failure runs), so its pool may stop "
-        "before the worker's WorkerDied arrives; the job's error is never written, it "
-        "stays running, and the next start requeues and runs it again"
-    ),
-)
 def test_a_worker_that_dies_as_the_service_shuts_down_still_ends_its_job_in_error(
     make_settings: Callable[..., Settings],
 ) -> None:
