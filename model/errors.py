@@ -69,12 +69,14 @@ class UnknownKind(InvalidRequest):
 
 
 class NotFound(JobServiceError):
-    """A row the request refers to does not exist (``what`` and ``ident`` name it)."""
+    """A row the request refers to does not exist (``what`` and ``ident`` name it;
+    ``field``, when known, the input that named it)."""
 
-    def __init__(self, what: str, ident: object) -> None:
+    def __init__(self, what: str, ident: object, *, field: str | None = None) -> None:
         super().__init__(f"{what} {ident} not found")
         self.what = what
         self.ident = ident
+        self.field = field
 
 
 class StatusConflict(JobServiceError):

@@ -25,7 +25,7 @@ from types import FrameType
 import uvicorn
 from loguru import logger
 
-from actors.api import create_app
+from actors.http import create_app
 from actors.serve._sweeper import LogSweeper
 from actors.service import JobService
 from model.db import migrations

@@ -19,7 +19,7 @@ from registries import ImageBuilder, RegistryServer, free_port, push_image
 from waiting import wait_until
 
 from actors import JobService
-from actors.api import create_app
+from actors.http import create_app
 from model.db.tables import ImgScanOverview, ReplicationTarget, ScanFinding
 from model.errors import ConfigError
 from model.joblog import job_log_path
@@ -156,16 +156,16 @@ def test_healthz_metrics_and_the_openapi_document_need_no_secret(app: FastAPI) -
 def test_the_secret_is_compared_in_constant_time(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import actors.middleware
+    import actors.http.middleware
 
     compared: list[tuple[bytes, bytes]] = []
-    real = actors.middleware.hmac.compare_digest
+    real = actors.http.middleware.hmac.compare_digest
 
     def spy(a: bytes, b: bytes) -> bool:
         compared.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(actors.middleware.hmac, "compare_digest", spy)
+    monkeypatch.setattr(actors.http.middleware.hmac, "compare_digest", spy)
     assert client.get("/api/stats").status_code == 200
     assert compared == [(SECRET.encode(), SECRET.encode())]
 

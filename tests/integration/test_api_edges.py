@@ -27,7 +27,7 @@ from registries import ImageBuilder, RegistryServer, free_port, push_image
 from waiting import wait_until
 
 from actors import JobService
-from actors.api import create_app
+from actors.http import create_app
 from model.db.tables import Project, ReplicationTarget
 from model.errors import ConfigError
 from model.settings import Settings

@@ -1,31 +1,26 @@
-"""The HTTP API's plumbing: errors as JSON :class:`~actors.schemas.ErrorBody` answers,
-and the pure ASGI middleware that answer before routing (auth, body limit) or count
-every answer (metrics)."""
+"""The HTTP API's pure ASGI middleware: they answer before routing (auth, body limit,
+database guard) or count every answer (metrics)."""
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from fastapi.responses import JSONResponse
 from starlette.requests import cookie_parser
 
-from actors.metrics import ServiceMetrics
-from actors.schemas import ErrorBody, FieldError
+from actors.http.errors import RETRY_LATER, error_response
+from actors.http.metrics import ServiceMetrics
 
 __all__ = [
     "OPEN_PATHS",
     "BodyLimit",
     "DatabaseGuard",
-    "Problem",
     "RequestMetrics",
     "SecretCookieAuth",
-    "error_response",
 ]
 
-#: Headers of a 503: when to ask again, in seconds.
-_RETRY_LATER = {"Retry-After": "5"}
 #: Paths anyone may read: probes, metrics and the API's description.
 OPEN_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
 
@@ -34,27 +29,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-class Problem(Exception):
-    """An answer other than 2xx, raised by a handler."""
-
-    def __init__(self, code: int, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.field = field
-
-
-def error_response(
-    code: int,
-    message: str,
-    field: str | None = None,
-    errors: list[FieldError] | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> JSONResponse:
-    body = ErrorBody(code=code, message=message, field=field, errors=errors)
-    return JSONResponse(body.model_dump(exclude_none=True), status_code=code, headers=headers)
 
 
 # -- middleware (pure ASGI: they answer before routing, and bodies are read once) ---------
@@ -187,7 +161,7 @@ class DatabaseGuard:
             problem = self.problem()
             if problem is not None:
                 response = error_response(
-                    503, f"the database is unavailable: {problem}", headers=_RETRY_LATER
+                    503, f"the database is unavailable: {problem}", headers=RETRY_LATER
                 )
                 await response(scope, receive, send)
                 return

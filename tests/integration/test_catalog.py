@@ -1,0 +1,60 @@
+"""The catalog's rules hold for a program using the store directly, without HTTP."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from model.catalog import Catalog, InUse, NameTaken
+from model.crypto import SecretBox
+from model.db import Store
+from model.errors import NotFound
+
+
+@pytest.fixture
+def catalog(database_url: str) -> Iterator[Catalog]:
+    store = Store(database_url)
+    store.create_all()
+    yield Catalog(store, SecretBox(os.urandom(32)))
+    store.close()
+
+
+def test_a_taken_project_or_target_name_raises_name_taken_from_the_unique_constraint(
+    catalog: Catalog,
+) -> None:
+    first = catalog.add_project("library", public=True)
+    with pytest.raises(NameTaken) as taken:
+        catalog.add_project("library", public=False)
+    assert taken.value.ident == first.id and taken.value.name == "library"
+    other = catalog.add_project("other", public=False)
+    with pytest.raises(NameTaken):
+        catalog.update_project(int(other.id or 0), name="library")
+    catalog.add_target("dr", "http://dr:5000", "robot", "pw", insecure=False)
+    with pytest.raises(NameTaken):
+        catalog.add_target("dr", "http://other:5000", "", "", insecure=False)
+
+
+def test_rows_a_policy_uses_are_in_use_and_a_missing_reference_names_its_field(
+    catalog: Catalog,
+) -> None:
+    project = catalog.add_project("library", public=True)
+    target = catalog.add_target("dr", "http://dr:5000", "robot", "pw", insecure=False)
+    assert target.password != "pw"
+    policy = catalog.add_policy(name="to-dr", project_id=project.id, target_id=target.id)
+    with pytest.raises(NameTaken):
+        catalog.add_policy(name="to-dr", project_id=project.id, target_id=target.id)
+    with pytest.raises(NotFound) as missing:
+        catalog.add_policy(name="x", project_id=project.id, target_id=999)
+    assert missing.value.field == "target_id"
+    with pytest.raises(InUse) as used:
+        catalog.delete_project(int(project.id or 0))
+    assert used.value.users == [policy.id]
+    with pytest.raises(InUse):
+        catalog.delete_target(int(target.id or 0))
+    catalog.delete_policy(int(policy.id or 0))
+    with pytest.raises(NotFound):
+        catalog.policy(int(policy.id or 0))
+    catalog.delete_target(int(target.id or 0))
+    catalog.delete_project(int(project.id or 0))
