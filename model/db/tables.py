@@ -13,6 +13,8 @@ import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
+from model.operation import Operation
+
 __all__ = [
     "JOB_TABLES",
     "GenericJob",
@@ -132,7 +134,7 @@ class ReplicationJob(_JobColumns, table=True):
     id: int | None = Field(default=None, primary_key=True)
     repository: str = Field(max_length=256)
     policy_id: int = Field(index=True)
-    operation: str = Field(default="transfer", max_length=64)
+    operation: str = Field(default=Operation.TRANSFER, max_length=64)
     tags: list[str] = Field(default_factory=list, sa_type=CommaList)
 
 
