@@ -336,11 +336,12 @@ class JobService:
                 self._job_ended(kind, job_id, Status.STOPPED)
                 return asked
             status = ctx.store.status(job_kind.table, job_id)
-            if status == Status.RUNNING:
-                self._stop_running(kind, job_id)
+            if status in TERMINAL or (
+                status == Status.RUNNING and self._stop_running(kind, job_id)
+            ):
                 return asked
-            if status in TERMINAL:
-                return asked
+            # Running on no worker: its pool has just written where it went (a retry,
+            # say); the next round stops it there.
         return asked
 
     def _stop_running(self, kind: str, job_id: int) -> bool:

@@ -14,7 +14,7 @@ from model.interrupt import Interrupt
 from model.jobs import LastWrite, StoredJob
 from model.kinds import JobKind
 from model.sm import SM
-from model.status import Status
+from model.status import TERMINAL, Status
 
 __all__ = ["Worker"]
 
@@ -106,12 +106,18 @@ class Worker(ServiceActor):
 
     def _release(self) -> int | None:
         job, self.job = self.job, None
-        self.sm.interrupt.disarm()
+        stop_requested = self.sm.interrupt.disarm()
         if job is None:
             return None
+        # A job asked to stop is not handed back to run again after the restart.
+        status = Status.STOPPED if stop_requested else Status.PENDING
         try:
-            state = self.sm.release()
-            job.logger.info("service shutting down in state {}: job handed back as pending", state)
+            state = self.sm.release(status)
+            if status in TERMINAL:  # kept for a pool, which takes no more: written here
+                self._write_without_pool(job, job.last_write)
+            job.logger.info(
+                "service shutting down in state {}: job handed back as {}", state, status
+            )
         except Exception as exc:
             job.logger.opt(exception=exc).error("could not hand the job back: {}", exc)
         return job.id

@@ -233,11 +233,12 @@ class SM:
         job.init()
         add_transitions(self, job)
 
-    def release(self) -> str:
-        """Hands the current job back as ``pending`` (the service shuts down): the
-        current state's ``exit`` releases what it held, and the machine forgets the
-        job. Returns the state the job was in; exceptions propagate (the job is
-        forgotten all the same)."""
+    def release(self, status: str = Status.PENDING) -> str:
+        """Hands the current job back as ``pending`` (the service shuts down), or as
+        ``stopped`` when a stop of it was requested: the current state's ``exit``
+        releases what it held, the job's status is set, and the machine forgets it.
+        Returns the state the job was in; exceptions propagate (the job is forgotten
+        all the same)."""
         job, state = self.current_job, self.current_state
         self.current_job, self.next_state = None, ""
         if job is None:
@@ -245,7 +246,7 @@ class SM:
         handler = self.handlers.get(state)
         if handler is not None:
             handler.exit()
-        job.update_status(Status.PENDING)
+        job.update_status(status)
         return state
 
     def stop(self, job_id: int) -> bool:

@@ -38,6 +38,12 @@ def _claim_index(name: str, table: str, columns: list[str]) -> None:
 
 
 def upgrade() -> None:
+    _catalog_tables()
+    _job_tables()
+    _scan_result_tables()
+
+
+def _catalog_tables() -> None:
     op.create_table(
         "project",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -76,6 +82,8 @@ def upgrade() -> None:
     op.create_index("ix_replication_policy_project_id", "replication_policy", ["project_id"])
     op.create_index("ix_replication_policy_target_id", "replication_policy", ["target_id"])
 
+
+def _job_tables() -> None:
     op.create_table(
         "replication_job",
         *_job_columns(),
@@ -99,7 +107,18 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     _claim_index("img_scan_job_claim", "img_scan_job", ["id"])
+    op.create_table(
+        "job",
+        *_job_columns(),
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("kind", sa.String(length=64), nullable=False),
+        sa.Column("params", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    _claim_index("job_claim", "job", ["kind", "id"])
 
+
+def _scan_result_tables() -> None:
     op.create_table(
         "img_scan_overview",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -128,16 +147,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index("ix_img_scan_finding_image_digest", "img_scan_finding", ["image_digest"])
-
-    op.create_table(
-        "job",
-        *_job_columns(),
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("kind", sa.String(length=64), nullable=False),
-        sa.Column("params", sa.Text(), nullable=False),
-        sa.PrimaryKeyConstraint("id"),
-    )
-    _claim_index("job_claim", "job", ["kind", "id"])
 
 
 def downgrade() -> None:
