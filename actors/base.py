@@ -39,7 +39,13 @@ class ServiceActor(pykka.ThreadingActor):
     pykka's inbox protocol is ``put``/``get``/``empty``; ``SimpleQueue`` implements it in
     C, where ``queue.Queue`` takes a Python-level condition per call. A no-op job
     crosses half a dozen inboxes, so this is a large share of what a message costs.
+
+    Its thread is a daemon: a program that exits without ``JobService.shutdown`` is not
+    held open by idle actors (the database is the queue: a job cut short runs again
+    at the next start).
     """
+
+    use_daemon_thread = True
 
     @staticmethod
     def _create_actor_inbox() -> queue.SimpleQueue[Any]:
