@@ -484,7 +484,7 @@ def test_a_connection_cut_by_a_stop_is_not_reused_by_the_next_job(
     after = StepThread(interrupt, JOB + 1, lambda: client.list_tags("library/app")).start()
     assert after.ended_within(5)
     assert after.error is None, repr(after.error)
-    assert answered.is_set()
+    assert answered.wait(5)
     assert server.accepted == 2
     client.close()
 
