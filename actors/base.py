@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pykka
 
@@ -13,7 +16,10 @@ from model.jobs import JobContext
 from model.kinds import KindRegistry
 from model.sm import RetryPolicy
 
-__all__ = ["JobListener", "Runtime", "ServiceActor", "ask"]
+if TYPE_CHECKING:
+    from actors.node import Membership
+
+__all__ = ["Clock", "JobListener", "Runtime", "ServiceActor", "ask"]
 
 _R = TypeVar("_R")
 
@@ -31,6 +37,8 @@ class Runtime:
     kinds: KindRegistry
     retry_policy: RetryPolicy
     on_job_end: JobListener
+    #: This service's node among those sharing the database.
+    node: Membership
 
 
 class ServiceActor(pykka.ThreadingActor):
@@ -60,3 +68,35 @@ def ask(ref: pykka.ActorRef[Any], message: Any, reply: type[_R], timeout: float)
     if not isinstance(answer, reply):
         raise TypeError(f"{message!r} answered {answer!r}, not a {reply.__name__}")
     return answer
+
+
+class Clock:
+    """One daemon thread that tells ``ref`` each message of ``every`` at its period
+    (seconds): the periodic work of an actor, as messages in its own inbox."""
+
+    def __init__(self, ref: pykka.ActorRef[Any], every: Mapping[Any, float], name: str) -> None:
+        self._ref = ref
+        self._every = dict(every)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> Clock:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stops the clock (a message already sent stays in the inbox)."""
+        self._stopping.set()
+
+    def _run(self) -> None:
+        now = time.monotonic()
+        due = {message: now + period for message, period in self._every.items()}
+        while not self._stopping.wait(max(min(due.values()) - time.monotonic(), 0.0)):
+            now = time.monotonic()
+            for message, at in due.items():
+                if at <= now:
+                    with contextlib.suppress(pykka.ActorDeadError):
+                        self._ref.tell(message)
+                    period = self._every[message]
+                    # Late (a slow machine): the next one a whole period from now.
+                    due[message] = at + period if at + period > now else now + period

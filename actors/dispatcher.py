@@ -1,4 +1,5 @@
-"""The dispatcher: the root of the actor tree, and the one timer of retries."""
+"""The dispatcher: the root of the actor tree, the one timer of retries, and this
+node's clock (heartbeats, polls) and ear (other nodes' notifications)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,30 @@ from typing import Any
 import pykka
 from loguru import logger
 
-from actors.base import Runtime, ServiceActor
-from actors.messages import GetPools, Pools, Reschedule, Schedule, Tick, Wake
+from actors.base import Clock, Runtime, ServiceActor
+from actors.messages import (
+    Beat,
+    GetPools,
+    Notified,
+    Poll,
+    Pools,
+    PoolStats,
+    PoolStatus,
+    Reschedule,
+    Schedule,
+    StopRequested,
+    Tick,
+    Wake,
+)
 from actors.pool import WorkerPool
+from model.db.listen import Listener
 from model.db.tables import utcnow
 
 __all__ = ["Dispatcher"]
 
 _POOL_STOP_TIMEOUT_S = 15.0
+#: Seconds the dispatcher waits for a pool's load at a beat.
+_POOL_STATS_TIMEOUT_S = 2.0
 
 
 class Dispatcher(ServiceActor):
@@ -25,6 +42,12 @@ class Dispatcher(ServiceActor):
     ``Schedule`` wakes the kind's pool; ``Reschedule`` arms the one timer for the
     earliest retry, whose ``Tick`` wakes every pool. Never a thread or timer per job:
     due times live in the database, and the timer is re-armed from it.
+
+    With other nodes on the database: its clock's ``Beat`` records this node's
+    heartbeat and takes over dead nodes' jobs; ``Poll`` wakes every pool, re-arms the
+    retry timer from the database (retries written by other nodes) and routes stops
+    asked on other nodes; on PostgreSQL, ``Notified`` brings other nodes' submits and
+    stops at once.
     """
 
     def __init__(self, runtime: Runtime) -> None:
@@ -34,6 +57,8 @@ class Dispatcher(ServiceActor):
         self.pools: dict[str, pykka.ActorRef[Any]] = {}
         self._timer: threading.Timer | None = None
         self._timer_due: datetime | None = None
+        self._clock: Clock | None = None
+        self._listener: Listener | None = None
 
     def on_start(self) -> None:
         """Runs in the dispatcher's thread: starts the pools, arms the retry timer."""
@@ -42,9 +67,26 @@ class Dispatcher(ServiceActor):
                 kind, kind.size(self.ctx.settings), self.runtime, self.actor_ref
             )
         self._arm_from_store()
+        settings = self.ctx.settings
+        self._clock = Clock(
+            self.actor_ref,
+            {Beat(): settings.heartbeat_interval, Poll(): settings.poll_interval},
+            "jobservice-clock",
+        ).start()
+        if not self.ctx.store.url.startswith("sqlite"):
+            self._listener = Listener(
+                self.ctx.store.url,
+                on_payload=lambda payload: self.actor_ref.tell(Notified(payload)),
+                on_connect=lambda: self.actor_ref.tell(Poll()),
+            ).start()
 
     def on_stop(self) -> None:
-        """Runs in the dispatcher's thread: cancels the timer, stops the pools."""
+        """Runs in the dispatcher's thread: stops the clock, the listener and the timer,
+        then the pools."""
+        if self._clock is not None:
+            self._clock.stop()
+        if self._listener is not None:
+            self._listener.stop()
         self._cancel_timer()
         for ref in self.pools.values():
             ref.stop(block=False)
@@ -63,11 +105,70 @@ class Dispatcher(ServiceActor):
                 for pool in self.pools.values():
                     pool.tell(Wake())
                 self._arm_from_store()
+            case Notified(payload=payload):
+                self._notified(payload)
+            case Poll():
+                self._poll()
+            case Beat():
+                self._beat()
             case GetPools():
                 return Pools(dict(self.pools))
             case _:
                 logger.warning("dispatcher: unknown message {!r}", message)
         return None
+
+    def _notified(self, payload: str) -> None:
+        match payload.split(" "):
+            case ["wake", kind, node] if kind in self.pools:
+                if node != str(self.runtime.node.id):
+                    self.pools[kind].tell(Wake())
+            case ["stop", kind, job_id] if kind in self.pools and job_id.isdigit():
+                self.pools[kind].tell(StopRequested(int(job_id)))
+            case _:
+                logger.debug("dispatcher: notification {!r} ignored", payload)
+
+    def _poll(self) -> None:
+        for pool in self.pools.values():
+            pool.tell(Wake())
+        self._arm_from_store()
+        node = self.runtime.node.id
+        if node is None:
+            return
+        try:
+            requests = self.ctx.store.nodes.stop_requests(node)
+        except Exception as exc:
+            logger.warning("dispatcher: cannot read stop requests: {}", exc)
+            return
+        for table, job_id, kind in requests:
+            found = self._pool_of(table, kind)
+            if found is not None:
+                found.tell(StopRequested(job_id))
+
+    def _pool_of(self, table: str, kind: str | None) -> pykka.ActorRef[Any] | None:
+        for candidate in self.runtime.kinds:
+            if candidate.table == table and (kind is None or candidate.name == kind):
+                return self.pools.get(candidate.name)
+        return None
+
+    def _beat(self) -> None:
+        loads: dict[str, Any] = {}
+        for name, pool in self.pools.items():
+            try:
+                status = pool.ask(PoolStats(), timeout=_POOL_STATS_TIMEOUT_S)
+            except (pykka.ActorDeadError, pykka.Timeout):
+                continue
+            if isinstance(status, PoolStatus):
+                loads[name] = {"size": status.size, "busy": status.busy}
+        try:
+            taken = self.runtime.node.beat(loads)
+        except Exception as exc:
+            logger.warning("dispatcher: heartbeat failed: {}; beating again", exc)
+            return
+        if taken:
+            tables = {job.table for job in taken}
+            for kind in self.runtime.kinds:
+                if kind.table in tables:
+                    self.pools[kind.name].tell(Wake())
 
     def _arm_from_store(self) -> None:
         try:

@@ -14,10 +14,13 @@ if TYPE_CHECKING:
     from model.jobs import LastWrite
 
 __all__ = [
+    "Beat",
     "Drain",
     "Drained",
     "Fill",
     "GetPools",
+    "Notified",
+    "Poll",
     "PoolStats",
     "PoolStatus",
     "Pools",
@@ -28,6 +31,7 @@ __all__ = [
     "Schedule",
     "Step",
     "StopJob",
+    "StopRequested",
     "Tick",
     "Wake",
     "WorkerDied",
@@ -57,6 +61,26 @@ class Tick:
 
 
 @dataclass(frozen=True)
+class Beat:
+    """To the dispatcher, from its clock: record this node's heartbeat and take over the
+    jobs of dead nodes (every ``heartbeat_interval``)."""
+
+
+@dataclass(frozen=True)
+class Poll:
+    """To the dispatcher, from its clock (every ``poll_interval``) and from the listener
+    when it listens again: look at the database for what no notification announced."""
+
+
+@dataclass(frozen=True)
+class Notified:
+    """To the dispatcher, from the listener: another node's notification (see
+    :mod:`model.db.nodes` for the payloads)."""
+
+    payload: str
+
+
+@dataclass(frozen=True)
 class GetPools:
     """Ask the dispatcher: its pools by kind name (:class:`Pools`)."""
 
@@ -82,6 +106,15 @@ class Fill:
 class StopJob:
     """Ask a pool: stop ``job_id`` (its worker's interrupt is set; the step it runs
     returns); answers True (a ``bool``) when one of its workers runs that job."""
+
+    job_id: int
+
+
+@dataclass(frozen=True)
+class StopRequested:
+    """To a pool: another node was asked to stop ``job_id``. Stops it here if one of the
+    pool's workers runs it, else stops it where it waits (it moved to ``retrying`` or
+    ``pending`` meanwhile), if it still carries the request."""
 
     job_id: int
 

@@ -19,6 +19,7 @@ from actors.messages import (
     Reschedule,
     Run,
     StopJob,
+    StopRequested,
     Wake,
     WorkerDied,
     WorkerIdle,
@@ -130,6 +131,9 @@ class WorkerPool(ServiceActor):
                 self._fill_soon()
             case StopJob(job_id=job_id):
                 return self._stop_job(job_id)
+            case StopRequested(job_id=job_id):
+                if not self._stop_job(job_id):
+                    self._stop_waiting(job_id)
             case WriteAgain():
                 self._timer = None
                 self._write_again()
@@ -165,6 +169,20 @@ class WorkerPool(ServiceActor):
             return True
         logger.debug("{} pool: stop of job {} ignored, not running", self.kind.name, job_id)
         return False
+
+    def _stop_waiting(self, job_id: int) -> None:
+        # Asked on another node while the job ran here, it has moved on since (handed
+        # back, retrying): the request recorded on its row stops it where it waits.
+        try:
+            stopped = self.ctx.store.stop_waiting(self.kind.table, id=job_id, stop_requested=True)
+        except Exception as exc:
+            logger.warning("{} pool: cannot stop job {}: {}", self.kind.name, job_id, exc)
+            return
+        if stopped:
+            self.kind.make_job(self.ctx, job_id).logger.info(
+                "state stopped (stop requested on another node)"
+            )
+            self.on_job_end(self.kind.name, job_id, Status.STOPPED)
 
     def _stopped_instead(self, job_id: int, write: LastWrite | None) -> LastWrite | None:
         # A stop that came as the job was being handed back wins over a retry.
@@ -209,8 +227,15 @@ class WorkerPool(ServiceActor):
         for row in rows[wanted:]:
             self._hand_back_surplus(int(row["id"]), wanted, len(rows))
         for row in rows[:wanted]:
-            slot = self.idle.pop()
             job_id = int(row["id"])
+            if row.get("stop_requested"):
+                # Asked to stop on another node as it was handed back: it does not run.
+                self.kind.make_job(self.ctx, job_id, row).logger.info(
+                    "state stopped (stop requested on another node)"
+                )
+                self._write(job_id, LastWrite(Status.STOPPED))
+                continue
+            slot = self.idle.pop()
             self.running[job_id] = slot
             # Armed here, so that a stop that comes before the worker reads Run counts.
             self.interrupts[slot].arm(job_id)

@@ -9,7 +9,6 @@ import json
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -30,7 +29,8 @@ from actors.messages import (
     StopJob,
     Wake,
 )
-from model.crypto import SecretBox, load_key
+from actors.node import Membership
+from model.crypto import SecretBox, service_key
 from model.db import Store
 from model.db.tables import ReplicationPolicy
 from model.errors import ConfigError, InvalidRequest, NotFound, ServiceNotRunning, WaitTimeout
@@ -86,6 +86,7 @@ class JobService:
         self._dispatcher: pykka.ActorRef[Any] | None = None
         self._pools: dict[str, pykka.ActorRef[Any]] = {}
         self._ctx: JobContext | None = None
+        self._node: Membership
         self._accepting = False
         self._listeners: list[JobListener] = []
         #: The last problem each database check found (see :meth:`database_problem`).
@@ -95,11 +96,14 @@ class JobService:
     # -- life --------------------------------------------------------------------------
 
     def start(self) -> JobService:
-        """Opens the database, builds the actors and resumes unfinished jobs.
+        """Opens the database, joins the nodes sharing it, builds the actors and
+        resumes unfinished jobs.
 
-        Jobs left ``running`` by a previous process become ``pending``; every pending,
-        retrying (at its due time) and resumed job is scheduled again. Raises
-        :class:`ConfigError` naming a setting that does not work.
+        Jobs left ``running`` by a node that is dead (its beat older than
+        ``node_timeout``, or its process on this machine gone) become ``pending``;
+        a live node's jobs are left alone. Every pending, retrying (at its due time)
+        and resumed job is scheduled again. Raises :class:`ConfigError` naming a
+        setting that does not work.
         """
         if self._dispatcher is not None:
             raise ServiceNotRunning("the job service is already started")
@@ -121,20 +125,19 @@ class JobService:
             store.close()
             raise ConfigError("database_url", f"cannot open the database: {exc}") from exc
         try:
-            box = SecretBox(_key(settings.key_path, encrypted))
+            box = SecretBox(service_key(settings.key_path, encrypted))
         except BaseException:
             store.close()
             raise
         sink = JobLogSink()
         sink.install()
         self._ctx = JobContext(store, settings, box, sink)
-        resumed = store.requeue_running()
-        if resumed:
-            logger.info("{} jobs left running by the previous process are pending again", resumed)
+        self._node = Membership(self._ctx, self.kinds)
+        self._node.join()
         for kind in self.kinds:
             kind.open(self._ctx)
         self._dispatcher = Dispatcher.start(
-            Runtime(self._ctx, self.kinds, self.retry_policy, self._job_ended)
+            Runtime(self._ctx, self.kinds, self.retry_policy, self._job_ended, self._node)
         )
         self._pools = dict(ask(self._dispatcher, GetPools(), Pools, _ASK_TIMEOUT_S).by_kind)
         self._accepting = True
@@ -144,7 +147,8 @@ class JobService:
 
     def shutdown(self, timeout: float = 30.0) -> None:
         """Stops taking jobs, lets each running job reach its next transition and hands
-        it back as ``pending`` for the next start, then stops every actor."""
+        it back as ``pending``, stops every actor, and leaves the nodes (which are told,
+        so that another node takes the jobs handed back at once)."""
         if self._dispatcher is None or self._ctx is None:
             return
         self._accepting = False
@@ -159,6 +163,7 @@ class JobService:
                 future.get(timeout=_left(deadline))
         self._dispatcher.stop(block=True, timeout=max(_left(deadline), 1.0))
         self._dispatcher = None
+        self._node.leave(self._pools)
         self._pools = {}
         for kind in self.kinds:
             try:
@@ -299,7 +304,7 @@ class JobService:
         ctx = self._context()
         if not rows:
             return []
-        ids = ctx.store.insert_jobs(self.kinds[kind].table, rows)
+        ids = ctx.store.insert_jobs(self.kinds[kind].table, rows, wake=kind)
         # Straight to the kind's pool: a hop through the dispatcher would wake one more
         # thread per submit for nothing it decides.
         try:
@@ -337,20 +342,30 @@ class JobService:
                 return asked
             status = ctx.store.status(job_kind.table, job_id)
             if status in TERMINAL or (
-                status == Status.RUNNING and self._stop_running(kind, job_id)
+                status == Status.RUNNING and self._stop_running(job_kind, job_id)
             ):
                 return asked
             # Running on no worker: its pool has just written where it went (a retry,
             # say); the next round stops it there.
         return asked
 
-    def _stop_running(self, kind: str, job_id: int) -> bool:
+    def _stop_running(self, kind: JobKind, job_id: int) -> bool:
+        """Stops a running job: here, through its pool; on another node, by a request
+        recorded on its row and sent to the nodes. False when it runs nowhere now."""
+        ctx = self._context()
+        node = ctx.store.job(kind.table, job_id).get("node_id")
+        if node is not None and node != self._node.id:
+            running_on = ctx.store.nodes.request_stop(kind.table, job_id)
+            if running_on is None:
+                return False
+            ctx.store.nodes.notify([f"stop {kind.name} {job_id}"])
+            return True
         # Asked, not told: once the pool answers, the stop sits in the worker's inbox
         # ahead of the job's next transition.
         try:
-            return ask(self._pools[kind], StopJob(job_id), bool, _ASK_TIMEOUT_S)
+            return ask(self._pools[kind.name], StopJob(job_id), bool, _ASK_TIMEOUT_S)
         except (pykka.ActorDeadError, pykka.Timeout) as exc:
-            logger.error("cannot route stop of {} job {}: {!r}", kind, job_id, exc)
+            logger.error("cannot route stop of {} job {}: {!r}", kind.name, job_id, exc)
             return False
 
     def stop_policy(self, policy_id: int) -> list[int]:
@@ -367,7 +382,7 @@ class JobService:
             self._job_ended("replication", job_id, Status.STOPPED)
         running = ctx.store.job_ids("replication_job", [Status.RUNNING], policy_id=policy_id)
         for job_id in running:
-            self._stop_running("replication", job_id)
+            self._stop_running(self.kinds["replication"], job_id)
         return stopped + running
 
     def status(self, kind: str, job_id: int) -> str:
@@ -455,6 +470,20 @@ class JobService:
             }
         return result
 
+    @property
+    def node_name(self) -> str:
+        """This service's name among the nodes sharing its database."""
+        return self._node.name
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """The nodes sharing the database, newest first (:meth:`model.db.nodes.Nodes.rows`):
+        name, state (``live``, ``gone``, ``stopped``), beat age, load per kind, and
+        whether a live one is overdue (``dead``); ``self`` marks this one."""
+        rows = self._context().store.nodes.rows(self.settings.node_timeout)
+        for row in rows:
+            row["self"] = row["id"] == self._node.id
+        return rows
+
     # -- plumbing ----------------------------------------------------------------------
 
     def _context(self) -> JobContext:
@@ -472,22 +501,6 @@ class JobService:
                 listener(kind, job_id, status)
             except Exception as exc:
                 logger.opt(exception=exc).error("job listener {!r} failed: {}", listener, exc)
-
-
-def _key(path: Path, encrypted: int) -> bytes:
-    """The key in ``path``; a new one is made only when no stored password needs the
-    old one (a new key would make every encrypted password unreadable)."""
-    try:
-        return load_key(path, create=encrypted == 0)
-    except ConfigError:
-        if encrypted and not path.exists():
-            raise ConfigError(
-                "key_path",
-                f"the key file {path} does not exist, and the database holds {encrypted} "
-                "target passwords encrypted with it: restore the key file (or point "
-                "key_path at it); a new key could not decrypt them",
-            ) from None
-        raise
 
 
 def _left(deadline: float) -> float:

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from model.errors import ConfigError, DecryptionError
 
-__all__ = ["V1_PREFIX", "V2_PREFIX", "SecretBox", "load_key"]
+__all__ = ["V1_PREFIX", "V2_PREFIX", "SecretBox", "load_key", "service_key"]
 
 V1_PREFIX = "<enc-v1>"
 V2_PREFIX = "<enc-v2>"
@@ -53,6 +53,22 @@ def load_key(path: Path, *, create: bool = True) -> bytes:
     if not key:
         raise ConfigError("key_path", f"key file {path} is empty")
     return key
+
+
+def service_key(path: Path, encrypted: int) -> bytes:
+    """The key in ``path``; a new one is made only when no stored password needs the
+    old one (a new key would make every encrypted password unreadable)."""
+    try:
+        return load_key(path, create=encrypted == 0)
+    except ConfigError:
+        if encrypted and not path.exists():
+            raise ConfigError(
+                "key_path",
+                f"the key file {path} does not exist, and the database holds {encrypted} "
+                "target passwords encrypted with it: restore the key file (or point "
+                "key_path at it); a new key could not decrypt them",
+            ) from None
+        raise
 
 
 class SecretBox:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     AliasChoices,
@@ -16,6 +17,7 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -106,6 +108,17 @@ class Settings(BaseSettings):
     scanner_read_timeout_s: float | None = Field(default=None, gt=0)
     #: Seconds ``shutdown`` waits for running jobs to reach their next transition.
     shutdown_timeout: float = Field(default=30.0, gt=0)
+    #: This node's name among the nodes sharing the database (default ``host:pid``).
+    node_name: str = Field(default="", max_length=255)
+    #: Seconds between two heartbeats of this node in the database.
+    heartbeat_interval: float = Field(default=5.0, gt=0)
+    #: Seconds without a heartbeat after which a node is dead and its running jobs are
+    #: taken over by the live nodes.
+    node_timeout: float = Field(default=30.0, gt=0)
+    #: Seconds between two looks at the database for jobs and stops that no
+    #: notification announced (SQLite, a lost PostgreSQL notification, retries that fell
+    #: due on another node's timer).
+    poll_interval: float = Field(default=2.0, gt=0)
     #: Address ``jobservice serve`` listens on (loopback by default: put a proxy in front).
     listen_host: str = "127.0.0.1"
     #: TCP port ``jobservice serve`` listens on (0: any free port).
@@ -118,6 +131,12 @@ class Settings(BaseSettings):
     log_sweep_interval: float = Field(default=3600.0, gt=0)
     #: Level of the service's own log on stderr (job logs always get every line).
     log_level: str = "INFO"
+    #: Extra job kinds ``jobservice serve`` and ``jobservice worker`` run beside the
+    #: built-in ones: entries ``"package.module:attribute"``, the attribute a
+    #: :class:`~model.kinds.JobKind`, an iterable of them, or a callable taking these
+    #: settings and returning either (see :mod:`model.kinds_loader`). In the
+    #: environment: a JSON list, or entries separated by commas.
+    kind_modules: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     @field_validator("database_url")
     @classmethod
@@ -147,6 +166,20 @@ class Settings(BaseSettings):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
 
+    @field_validator("kind_modules", mode="before")
+    @classmethod
+    def _entry_list(cls, value: object) -> object:
+        # The environment gives a string: a JSON list, or entries separated by commas.
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON list: {exc}") from None
+        return [entry for entry in (part.strip() for part in text.split(",")) if entry]
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
@@ -159,6 +192,13 @@ class Settings(BaseSettings):
     def _backoff_bounds(self) -> Settings:
         if self.retry_delay_max < self.retry_delay:
             raise ValueError("retry_delay_max must be >= retry_delay")
+        return self
+
+    @model_validator(mode="after")
+    def _node_timeout_bounds(self) -> Settings:
+        # Two beats may be late before a live node is taken for dead.
+        if self.node_timeout < 2 * self.heartbeat_interval:
+            raise ValueError("node_timeout must be at least twice heartbeat_interval")
         return self
 
     @model_validator(mode="after")

@@ -48,30 +48,27 @@ CLAIMABLE: tuple[str, ...] = (Status.PENDING.value, Status.RETRYING.value)
 _STATUS = "SELECT status FROM {table} WHERE id = :id"
 
 #: A guarded status change: ``:status``, ``:now`` (and ``:due``) set where the job
-#: (``:id``) holds one of the statuses in ``{guard}``.
-_SET_STATUS = "UPDATE {table} SET {sets} WHERE id = :id AND status IN ({guard})"
+#: (``:id``) holds one of the statuses in ``{guard}`` (and, fenced, where no other node
+#: than ``:node`` claimed it: a node found dead and still running writes nothing).
+_SET_STATUS = "UPDATE {table} SET {sets} WHERE id = :id AND status IN ({guard}){fence}"
+_FENCE = " AND (node_id = :node OR node_id IS NULL)"
 
 #: Takes up to ``:limit`` of the oldest due jobs (of ``:kind`` when scoped) and sets
-#: them running. The pick is a materialized CTE, run once: a ``WHERE id IN (SELECT …
-#: LIMIT n)`` may be planned as a join that runs the subquery again for each row, and
-#: with ``SKIP LOCKED`` each run picks other rows, so such a claim took many more than
-#: ``n`` jobs.
+#: them running on node ``:node``. The pick is a materialized CTE, run once: a
+#: ``WHERE id IN (SELECT … LIMIT n)`` may be planned as a join that runs the subquery
+#: again for each row, and with ``SKIP LOCKED`` each run picks other rows, so such a
+#: claim took many more than ``n`` jobs.
 _CLAIM = (
     "WITH picked AS MATERIALIZED (SELECT id FROM {table} "
     "WHERE status IN ({claimable}) "
     "AND (status = 'pending' OR next_attempt_at <= :now) {scope}"
     "ORDER BY id LIMIT :limit{lock}) "
-    "UPDATE {table} SET status = 'running', update_time = :now "
+    "UPDATE {table} SET status = 'running', update_time = :now, node_id = :node "
     "WHERE id IN (SELECT id FROM picked) AND status IN ({claimable}) RETURNING *"
 )
 
 #: One new row with the given columns (each a parameter of its name).
 _INSERT = "INSERT INTO {table} ({names}) VALUES ({marks}){returning}"
-
-#: Start-up: every running job of the table becomes pending (``:now``).
-_REQUEUE_RUNNING = (
-    "UPDATE {table} SET status = 'pending', update_time = :now WHERE status = 'running'"
-)
 
 #: Every waiting job whose columns equal the ``:eq_<column>`` parameters is stopped;
 #: returns their ids.
@@ -105,16 +102,16 @@ class Statements:
         self._lazy: dict[tuple[Any, ...], str] = {}
         self._status = {t: self._text(_STATUS.format(table=t)) for t in JOB_TABLES}
         self._set_status = {
-            (t, status, due, count): self._set_status_text(t, status, due, count)
+            (t, status, due, count, fenced): self._set_status_text(t, status, due, count, fenced)
             for t in JOB_TABLES
             for status in ALLOWED_FROM
             for due in (False, True)
             for count in (False, True)
+            for fenced in (False, True)
         }
         self._claim = {
             (t, scoped): self._claim_text(t, scoped) for t in JOB_TABLES for scoped in (False, True)
         }
-        self._requeue = {t: self._text(_REQUEUE_RUNNING.format(table=t)) for t in JOB_TABLES}
 
     # -- by name ---------------------------------------------------------------------
 
@@ -122,21 +119,21 @@ class Statements:
         """Reads one job's status: ``:id``. Raises KeyError for an unknown table."""
         return self._status[table]
 
-    def set_status(self, table: str, status: str, due: bool, count_attempt: bool) -> str:
+    def set_status(
+        self, table: str, status: str, due: bool, count_attempt: bool, fenced: bool = False
+    ) -> str:
         """The guarded change to ``status`` (see :data:`ALLOWED_FROM`): ``:id``,
         ``:status``, ``:now``, and ``:due`` (``next_attempt_at``) when ``due``;
-        ``count_attempt`` adds one to ``attempts``. Raises KeyError for an unknown
-        table or status."""
-        return self._set_status[(table, status, due, count_attempt)]
+        ``count_attempt`` adds one to ``attempts``; ``fenced``: only a job that node
+        ``:node`` claimed, or none did. Raises KeyError for an unknown table or
+        status."""
+        return self._set_status[(table, status, due, count_attempt, fenced)]
 
     def claim(self, table: str, scoped: bool) -> str:
-        """Claims due jobs, oldest first, returning their rows: ``:now``, ``:limit``,
-        and ``:kind`` when ``scoped``. Raises KeyError for an unknown table."""
+        """Claims due jobs, oldest first, for node ``:node`` (None: no node), returning
+        their rows: ``:now``, ``:limit``, and ``:kind`` when ``scoped``. Raises KeyError
+        for an unknown table."""
         return self._claim[(table, scoped)]
-
-    def requeue_running(self, table: str) -> str:
-        """Sets every running job of ``table`` pending: ``:now``."""
-        return self._requeue[table]
 
     def insert(self, table: str, columns: tuple[str, ...]) -> str:
         """Inserts one row of ``columns`` (each a parameter of its name); on PostgreSQL
@@ -190,14 +187,17 @@ class Statements:
     def _text(self, sql: str) -> str:
         return sql if self.sqlite else re.sub(r":(\w+)", r"%(\1)s", sql)
 
-    def _set_status_text(self, table: str, status: str, due: bool, count: bool) -> str:
+    def _set_status_text(
+        self, table: str, status: str, due: bool, count: bool, fenced: bool
+    ) -> str:
         sets = "status = :status, update_time = :now"
         if due:
             sets += ", next_attempt_at = :due"
         if count:
             sets += ", attempts = attempts + 1"
         guard = _quoted(sorted(ALLOWED_FROM[status]))
-        return self._text(_SET_STATUS.format(table=table, sets=sets, guard=guard))
+        fence = _FENCE if fenced else ""
+        return self._text(_SET_STATUS.format(table=table, sets=sets, guard=guard, fence=fence))
 
     def _claim_text(self, table: str, scoped: bool) -> str:
         return self._text(

@@ -24,6 +24,7 @@ from sqlmodel import Session, SQLModel, select
 from model.db._health import FILE_CHECK_INTERVAL_S
 from model.db._sql import ALLOWED_FROM, CLAIMABLE, statements_for
 from model.db._writer import open_writer
+from model.db.nodes import CHANNEL, Nodes
 from model.db.tables import (
     JOB_TABLES,
     ImgScanOverview,
@@ -33,7 +34,7 @@ from model.db.tables import (
     ScanFinding,
     utcnow,
 )
-from model.errors import NotFound, StatusConflict
+from model.errors import ConfigError, NotFound, StatusConflict
 from model.status import Status
 
 __all__ = ["ALLOWED_FROM", "Store"]
@@ -55,6 +56,15 @@ class Store:
         self._sql = statements_for(url.startswith("sqlite"))
         #: The engine every connection comes from.
         self.engine: Engine = self._writer.engine
+        #: The node this store works for (see :class:`~model.db.nodes.Nodes`): its claims
+        #: record it, and its status changes apply only to jobs it claimed (or none
+        #: did). None: a store of no node (tools, tests), which fences nothing.
+        self.node: int | None = None
+        #: Whether other live nodes share the database (PostgreSQL): submits then
+        #: notify them (see :meth:`insert_jobs`).
+        self.notify_others = False
+        #: The ``node`` table and the statements that span nodes.
+        self.nodes = Nodes(self._writer, self._sql.sqlite)
 
     # -- plumbing ------------------------------------------------------------------
 
@@ -71,8 +81,20 @@ class Store:
             yield session
 
     def create_all(self) -> None:
-        """Creates every table that does not exist yet."""
+        """Creates every table that does not exist yet; raises :class:`ConfigError`
+        when a job table lacks a column of this version (a database made by an older
+        one, which ``jobservice db upgrade`` brings up to date)."""
         SQLModel.metadata.create_all(self.engine)
+        inspector = sa.inspect(self.engine)
+        for name in JOB_TABLES:
+            have = {column["name"] for column in inspector.get_columns(name)}
+            missing = sorted(set(_table(name).c.keys()) - have)
+            if missing:
+                raise ConfigError(
+                    "database_url",
+                    f"table {name} lacks the columns {', '.join(missing)} of this "
+                    "jobservice: run `jobservice db upgrade`",
+                )
 
     def close(self) -> None:
         """Closes every pooled connection."""
@@ -162,8 +184,13 @@ class Store:
     # insert_jobs, status, set_status and claim_many are the engine's hot path, where
     # SQLAlchemy's cost per statement would be several times SQLite's own.
 
-    def insert_jobs(self, table: str, rows: Sequence[Mapping[str, Any]]) -> list[int]:
-        """Inserts pending jobs in one transaction and returns their ids in order."""
+    def insert_jobs(
+        self, table: str, rows: Sequence[Mapping[str, Any]], wake: str | None = None
+    ) -> list[int]:
+        """Inserts pending jobs in one transaction and returns their ids in order.
+
+        ``wake``: the kind's name, sent to the other nodes (PostgreSQL's ``NOTIFY``, in
+        the same transaction) when :attr:`notify_others` says there are any."""
         sql = self._sql
         now = sql.now()
         statements: list[tuple[str, dict[str, Any]]] = []
@@ -177,14 +204,21 @@ class Store:
             }
             statements.append((sql.insert(table, tuple(columns)), columns))
 
+        notify = wake is not None and self.notify_others and not sql.sqlite
+
         def insert(cur: Any) -> list[int]:
             ids = []
             for text, columns in statements:
                 cur.execute(text, columns)
                 ids.append(sql.inserted_id(cur))
+            if notify:
+                cur.execute(
+                    "SELECT pg_notify(%(channel)s, %(payload)s)",
+                    {"channel": CHANNEL, "payload": f"wake {wake} {self.node}"},
+                )
             return ids
 
-        return self._writer.apply(insert, atomic=len(statements) > 1)
+        return self._writer.apply(insert, atomic=len(statements) > 1 or notify)
 
     def status(self, table: str, job_id: int) -> str:
         """The status of one job; raises :class:`NotFound`."""
@@ -204,13 +238,16 @@ class Store:
     ) -> None:
         """Changes a job's status with one guarded UPDATE (see :data:`ALLOWED_FROM`) that
         also sets ``update_time`` (and ``next_attempt_at``, and counts an attempt, when
-        asked). Raises :class:`StatusConflict` when the job does not exist or may not
-        take ``status``."""
+        asked). Raises :class:`StatusConflict` when the job does not exist, may not
+        take ``status``, or was claimed by another node than :attr:`node`."""
         sql = self._sql
-        params: dict[str, Any] = {"id": job_id, "status": status, "now": sql.now()}
+        node = self.node
+        params: dict[str, Any] = {"id": job_id, "status": status, "now": sql.now(), "node": node}
         if next_attempt_at is not None:
             params["due"] = sql.time(next_attempt_at)
-        text = sql.set_status(table, status, next_attempt_at is not None, count_attempt)
+        text = sql.set_status(
+            table, status, next_attempt_at is not None, count_attempt, node is not None
+        )
         if self._writer.apply(lambda cur: cur.execute(text, params).rowcount) == 1:
             return
         found = self._writer.read_one(sql.status(table), {"id": job_id})
@@ -231,7 +268,12 @@ class Store:
         wins a job (PostgreSQL: the pick skips rows another claimant has locked).
         """
         text = self._sql.claim(table, kind is not None)
-        params: dict[str, Any] = {"now": self._sql.now(), "kind": kind, "limit": limit}
+        params: dict[str, Any] = {
+            "now": self._sql.now(),
+            "kind": kind,
+            "limit": limit,
+            "node": self.node,
+        }
 
         def claim(cur: Any) -> list[dict[str, Any]]:
             cur.execute(text, params)
@@ -253,17 +295,6 @@ class Store:
             table, job_id, Status.RETRYING, next_attempt_at=due, count_attempt=count_attempt
         )
         return due
-
-    def requeue_running(self) -> int:
-        """Start-up: every ``running`` job (its process is gone) becomes ``pending``;
-        returns how many did, over every job table, in one transaction."""
-        params = {"now": self._sql.now()}
-        texts = [self._sql.requeue_running(name) for name in JOB_TABLES]
-
-        def requeue(cur: Any) -> int:
-            return sum(cur.execute(text, params).rowcount for text in texts)
-
-        return self._writer.apply(requeue, atomic=True)
 
     def stop_waiting(self, table: str, **equal: Any) -> list[int]:
         """Sets every pending or retrying job whose columns equal ``equal`` to ``stopped``;

@@ -20,6 +20,8 @@ __all__ = [
     "GenericJob",
     "ImgScanJob",
     "ImgScanOverview",
+    "Node",
+    "NodeState",
     "Project",
     "ReplicationJob",
     "ReplicationPolicy",
@@ -65,6 +67,13 @@ def _claim_index(name: str, *columns: str) -> sa.Index:
     many finished jobs the table holds."""
     claimable = sa.text("status IN ('pending', 'retrying')")
     return sa.Index(name, *columns, sqlite_where=claimable, postgresql_where=claimable)
+
+
+def _running_index(name: str) -> sa.Index:
+    """A partial index over running jobs by node, so a take-over finds a dead node's jobs
+    without reading the finished ones."""
+    running = sa.text("status = 'running'")
+    return sa.Index(name, "node_id", sqlite_where=running, postgresql_where=running)
 
 
 def _created() -> Any:
@@ -123,13 +132,22 @@ class _JobColumns(SQLModel):
     next_attempt_at: datetime | None = None
     creation_time: datetime = _created()
     update_time: datetime = _created()
+    #: *added*: the node (:class:`Node`) that claimed the job last. Only that node may
+    #: change the status of the job while it is ``running``.
+    node_id: int | None = None
+    #: *added*: a stop was asked for on another node than the one running the job; the
+    #: running node stops it (told by a notification, or at its next poll).
+    stop_requested: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
 
 
 class ReplicationJob(_JobColumns, table=True):
     """One replication of one repository: ``transfer`` its tags, or ``delete`` them."""
 
     __tablename__ = "replication_job"
-    __table_args__ = (_claim_index("replication_job_claim", "id"),)
+    __table_args__ = (
+        _claim_index("replication_job_claim", "id"),
+        _running_index("replication_job_running"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     repository: str = Field(max_length=256)
@@ -142,7 +160,10 @@ class ImgScanJob(_JobColumns, table=True):
     """One scan of one image."""
 
     __tablename__ = "img_scan_job"
-    __table_args__ = (_claim_index("img_scan_job_claim", "id"),)
+    __table_args__ = (
+        _claim_index("img_scan_job_claim", "id"),
+        _running_index("img_scan_job_running"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     repository: str = Field(max_length=256)
@@ -186,11 +207,44 @@ class GenericJob(_JobColumns, table=True):
     """A job of a kind registered by an embedding application."""
 
     __tablename__ = "job"
-    __table_args__ = (_claim_index("job_claim", "kind", "id"),)
+    __table_args__ = (_claim_index("job_claim", "kind", "id"), _running_index("job_running"))
 
     id: int | None = Field(default=None, primary_key=True)
     kind: str = Field(max_length=64)
     params: dict[str, Any] = Field(default_factory=dict, sa_type=JSONText)
+
+
+class NodeState:
+    """The states of a :class:`Node` row."""
+
+    #: Beating; owns the jobs it runs.
+    LIVE = "live"
+    #: Its heartbeat stopped (or its process is gone): another node took its jobs over.
+    GONE = "gone"
+    #: Shut down, its jobs handed back.
+    STOPPED = "stopped"
+
+
+class Node(SQLModel, table=True):
+    """*added*: one started service (a node); several nodes on one database are one job
+    service. A node beats (``heartbeat``) every ``heartbeat_interval``; one whose beat
+    is older than ``node_timeout`` is dead, and a live node takes its jobs over."""
+
+    __tablename__ = "node"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=255)
+    host: str = Field(max_length=255)
+    pid: int
+    version: str = Field(max_length=64)
+    state: str = Field(default=NodeState.LIVE, max_length=16, index=True)
+    started: datetime = _created()
+    heartbeat: datetime = _created()
+    #: Per kind: ``{"size": n, "busy": n}`` at the last beat.
+    pools: dict[str, Any] = Field(default_factory=dict, sa_type=JSONText)
+    #: When the node stopped or was found gone, and (gone) which node found it.
+    ended: datetime | None = None
+    ended_by: str = Field(default="", max_length=255)
 
 
 #: The tables that hold jobs, by table name.

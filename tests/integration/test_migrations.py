@@ -81,3 +81,33 @@ def test_a_database_a_newer_version_migrated_is_refused(database_url: str) -> No
 def test_a_database_that_cannot_be_opened_is_a_config_error_naming_database_url() -> None:
     with pytest.raises(ConfigError, match="database_url"):
         migrations.current("sqlite:////nonexistent-folder/jobservice.db")
+
+
+def test_a_database_at_the_first_revision_is_upgraded_to_nodes_keeping_its_jobs(
+    database_url: str,
+) -> None:
+    migrations.upgrade(database_url, "0001")
+    engine = sa.create_engine(database_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO job (kind, params, status, attempts, creation_time, update_time) "
+            "VALUES ('k', '{}', 'running', 0, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+        )
+    engine.dispose()
+    store = Store(database_url)
+    try:
+        with pytest.raises(ConfigError, match=r"lacks the columns node_id.*db upgrade"):
+            store.create_all()
+    finally:
+        store.close()
+
+    assert migrations.upgrade(database_url) == ("0001", migrations.head())
+    assert schema_differences(database_url) == []
+    store = Store(database_url)
+    try:
+        store.create_all()
+        (row,) = store.nodes.take_over(store.nodes.register("n", "h", 1, "t"), "n", 30)
+        assert (row.table, row.kind, row.dead_node) == ("job", "k", None)
+        assert store.job("job", row.job_id)["stop_requested"] is False
+    finally:
+        store.close()

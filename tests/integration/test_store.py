@@ -121,14 +121,3 @@ def test_scan_results_are_upserted_by_digest(store: Store) -> None:
     (overview,) = store.list_rows(ImgScanOverview)
     assert (overview.scan_job_id, overview.severity) == (2, 5)
     assert [f.vulnerability_id for f in store.list_rows(ScanFinding)] == ["CVE-3"]
-
-
-def test_running_jobs_are_requeued_at_start(store: Store) -> None:
-    a, b = store.insert_jobs(
-        "replication_job",
-        [{"repository": "l/a", "policy_id": 1, "operation": "transfer", "tags": []}] * 2,
-    )
-    store.set_status("replication_job", a, Status.RUNNING)
-    assert store.requeue_running() == 1
-    assert store.status("replication_job", a) == Status.PENDING
-    assert store.status("replication_job", b) == Status.PENDING
