@@ -1,13 +1,18 @@
-"""The supervised process of ``jobservice serve``: the HTTP API and the actors in one
-process, started and stopped in order, watched from the main thread.
+"""The supervised process of ``jobservice serve`` and ``jobservice worker``: the job
+actors started and stopped in order, watched from the main thread. Subclasses add a
+door into the service (:class:`~actors.serve.ServeProcess`, the HTTP API) or none
+(:class:`~actors.serve.WorkerProcess`).
 
-- SIGTERM or SIGINT: the HTTP server stops taking connections and finishes the
-  requests under way, then :meth:`JobService.shutdown` lets running jobs reach their
-  next transition and hands them back as ``pending``; exit status 0. A second signal
-  exits at once (status 128 + signal): the next start resumes every unfinished job.
-- The main thread watches the actor system: if the dispatcher or a pool stops,
-  ``/healthz`` already answers 503 and the process exits with :data:`EXIT_ACTORS_DIED`,
-  so that its supervisor (systemd's ``Restart=on-failure``) starts it again.
+- At start: the kinds of ``kind_modules`` are loaded and the database must be at the
+  newest migration; either failing is a :class:`ConfigError` (exit status
+  :data:`EXIT_CONFIG` in the CLI).
+- SIGTERM or SIGINT: the door closes first, then :meth:`JobService.shutdown` lets
+  running jobs reach their next transition and hands them back as ``pending``; exit
+  status 0. A second signal exits at once (status 128 + signal): the next start
+  resumes every unfinished job.
+- The main thread watches the actor system: if the dispatcher or a pool stops, the
+  process exits with :data:`EXIT_ACTORS_DIED`, so that its supervisor (systemd's
+  ``Restart=on-failure``) starts it again.
 - A :class:`~actors.serve.LogSweeper` deletes job logs older than
   ``log_retention_days`` in the background while the service runs.
 """
@@ -17,26 +22,25 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import sys
 import threading
+from importlib.metadata import PackageNotFoundError, version
 from types import FrameType
+from typing import NoReturn
 
-import uvicorn
 from loguru import logger
 
-from actors.http import create_app
 from actors.serve._sweeper import LogSweeper
 from actors.service import JobService
 from model.db import migrations
-from model.errors import ConfigError
+from model.kinds_loader import load_kinds
 from model.settings import Settings
 
 __all__ = [
     "EXIT_ACTORS_DIED",
     "EXIT_CONFIG",
     "EXIT_HTTP_DIED",
-    "ServeProcess",
+    "ServiceProcess",
     "exit_process",
 ]
 
@@ -44,12 +48,14 @@ __all__ = [
 EXIT_CONFIG = 2
 #: Exit status when the actor system died under a running service.
 EXIT_ACTORS_DIED = 3
-#: Exit status when the HTTP server stopped by itself.
+#: Exit status when the HTTP server stopped by itself (``serve`` only).
 EXIT_HTTP_DIED = 4
-#: Seconds between two looks at the actor system and the HTTP server.
+#: Seconds between two looks at the actor system (and the door).
 WATCH_INTERVAL_S = 0.5
-#: Seconds the HTTP server may take to finish the requests under way at a stop.
-HTTP_GRACE_S = 5.0
+#: Seconds the shutdown may take after a failure (the actors are already in trouble).
+FAILED_SHUTDOWN_S = 5.0
+
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def _log_job_end(kind: str, job_id: int, status: str) -> None:
@@ -58,18 +64,46 @@ def _log_job_end(kind: str, job_id: int, status: str) -> None:
     logger.info("{} job {} is {}", kind, job_id, status)
 
 
-# -- the process --------------------------------------------------------------------------------
+class ServiceProcess:
+    """Runs a :class:`JobService` until a signal or a failure; :meth:`run` returns the
+    exit status.
 
-
-class ServeProcess:
-    """Runs the service until a signal or a failure; :meth:`run` returns the exit status."""
+    The hooks a door overrides run in the main thread, in this order: :meth:`prepare`
+    (before the service starts; a :class:`ConfigError` here stops the start),
+    :meth:`open` (the service is up), :meth:`failure` (at every look of the watch),
+    :meth:`close` (before the service's shutdown). :meth:`abandon` runs instead of
+    :meth:`open` when the service fails to start.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._wake = threading.Event()
         self._signals: list[int] = []
         self.service: JobService | None = None
-        self.server: uvicorn.Server | None = None
+
+    # -- the hooks of a door -------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Takes what the door needs before the service starts (a socket)."""
+
+    def abandon(self) -> None:
+        """Releases what :meth:`prepare` took: the service did not start."""
+
+    def open(self, service: JobService) -> None:
+        """Opens the door into the started ``service`` and logs the start line."""
+
+    def failure(self) -> int | None:
+        """The exit status when the door failed by itself, else None."""
+        return None
+
+    def stopping(self) -> None:
+        """Runs in the main thread inside the first signal's handler: tells the door
+        to stop taking work (a flag, nothing that blocks)."""
+
+    def close(self) -> None:
+        """Waits for the door to close (bounded)."""
+
+    # -- the process ---------------------------------------------------------------------
 
     def run(self) -> int:
         """Runs in the main thread (signal handlers can only be installed there)."""
@@ -83,49 +117,28 @@ class ServeProcess:
 
     def _run(self) -> int:
         settings = self.settings
+        kinds = load_kinds(settings)
         migrations.check_current(settings.database_url)
-        sock = _listen(settings.listen_host, settings.listen_port)
-        service = self.service = JobService(settings)
+        self.prepare()
+        service = self.service = JobService(settings, kinds)
         try:
             service.start()
         except BaseException:
-            sock.close()
+            self.abandon()
             raise
         service.add_job_listener(_log_job_end)
         sweeper = LogSweeper(
             settings.log_dir, settings.log_retention_days, settings.log_sweep_interval
         ).start()
-        app = create_app(service)
-        config = uvicorn.Config(
-            app,
-            log_config=None,
-            access_log=True,
-            lifespan="off",
-            server_header=False,
-            timeout_graceful_shutdown=int(min(HTTP_GRACE_S, settings.shutdown_timeout)) or 1,
-        )
-        server = self.server = uvicorn.Server(config)
-        # In its own thread, uvicorn leaves the signals to this one.
-        http = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, name="HttpServerThread", daemon=True
-        )
-        host, port = sock.getsockname()[:2]
-        http.start()
-        logger.info(
-            "jobservice {} listening on http://{}:{} (database {}, logs in {})",
-            app.version,
-            host,
-            port,
-            _safe_url(settings.database_url),
-            settings.log_dir,
-        )
-        code = self._watch(service, http)
-        server.should_exit = True
-        http.join(HTTP_GRACE_S + 1)
+        self.open(service)
+        code = self._watch(service)
+        self.close()
         sweeper.stop()
         try:
             service.shutdown(
-                settings.shutdown_timeout if code == 0 else min(settings.shutdown_timeout, 5)
+                settings.shutdown_timeout
+                if code == 0
+                else min(settings.shutdown_timeout, FAILED_SHUTDOWN_S)
             )
         except Exception as exc:
             logger.warning(
@@ -135,8 +148,8 @@ class ServeProcess:
         logger.info("jobservice stopped (exit status {})", code)
         return code
 
-    def _watch(self, service: JobService, http: threading.Thread) -> int:
-        """Waits for a signal, the actor system's death or the HTTP server's end."""
+    def _watch(self, service: JobService) -> int:
+        """Waits for a signal, the actor system's death or the door's failure."""
         while True:
             self._wake.wait(WATCH_INTERVAL_S)
             if self._signals:
@@ -154,9 +167,9 @@ class ServeProcess:
                     EXIT_ACTORS_DIED,
                 )
                 return EXIT_ACTORS_DIED
-            if not http.is_alive():
-                logger.error("the HTTP server stopped by itself: exiting")
-                return EXIT_HTTP_DIED
+            code = self.failure()
+            if code is not None:
+                return code
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         """Runs in the main thread, between two bytecodes."""
@@ -168,31 +181,23 @@ class ServeProcess:
             _flush()
             os._exit(128 + signum)
         self._signals.append(signum)
-        if self.server is not None:
-            self.server.should_exit = True
+        self.stopping()
         self._wake.set()
 
+    def where(self) -> str:
+        """The end of a start line: the database (no password) and the log folder."""
+        return f"(database {safe_url(self.settings.database_url)}, logs in {self.settings.log_dir})"
 
-_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-
-def _listen(host: str, port: int) -> socket.socket:
-    """A bound socket (listening starts with the server); :class:`ConfigError` when the
-    address is taken or not this machine's."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+def package_version() -> str:
+    """The installed jobservice's version ("0" when run from a tree not installed)."""
     try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(
-            "listen_port", f"cannot listen on {host}:{port}: {exc.strerror}"
-        ) from None
-    return sock
+        return version("jobservice")
+    except PackageNotFoundError:
+        return "0"
 
 
-def _safe_url(url: str) -> str:
+def safe_url(url: str) -> str:
     """A database URL without its password."""
     try:
         import sqlalchemy
@@ -208,7 +213,7 @@ def _flush() -> None:
             stream.flush()
 
 
-def exit_process(code: int) -> None:
+def exit_process(code: int) -> NoReturn:
     """Ends the process with ``code``. Worker threads stuck in a job past the shutdown
     deadline would keep the interpreter alive: then it ends at once (their jobs are
     ``running`` in the database, and the next start makes them ``pending``)."""
