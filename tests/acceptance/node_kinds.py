@@ -30,12 +30,18 @@ from model.settings import Settings
 from model.sm import SM, Job, StatusUpdater
 from model.status import Status
 
-__all__ = ["RUNS_TABLE", "kinds"]
+__all__ = ["kinds", "runs_table"]
 
-RUNS_TABLE = (
-    "CREATE TABLE runs (id SERIAL PRIMARY KEY, job_id INTEGER NOT NULL, "
-    "event VARCHAR(16) NOT NULL, pid INTEGER NOT NULL)"
-)
+
+def runs_table(url: str) -> str:
+    """The statement that makes the table ``runs`` in the database at ``url``."""
+    key = "INTEGER PRIMARY KEY" if url.startswith("sqlite") else "SERIAL PRIMARY KEY"
+    return (
+        f"CREATE TABLE runs (id {key}, job_id INTEGER NOT NULL, "
+        "event VARCHAR(16) NOT NULL, pid INTEGER NOT NULL)"
+    )
+
+
 #: Seconds between two rounds of a ``held`` job.
 HOLD_STEP_S = 0.02
 

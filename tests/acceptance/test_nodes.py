@@ -20,7 +20,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from faultproxy import Fault, FaultProxy
-from node_kinds import RUNS_TABLE
+from node_kinds import runs_table
 from postgres import PostgresCluster
 from registries import ImageBuilder, RegistryServer, free_port, push_image, skopeo_digest
 from waiting import wait_until
@@ -114,15 +114,19 @@ class NodeProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-@pytest.fixture
-def cluster_url(postgres: PostgresCluster) -> str:
-    url = postgres.new_database()
+def prepare(url: str) -> str:
+    """The schema, and the table the test kinds record their runs in."""
     migrations.upgrade(url)
     engine = sa.create_engine(url)
     with engine.begin() as conn:
-        conn.exec_driver_sql(RUNS_TABLE)
+        conn.exec_driver_sql(runs_table(url))
     engine.dispose()
     return url
+
+
+@pytest.fixture
+def cluster_url(postgres: PostgresCluster) -> str:
+    return prepare(postgres.new_database())
 
 
 @pytest.fixture
@@ -220,6 +224,29 @@ def test_a_node_that_starts_changes_none_of_the_running_jobs(
     gate.touch()
     wait_until(lambda: all_finished(store, ids), timeout=30)
     assert sorted(job for job, _ in runs(store, "start")) == sorted(ids)
+
+
+def test_two_processes_on_one_sqlite_file_run_every_job_exactly_once(tmp_path: Path) -> None:
+    url = prepare(f"sqlite:///{tmp_path}/jobservice.db")
+    store = Store(url)
+    started = []
+    try:
+        started = [
+            NodeProcess(tmp_path, url, "a", "serve").start(store),
+            NodeProcess(tmp_path, url, "b").start(store),
+        ]
+        # 1.5 s of work for one node alone: both nodes poll within 0.5 s.
+        ids = submit(store, "counted", 100, ms=30)
+
+        # No notifications on SQLite: the nodes find the jobs by their polls.
+        wait_until(lambda: all_finished(store, ids), timeout=60)
+        ends = runs(store, "end")
+        assert sorted(job for job, _ in ends) == sorted(ids)
+        assert {pid for _, pid in ends} == {node.pid for node in started}
+    finally:
+        for node in started:
+            node.kill()
+        store.close()
 
 
 def _beats_of(store: Store, name: str) -> float:
