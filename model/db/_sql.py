@@ -182,6 +182,10 @@ class Statements:
         """The id of the row the cursor's last :meth:`insert` made."""
         return int(cursor.lastrowid if self.sqlite else cursor.fetchall()[0][0])
 
+    def text(self, sql: str) -> str:
+        """``sql`` written with ``:name`` parameters, in the dialect's style."""
+        return self._text(sql)
+
     # -- building ----------------------------------------------------------------------
 
     def _text(self, sql: str) -> str:

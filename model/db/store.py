@@ -82,13 +82,13 @@ class Store:
 
     def create_all(self) -> None:
         """Creates every table that does not exist yet; raises :class:`ConfigError`
-        when a job table lacks a column of this version (a database made by an older
+        when a table lacks a column of this version (a database made by an older
         one, which ``jobservice db upgrade`` brings up to date)."""
         SQLModel.metadata.create_all(self.engine)
         inspector = sa.inspect(self.engine)
-        for name in JOB_TABLES:
+        for name, table in SQLModel.metadata.tables.items():
             have = {column["name"] for column in inspector.get_columns(name)}
-            missing = sorted(set(_table(name).c.keys()) - have)
+            missing = sorted(set(table.c.keys()) - have)
             if missing:
                 raise ConfigError(
                     "database_url",
@@ -191,34 +191,60 @@ class Store:
 
         ``wake``: the kind's name, sent to the other nodes (PostgreSQL's ``NOTIFY``, in
         the same transaction) when :attr:`notify_others` says there are any."""
+        found = self.queue([(table, rows, wake)])
+        assert found is not None
+        return found[0]
+
+    def queue(
+        self,
+        batches: Sequence[tuple[str, Sequence[Mapping[str, Any]], str | None]],
+        guard: tuple[str, Mapping[str, Any]] | None = None,
+    ) -> list[list[int]] | None:
+        """Inserts pending jobs of several tables in one transaction: each batch is
+        (table, rows, the kind to wake on other nodes or None). Returns the ids of each
+        batch, in order.
+
+        ``guard``: a statement (``:name`` parameters; ``:now`` is given) run first, in
+        the same transaction; when it changes no row nothing is written and the answer
+        is None (another node fired the schedule, the event was seen already)."""
         sql = self._sql
         now = sql.now()
-        statements: list[tuple[str, dict[str, Any]]] = []
-        for values in rows:
-            columns = {
-                "status": Status.PENDING.value,
-                "attempts": 0,
-                "creation_time": now,
-                "update_time": now,
-                **{k: _to_column(k, v) for k, v in values.items()},
-            }
-            statements.append((sql.insert(table, tuple(columns)), columns))
+        statements: list[list[tuple[str, dict[str, Any]]]] = []
+        for table, rows, _ in batches:
+            texts = []
+            for values in rows:
+                columns = {
+                    "status": Status.PENDING.value,
+                    "attempts": 0,
+                    "creation_time": now,
+                    "update_time": now,
+                    **{k: _to_column(k, v) for k, v in values.items()},
+                }
+                texts.append((sql.insert(table, tuple(columns)), columns))
+            statements.append(texts)
+        wakes = sorted({wake for _, rows, wake in batches if wake is not None and rows})
+        notify = bool(wakes) and self.notify_others and not sql.sqlite
+        guarded = None if guard is None else (sql.text(guard[0]), {"now": now, **guard[1]})
 
-        notify = wake is not None and self.notify_others and not sql.sqlite
-
-        def insert(cur: Any) -> list[int]:
+        def insert(cur: Any) -> list[list[int]] | None:
+            if guarded is not None and cur.execute(*guarded).rowcount != 1:
+                return None
             ids = []
-            for text, columns in statements:
-                cur.execute(text, columns)
-                ids.append(sql.inserted_id(cur))
-            if notify:
+            for texts in statements:
+                batch = []
+                for text, columns in texts:
+                    cur.execute(text, columns)
+                    batch.append(sql.inserted_id(cur))
+                ids.append(batch)
+            for wake in wakes if notify else ():
                 cur.execute(
                     "SELECT pg_notify(%(channel)s, %(payload)s)",
                     {"channel": CHANNEL, "payload": f"wake {wake} {self.node}"},
                 )
             return ids
 
-        return self._writer.apply(insert, atomic=len(statements) > 1 or notify)
+        several = sum(len(texts) for texts in statements) > 1
+        return self._writer.apply(insert, atomic=several or notify or guard is not None)
 
     def status(self, table: str, job_id: int) -> str:
         """The status of one job; raises :class:`NotFound`."""

@@ -23,10 +23,13 @@ __all__ = [
     "Node",
     "NodeState",
     "Project",
+    "RegistryEvent",
+    "ReplicationImmediateTrigger",
     "ReplicationJob",
     "ReplicationPolicy",
     "ReplicationTarget",
     "ScanFinding",
+    "Schedule",
     "utcnow",
 ]
 
@@ -88,6 +91,9 @@ class Project(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True, alias="project_id")
     name: str = Field(unique=True, max_length=255)
     public: bool = False
+    #: *added*: scan every image pushed to the project (Harbor keeps it in
+    #: ``project_metadata`` as ``automatically_scan_images_on_push``).
+    auto_scan: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
 
 
 class ReplicationTarget(SQLModel, table=True):
@@ -120,6 +126,56 @@ class ReplicationPolicy(SQLModel, table=True):
     creation_time: datetime = _created()
     update_time: datetime = _created()
     deleted: bool = False
+
+
+class ReplicationImmediateTrigger(SQLModel, table=True):
+    """Harbor's immediate triggers of a policy: replicate a push (``on_push``) and a
+    deletion (``on_deletion``) in the policy's project as the registry reports them."""
+
+    __tablename__ = "replication_immediate_trigger"
+
+    id: int | None = Field(default=None, primary_key=True)
+    policy_id: int = Field(index=True)
+    namespace: str = Field(max_length=256)
+    on_push: bool = False
+    on_deletion: bool = False
+    creation_time: datetime = _created()
+    update_time: datetime = _created()
+
+
+class Schedule(SQLModel, table=True):
+    """*added*: a job that fires on a schedule: a replication policy's run (``policy_id``)
+    or a scan of every image whose repository matches ``pattern`` (``library/*``).
+
+    ``cron`` is a cron expression (or Harbor's ``cron_str`` JSON form) read in
+    ``timezone``; ``next_fire_at`` (UTC) is the next time it fires, kept here so that a
+    restart neither misses nor repeats a run, and moved forward by the node that fires
+    it with one guarded UPDATE (two nodes never fire one slot)."""
+
+    __tablename__ = "schedule"
+
+    id: int | None = Field(default=None, primary_key=True)
+    #: ``replication`` (with ``policy_id``) or ``scan`` (with ``pattern``).
+    kind: str = Field(max_length=32)
+    policy_id: int | None = Field(default=None, index=True)
+    pattern: str = Field(default="", max_length=256)
+    cron: str = Field(max_length=256)
+    timezone: str = Field(default="UTC", max_length=64)
+    enabled: bool = True
+    next_fire_at: datetime | None = Field(default=None, index=True)
+    last_fired_at: datetime | None = None
+    creation_time: datetime = _created()
+    update_time: datetime = _created()
+
+
+class RegistryEvent(SQLModel, table=True):
+    """*added*: the id of each registry notification event acted on, so that an event
+    delivered twice (the registry retries) queues its jobs once."""
+
+    __tablename__ = "registry_event"
+
+    id: str = Field(primary_key=True, max_length=128)
+    received: datetime = _created()
 
 
 class _JobColumns(SQLModel):
