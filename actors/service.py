@@ -17,6 +17,7 @@ from loguru import logger
 
 from actors.base import JobListener, Runtime, ask
 from actors.dispatcher import Dispatcher
+from actors.health import DatabaseWatch
 from actors.messages import (
     Drain,
     Drained,
@@ -53,8 +54,6 @@ from model.status import TERMINAL, Status
 
 __all__ = ["JobService"]
 
-#: Seconds the database's write probe (:meth:`JobService.database_problem`) may wait.
-DATABASE_PROBE_TIMEOUT_S = 1.0
 #: Seconds any ask to an actor may take before the caller gives up.
 _ASK_TIMEOUT_S = 10.0
 #: Tries of a stop whose job keeps moving between pending, retrying and running.
@@ -89,9 +88,7 @@ class JobService:
         self._node: Membership
         self._accepting = False
         self._listeners: list[JobListener] = []
-        #: The last problem each database check found (see :meth:`database_problem`).
-        self._database_problems: dict[str, str | None] = {}
-        self._database_lock = threading.Lock()
+        self._database = DatabaseWatch()
 
     # -- life --------------------------------------------------------------------------
 
@@ -201,40 +198,10 @@ class JobService:
 
     def database_problem(self, *, probe: bool = False) -> str | None:
         """Why the database cannot take this service's writes now, or None (also when
-        the service is not running: its calls say so themselves).
-
-        Without ``probe``: whether the SQLite file is still the one opened (a ``stat``
-        at most once a second, cheap enough for every request). With ``probe``: also a
-        write probe on a connection of its own, waiting at most
-        :data:`DATABASE_PROBE_TIMEOUT_S` (see :meth:`Store.check_writable`). The
-        service's log gets a line when a problem starts, changes or ends.
-        """
+        the service is not running: its calls say so themselves); see
+        :class:`actors.health.DatabaseWatch`."""
         ctx = self._ctx
-        if ctx is None:
-            return None
-        problem = ctx.store.file_problem()
-        self._note_database("file", problem)
-        if problem is None and probe:
-            problem = ctx.store.check_writable(DATABASE_PROBE_TIMEOUT_S)
-            self._note_database("probe", problem)
-        return problem
-
-    def _note_database(self, check: str, problem: str | None) -> None:
-        with self._database_lock:
-            before = self._database_problems.get(check)
-            self._database_problems[check] = problem
-        if problem == before:
-            return
-        if problem is None:
-            logger.info("the database takes writes again ({} was: {})", check, before)
-        elif check == "file":
-            logger.error(
-                "{}: every API request is answered 503 until the service is restarted "
-                "(running jobs write into the old file, which nothing will read again)",
-                problem,
-            )
-        else:
-            logger.error("{}: /healthz answers 503 until it can", problem)
+        return None if ctx is None else self._database.problem(ctx.store, probe=probe)
 
     def healthy(self) -> bool:
         """True while the dispatcher and every pool are alive."""
@@ -314,6 +281,16 @@ class JobService:
             # raised (a pool that died is replaced by a restart, which claims them).
             logger.error("{} jobs {} are queued but their pool was not woken: {!r}", kind, ids, exc)
         return ids
+
+    def wake(self, kinds: Iterable[str]) -> None:
+        """Wakes the pools of ``kinds`` here (jobs were queued in the database by other
+        means than this service's submit methods, e.g. :meth:`Store.queue`); the other
+        nodes are told by the queue's own notification."""
+        for kind in kinds:
+            try:
+                self._pools[self.kinds[kind].name].tell(Wake())
+            except pykka.ActorDeadError as exc:
+                logger.error("{} pool was not woken: {!r}", kind, exc)
 
     def source_registry(self) -> RegistryClient:
         """A client of the source registry (``registry_url`` and its credentials)."""
