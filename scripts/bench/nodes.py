@@ -1,0 +1,513 @@
+#!/usr/bin/env python3
+"""Several nodes on one PostgreSQL: throughput with 1, 2, 3 ``jobservice worker``
+processes on this machine, and a SIGKILL of one of three with jobs in flight.
+
+Starts a throw-away PostgreSQL cluster (``tests/postgres.py``, fsync off) unless given
+one (``--pg-port``), a new database per measurement, and that many nodes: ``jobservice
+worker`` processes with the same settings (the kind of :mod:`nodes_kinds`, 8 workers;
+heartbeat 1 s, node_timeout 5 s, poll 2 s; a log folder per node in the temporary
+folder). Every node is live and has run a warm-up job before the clock starts.
+
+- *throughput*: ``--jobs`` no-op jobs submitted one at a time from this process (one
+  insert transaction per job with its ``NOTIFY``, ``Store.insert_jobs(wake=…)`` with
+  ``notify_others``). Aggregate jobs/s from the first job's ``creation_time`` to the
+  last job's ``update_time`` (its ``finished`` write); latency p50/p99 per job, the
+  same two columns of its row; the jobs each node ran (``node_id``); CPU seconds per
+  job of the nodes, PostgreSQL's processes and this process.
+- *kill*: 3 nodes, ``--kill-jobs`` jobs of ``--kill-ms`` ms each submitted in one
+  insert (all pending at once), SIGKILL of one node once a third of them have run;
+  then lost jobs (must be 0), jobs whose body ran twice, seconds from the kill until
+  every job is finished.
+
+Every job's body writes its id to its node's journal (:mod:`journal`): a job that
+never ends ``finished``, or whose body ran other than exactly once (the kill part
+excepted), is printed as a loss or a double run.
+
+    .venv/bin/python scripts/bench/nodes.py [--jobs 10000] [--nodes 1,2,3] [--quick]
+        [--json FILE] [--pg-port PORT --pg-dir DIR] [--dir D] [--no-kill]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parents[1]
+for extra in (ROOT, BENCH):
+    if str(extra) not in sys.path:
+        sys.path.insert(0, str(extra))
+
+import journal  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
+from nodes_kinds import KIND  # noqa: E402
+from servers import new_database, postgres_cluster  # noqa: E402
+
+from model.db import Store, migrations  # noqa: E402
+from model.status import Status  # noqa: E402
+
+__all__ = ["main"]
+
+JOBSERVICE = Path(sys.executable).with_name("jobservice")
+#: Node settings (seconds).
+HEARTBEAT_S, NODE_TIMEOUT_S, POLL_S = 1.0, 5.0, 2.0
+#: Seconds a node may take to register and run its warm-up job.
+START_TIMEOUT_S = 60.0
+#: Seconds between two looks at the database while waiting for the jobs' ends.
+WAIT_STEP_S = 0.1
+#: Seconds the jobs may take to end after the last submit (or the kill).
+DONE_TIMEOUT_S = 600.0
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (all its threads); 0 once gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds of each thread of ``pid`` (by thread id)."""
+    found = {}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        found[int(task.name)] = (int(fields[11]) + int(fields[12])) / _TICKS
+    return found
+
+
+def postgres_pids(postmaster: int | None) -> list[int]:
+    """The postmaster and every process it started (backends, writer, WAL writer…)."""
+    if postmaster is None:
+        return []
+    found = [postmaster]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == postmaster:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def postmaster_pid(pg_dir: Path | None) -> int | None:
+    if pg_dir is None:
+        return None
+    try:
+        return int((pg_dir / "data" / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class Node:
+    """One ``jobservice worker`` process of the benchmark."""
+
+    def __init__(self, work: Path, url: str, name: str, journal_dir: Path) -> None:
+        self.name = name
+        self.log_path = work / f"{name}.log"
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("JOBSERVICE_", "UI_"))},
+            "PYTHONPATH": os.pathsep.join([str(BENCH), str(ROOT)]),
+            journal.ENV: str(journal_dir),
+            "JOBSERVICE_DATABASE_URL": url,
+            "JOBSERVICE_LOG_DIR": str(work / "logs" / name),
+            "JOBSERVICE_KEY_PATH": str(work / "jobservice.key"),
+            "JOBSERVICE_NODE_NAME": name,
+            "JOBSERVICE_HEARTBEAT_INTERVAL": str(HEARTBEAT_S),
+            "JOBSERVICE_NODE_TIMEOUT": str(NODE_TIMEOUT_S),
+            "JOBSERVICE_POLL_INTERVAL": str(POLL_S),
+            "JOBSERVICE_SHUTDOWN_TIMEOUT": "10",
+            "JOBSERVICE_LOG_LEVEL": "WARNING",
+            "JOBSERVICE_KIND_MODULES": json.dumps(["nodes_kinds:kinds"]),
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+        self.id: int | None = None
+
+    def start(self) -> Node:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [str(JOBSERVICE), "worker"],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def live(self, store: Store) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            tail = self.log_path.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"node {self.name} exited {self.process.returncode}: {tail}")
+        for row in store.nodes.rows(60):
+            if row["name"] == self.name and row["state"] == "live" and row["pid"] == self.pid:
+                self.id = int(row["id"])
+                return True
+        return False
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+def wait_for(condition: Any, timeout: float, what: str) -> float:
+    """Polls ``condition()`` until true; the seconds it took. Raises on the deadline."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"{what}: not after {timeout:.0f} s")
+        time.sleep(WAIT_STEP_S)
+    return time.monotonic() - started
+
+
+def finished_count(store: Store, first_id: int) -> int:
+    with store.engine.connect() as conn:
+        return int(
+            conn.execute(
+                sa.text("SELECT count(*) FROM job WHERE kind = :k AND status = :s AND id >= :i"),
+                {"k": KIND, "s": Status.FINISHED.value, "i": first_id},
+            ).scalar_one()
+        )
+
+
+def job_rows(store: Store, ids: list[int]) -> list[tuple[int, str, int | None, datetime, datetime]]:
+    """(id, status, node_id, creation_time, update_time) of the jobs ``ids``."""
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT id, status, node_id, creation_time, update_time FROM job "
+                "WHERE id >= :lo AND id <= :hi ORDER BY id"
+            ),
+            {"lo": min(ids), "hi": max(ids)},
+        ).all()
+    wanted = set(ids)
+    return [(r[0], r[1], r[2], r[3], r[4]) for r in rows if r[0] in wanted]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
+def check_once(
+    rows: list[tuple[int, str, int | None, datetime, datetime]], runs: dict[int, list[float]]
+) -> tuple[list[int], list[int]]:
+    """(lost, ran twice): jobs not finished or whose body never ran; bodies run > once."""
+    lost = [r[0] for r in rows if r[1] != Status.FINISHED.value or not runs.get(r[0])]
+    twice = [r[0] for r in rows if len(runs.get(r[0], [])) > 1]
+    return lost, twice
+
+
+@contextmanager
+def node_group(
+    count: int, url: str, work: Path, journal_dir: Path, store: Store
+) -> Iterator[list[Node]]:
+    """``count`` live nodes, each having run one warm-up job; stopped (SIGTERM) at exit."""
+    nodes = [Node(work, url, f"n{i + 1}", journal_dir) for i in range(count)]
+    try:
+        for node in nodes:
+            node.start()
+        for node in nodes:
+            wait_for(lambda n=node: n.live(store), START_TIMEOUT_S, f"node {node.name} start")
+        # A warm-up job per node and more: each node's pool, connections and log
+        # writer have run once before the clock starts.
+        warm = store.insert_jobs("job", [{"kind": KIND, "params": {}}] * (8 * count), wake=KIND)
+        wait_for(
+            lambda: finished_count(store, warm[0]) >= len(warm), START_TIMEOUT_S, "warm-up jobs"
+        )
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def fresh_database(pg_port: int, journal_dir: Path) -> tuple[str, Store]:
+    url = new_database(pg_port).replace("postgresql://", "postgresql+psycopg://", 1)
+    migrations.upgrade(url)
+    store = Store(url)
+    store.notify_others = True  # as a node's store with others live: submits NOTIFY
+    shutil.rmtree(journal_dir, ignore_errors=True)
+    journal_dir.mkdir(parents=True)
+    return url, store
+
+
+def throughput(
+    pg_port: int, pg_dir: Path | None, work: Path, count: int, jobs: int
+) -> dict[str, Any]:
+    journal_dir = work / "journal"
+    url, store = fresh_database(pg_port, journal_dir)
+    try:
+        with node_group(count, url, work, journal_dir, store) as nodes:
+            pg = postgres_pids(postmaster_pid(pg_dir))
+            node_threads_before = {n.pid: thread_cpu(n.pid) for n in nodes}
+            before = {"nodes": sum(cpu_s(n.pid) for n in nodes), "postgres": sum(map(cpu_s, pg))}
+            before["bench"] = cpu_s(os.getpid())
+            warm_lines = journal.count(journal_dir)
+            row = {"kind": KIND, "params": {}}
+            started = time.monotonic()
+            ids = [store.insert_jobs("job", [row], wake=KIND)[0] for _ in range(jobs)]
+            submit_s = time.monotonic() - started
+            wait_for(lambda: finished_count(store, ids[0]) >= jobs, DONE_TIMEOUT_S, "jobs")
+            waited_s = time.monotonic() - started
+            pg = postgres_pids(postmaster_pid(pg_dir))  # backends of the same sessions
+            after = {"nodes": sum(cpu_s(n.pid) for n in nodes), "postgres": sum(map(cpu_s, pg))}
+            after["bench"] = cpu_s(os.getpid())
+            threads = {}
+            for n in nodes:
+                now = thread_cpu(n.pid)
+                spent = {t: now[t] - node_threads_before[n.pid].get(t, 0.0) for t in now}
+                threads[n.name] = sorted((round(s, 2) for s in spent.values() if s), reverse=True)
+            by_node_id = {n.id: n.name for n in nodes}
+        rows = job_rows(store, ids)
+        runs = journal.read(journal_dir)
+        lost, twice = check_once(rows, runs)
+        start = min(r[3] for r in rows)
+        end = max(r[4] for r in rows)
+        seconds = (end - start).total_seconds()
+        latencies = [(r[4] - r[3]).total_seconds() * 1000 for r in rows]
+        per_node = Counter(by_node_id.get(r[2], str(r[2])) for r in rows)
+        cpu = {k: round(after[k] - before[k], 2) for k in before}
+        return {
+            "nodes": count,
+            "jobs": jobs,
+            "jobs_per_s": round(jobs / seconds, 1),
+            "seconds": round(seconds, 3),
+            "submits_per_s": round(jobs / submit_s, 1),
+            "waited_s": round(waited_s, 2),
+            "p50_ms": round(percentile(latencies, 50), 1),
+            "p99_ms": round(percentile(latencies, 99), 1),
+            "per_node": dict(sorted(per_node.items())),
+            "lost": lost,
+            "ran_twice": twice,
+            "journal_lines": journal.count(journal_dir) - warm_lines,
+            "cpu_s": cpu,
+            "cpu_ms_per_job": {k: round(v * 1000 / jobs, 3) for k, v in cpu.items()},
+            "node_thread_cpu_s": threads,
+        }
+    finally:
+        store.close()
+
+
+def kill_run(
+    pg_port: int, work: Path, jobs: int, ms: float, nodes_count: int = 3
+) -> dict[str, Any]:
+    journal_dir = work / "journal"
+    url, store = fresh_database(pg_port, journal_dir)
+    try:
+        with node_group(nodes_count, url, work, journal_dir, store) as nodes:
+            warm_lines = journal.count(journal_dir)
+            rows_in = [{"kind": KIND, "params": {"ms": ms}}] * jobs
+            ids = store.insert_jobs("job", rows_in, wake=KIND)
+            wait_for(
+                lambda: journal.count(journal_dir) - warm_lines >= jobs // 3,
+                DONE_TIMEOUT_S,
+                "a third of the jobs",
+            )
+            victim = nodes[0]
+            killed_at = datetime.now(UTC)
+            kill_clock = time.monotonic()
+            victim.kill()
+            done_at_kill = journal.count(journal_dir) - warm_lines
+            running_on_victim = _running_on(store, ids, victim.id)
+            finished_at_kill = finished_count(store, ids[0])
+            wait_for(lambda: finished_count(store, ids[0]) >= jobs, DONE_TIMEOUT_S, "all jobs")
+            waited_s = time.monotonic() - kill_clock
+        rows = job_rows(store, ids)
+        runs = journal.read(journal_dir)
+        lost, twice = check_once(rows, runs)
+        end = _aware(max(r[4] for r in rows))
+        return {
+            "nodes": nodes_count,
+            "jobs": jobs,
+            "job_ms": ms,
+            "bodies_done_at_kill": done_at_kill,
+            "finished_at_kill": finished_at_kill,
+            "in_flight_at_kill": jobs - finished_at_kill,
+            "running_on_killed_node": running_on_victim,
+            "finished": sum(1 for r in rows if r[1] == Status.FINISHED.value),
+            "lost": lost,
+            "ran_twice": twice,
+            "all_done_s_after_kill": round((end - killed_at).total_seconds(), 2),
+            "waited_s": round(waited_s, 2),
+        }
+    finally:
+        store.close()
+
+
+def _aware(value: datetime) -> datetime:
+    """``value`` with its zone: the job tables' times are UTC, naive or not."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _running_on(store: Store, ids: list[int], node_id: int | None) -> int:
+    with store.engine.connect() as conn:
+        return int(
+            conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM job WHERE status = :s AND node_id = :n "
+                    "AND id >= :lo AND id <= :hi"
+                ),
+                {"s": Status.RUNNING.value, "n": node_id, "lo": min(ids), "hi": max(ids)},
+            ).scalar_one()
+        )
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(out)
+
+
+def print_results(result: dict[str, Any]) -> None:
+    rows = []
+    for t in result["throughput"]:
+        ms = t["cpu_ms_per_job"]
+        rows.append(
+            [
+                str(t["nodes"]),
+                f"{t['jobs']:,}",
+                f"{t['jobs_per_s']:,.0f}",
+                f"{t['submits_per_s']:,.0f}",
+                f"{t['p50_ms']:,.0f}",
+                f"{t['p99_ms']:,.0f}",
+                " ".join(f"{n}:{c}" for n, c in t["per_node"].items()),
+                f"{ms['nodes']:.2f} / {ms['postgres']:.2f} / {ms['bench']:.2f}",
+                str(len(t["lost"])),
+                str(len(t["ran_twice"])),
+            ]
+        )
+    header = ["nodes", "jobs", "jobs/s", "submits/s", "p50 ms", "p99 ms", "ran per node"]
+    header += ["CPU ms/job nodes/pg/bench", "lost", "twice"]
+    print(_table(header, rows))
+    for t in result["throughput"]:
+        for name, threads in t["node_thread_cpu_s"].items():
+            busiest = ", ".join(f"{s:.2f}" for s in threads[:8])
+            print(f"  {t['nodes']} node(s), {name}: busiest threads' CPU s: {busiest}")
+        if t["lost"] or t["ran_twice"]:
+            print(f"  LOSS OR DOUBLE RUN: lost {t['lost'][:20]}, ran twice {t['ran_twice'][:20]}")
+    kill = result.get("kill")
+    if kill:
+        print()
+        header = ["nodes", "jobs", "job ms", "in flight at kill", "running on killed"]
+        header += ["finished", "lost", "ran twice", "all done s after kill"]
+        print(
+            _table(
+                header,
+                [
+                    [
+                        str(kill["nodes"]),
+                        f"{kill['jobs']:,}",
+                        f"{kill['job_ms']:g}",
+                        str(kill["in_flight_at_kill"]),
+                        str(kill["running_on_killed_node"]),
+                        f"{kill['finished']:,}",
+                        str(len(kill["lost"])),
+                        str(len(kill["ran_twice"])),
+                        f"{kill['all_done_s_after_kill']:.2f}",
+                    ]
+                ],
+            )
+        )
+        if kill["lost"]:
+            print(f"  LOST: {kill['lost'][:20]}")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    counts = [int(n) for n in args.nodes.split(",")]
+    result: dict[str, Any] = {
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "load_before": [round(x, 2) for x in os.getloadavg()],
+        "settings": {
+            "workers_per_node": 8,
+            "heartbeat_s": HEARTBEAT_S,
+            "node_timeout_s": NODE_TIMEOUT_S,
+            "poll_s": POLL_S,
+        },
+        "throughput": [],
+        "kill": None,
+    }
+    with ExitStack() as stack:
+        pg_port, pg_dir = args.pg_port, Path(args.pg_dir) if args.pg_dir else None
+        if pg_port is None:
+            cluster = stack.enter_context(postgres_cluster())
+            pg_port, pg_dir = cluster.port, cluster.folder
+        base = Path(tempfile.mkdtemp(prefix="bench-nodes-", dir=args.dir))
+        stack.callback(shutil.rmtree, base, True)
+        for count in counts:
+            work = base / f"throughput-{count}"
+            work.mkdir()
+            print(f"{count} node(s), {args.jobs:,} jobs …", flush=True)
+            result["throughput"].append(throughput(pg_port, pg_dir, work, count, args.jobs))
+        if not args.no_kill:
+            work = base / "kill"
+            work.mkdir()
+            print(f"SIGKILL of one of 3 nodes, {args.kill_jobs:,} jobs …", flush=True)
+            result["kill"] = kill_run(pg_port, work, args.kill_jobs, args.kill_ms)
+    result["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--jobs", type=int, default=10_000, help="no-op jobs per node count")
+    parser.add_argument("--nodes", default="1,2,3", help="node counts, commas")
+    parser.add_argument("--kill-jobs", type=int, default=1_000)
+    parser.add_argument("--kill-ms", type=float, default=20.0, help="ms of each kill-part job")
+    parser.add_argument("--no-kill", action="store_true", help="leave out the kill part")
+    parser.add_argument("--quick", action="store_true", help="1,000 jobs, 300 for the kill")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--pg-port", type=int, help="a running cluster (default: start one)")
+    parser.add_argument("--pg-dir", help="that cluster's folder (for its CPU time)")
+    parser.add_argument("--dir", help="folder for the nodes' logs (default: TMPDIR)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.jobs, args.kill_jobs = min(args.jobs, 1_000), min(args.kill_jobs, 300)
+    result = run(args)
+    print()
+    print_results(result)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
