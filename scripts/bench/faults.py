@@ -8,8 +8,8 @@ image (layers of 100, 60 and 40 MiB) to the source, puts a proxy in front of eac
 and runs one ``JobService.replicate`` of the repository. Prints whether the job
 finished, whether the manifest digests are equal (``skopeo inspect --raw`` on both
 registries, not through the proxies), the bytes the source's proxy sent and the
-target's proxy received relative to the image's size, the faults applied, and the
-time.
+target's proxy received relative to the image's size, each fault the proxies applied
+(also in ``--json``), and the time.
 
     .venv/bin/python scripts/bench/faults.py [--errors 0.05] [--drops 0.02] [--seed 1]
 
@@ -102,7 +102,8 @@ def main() -> None:
                     log = Path(job_log_path(settings.log_dir, job_id)).read_text()
                 sent = source_proxy.bytes_to_clients
                 received = target_proxy.bytes_from_clients
-                fired = (len(source_proxy.fired), len(target_proxy.fired))
+                fired_lines = (source_proxy.fired, target_proxy.fired)
+                fired = (len(fired_lines[0]), len(fired_lines[1]))
                 exchanges = (source_proxy.exchanges, target_proxy.exchanges)
             equal = status == Status.FINISHED and skopeo_digest(
                 target.host, REPOSITORY, "v1"
@@ -126,6 +127,9 @@ def main() -> None:
     )
     for line in faults:
         print(f"  blob faults: {line}")
+    for side, lines in zip(("source", "target"), fired_lines, strict=True):
+        for line in lines:
+            print(f"  {side} fault: {_short(line)}")
     print(f"  source proxy sent     {sent / size:.3f}x the image ({sent} bytes)")
     print(f"  target proxy received {received / size:.3f}x the image ({received} bytes)")
     print(f"  [goal: finished, equal digests, <= {GOAL_RATIO}x on each side]")
@@ -142,6 +146,7 @@ def main() -> None:
                     "source_ratio": sent / size,
                     "target_ratio": received / size,
                     "faults_fired": fired,
+                    "fault_lines": {"source": fired_lines[0], "target": fired_lines[1]},
                     "exchanges": exchanges,
                     "job_retries": retries,
                 },
@@ -150,6 +155,11 @@ def main() -> None:
         )
     if status != Status.FINISHED or not equal:
         raise SystemExit(1)
+
+
+def _short(line: str) -> str:
+    """A fault line of the proxy with the upload session's ``_state`` left out."""
+    return re.sub(r"_state=[^&\s:]*&?", "", line)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
+from faultproxy import Fault, FaultProxy
 from registries import (
     AuthRegistry,
     Image,
@@ -48,6 +49,19 @@ class CountingTransport(httpx.HTTPTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         self.requests.append((request.method, request.url.path))
+        return super().handle_request(request)
+
+
+class LengthTransport(httpx.HTTPTransport):
+    """Records the ``Content-Length`` of every ``PATCH`` the client sends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patches: list[int] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "PATCH":
+            self.patches.append(int(request.headers["content-length"]))
         return super().handle_request(request)
 
 
@@ -278,6 +292,40 @@ def test_blob_copy_moves_at_most_max_bytes_per_step(
     assert dst.blob_exists("dst/app", layer.digest)
 
 
+def test_a_blob_goes_in_the_fewest_patches_a_step_allows_so_a_cut_last_patch_risks_less(
+    registry_pair: RegistryPair, images: ImageBuilder
+) -> None:
+    layer = images.random_layer(3 * MiB, compresslevel=0)
+    image = images.docker_image((layer,))
+    push_image(images, image, registry_pair.source.host, "src/app", "v1")
+    # Steps that leave a 1000-byte tail: 3 full PATCHes and a short one, were the blob
+    # cut at the bound; a cut of that last PATCH would lose 3 steps for 1000 bytes.
+    step = (layer.size - 1000) // 3
+    quarter = -(-layer.size // 4)
+    transport = LengthTransport()
+    with FaultProxy(registry_pair.target.host) as proxy:
+        src = RegistryClient(registry_pair.source.url)
+        dst = RegistryClient(proxy.url, transport=transport)
+        copier = BlobCopier(src, "src/app", dst, "dst/app", layer.digest, size=layer.size)
+        for _ in range(3):
+            assert copier.step(step) is False
+        proxy.reset_counts()
+        proxy.add(Fault.reset(1000, method="PATCH", on="request"))
+
+        while not copier.step(step):
+            pass
+
+        assert proxy.fired and "reset after 1000 bytes" in proxy.fired[0]
+        resent = proxy.bytes_from_clients
+
+    assert transport.patches[:4] == [quarter] * 3 + [layer.size - 3 * quarter]
+    assert all(length <= step for length in transport.patches)
+    assert copier.done and copier.restarts + copier.resumes == 1
+    assert RegistryClient(registry_pair.target.url).blob_exists("dst/app", layer.digest)
+    # The cut lost at most the 3 quarters the session held, not 3 steps.
+    assert resent <= layer.size + 3 * quarter + 1000 + 16 * 1024
+
+
 def test_blob_copy_in_bounded_steps_then_cancel_leaves_no_blob(
     registry_pair: RegistryPair,
     pair_clients: tuple[RegistryClient, RegistryClient],
@@ -291,7 +339,7 @@ def test_blob_copy_in_bounded_steps_then_cancel_leaves_no_blob(
 
     assert copier.step(256 * 1024) is False
     assert copier.step(256 * 1024) is False
-    assert copier.copied == 512 * 1024
+    assert 256 * 1024 < copier.copied <= 512 * 1024  # the blob's PATCHes are of one size
     assert uploads_in_progress(registry_pair.target, "dst/app") != []
     assert copier.upload is not None
     location = copier.upload.location
