@@ -1,8 +1,9 @@
-"""The dispatcher: the root of the actor tree, the one timer of retries, and this
-node's clock (heartbeats, polls) and ear (other nodes' notifications)."""
+"""The dispatcher: the root of the actor tree, the one timer of retries and schedules,
+and this node's clock (heartbeats, polls) and ear (other nodes' notifications)."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from datetime import datetime
 from typing import Any
@@ -13,6 +14,7 @@ from loguru import logger
 from actors.base import Clock, Runtime, ServiceActor
 from actors.messages import (
     Beat,
+    FireDue,
     GetPools,
     Notified,
     Poll,
@@ -26,6 +28,7 @@ from actors.messages import (
     Wake,
 )
 from actors.pool import WorkerPool
+from actors.scheduler import Scheduler
 from model.db.listen import Listener
 from model.db.tables import utcnow
 
@@ -40,8 +43,10 @@ class Dispatcher(ServiceActor):
     """Starts one :class:`WorkerPool` per kind and routes to them.
 
     ``Schedule`` wakes the kind's pool; ``Reschedule`` arms the one timer for the
-    earliest retry, whose ``Tick`` wakes every pool. Never a thread or timer per job:
-    due times live in the database, and the timer is re-armed from it.
+    earliest retry or schedule, whose ``Tick`` wakes every pool and tells the
+    :class:`~actors.scheduler.Scheduler` to fire what is due. Never a thread or timer
+    per job or schedule: due times live in the database, and the timer is re-armed
+    from it.
 
     With other nodes on the database: its clock's ``Beat`` records this node's
     heartbeat and takes over dead nodes' jobs; ``Poll`` wakes every pool, re-arms the
@@ -59,6 +64,7 @@ class Dispatcher(ServiceActor):
         self._timer_due: datetime | None = None
         self._clock: Clock | None = None
         self._listener: Listener | None = None
+        self._scheduler: pykka.ActorRef[Any] | None = None
 
     def on_start(self) -> None:
         """Runs in the dispatcher's thread: starts the pools, arms the retry timer."""
@@ -66,6 +72,8 @@ class Dispatcher(ServiceActor):
             self.pools[kind.name] = WorkerPool.start(
                 kind, kind.size(self.ctx.settings), self.runtime, self.actor_ref
             )
+        self._scheduler = Scheduler.start(self.runtime, self.actor_ref)
+        self._scheduler.tell(FireDue())  # a run missed while no node ran fires now, once
         self._arm_from_store()
         settings = self.ctx.settings
         self._clock = Clock(
@@ -88,6 +96,8 @@ class Dispatcher(ServiceActor):
         if self._listener is not None:
             self._listener.stop()
         self._cancel_timer()
+        if self._scheduler is not None:
+            self._scheduler.stop(block=False)
         for ref in self.pools.values():
             ref.stop(block=False)
         for ref in self.pools.values():
@@ -104,6 +114,7 @@ class Dispatcher(ServiceActor):
                 self._timer, self._timer_due = None, None
                 for pool in self.pools.values():
                     pool.tell(Wake())
+                self._fire_due()
                 self._arm_from_store()
             case Notified(payload=payload):
                 self._notified(payload)
@@ -127,9 +138,14 @@ class Dispatcher(ServiceActor):
             case _:
                 logger.debug("dispatcher: notification {!r} ignored", payload)
 
+    def _fire_due(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.tell(FireDue())
+
     def _poll(self) -> None:
         for pool in self.pools.values():
             pool.tell(Wake())
+        self._fire_due()
         self._arm_from_store()
         node = self.runtime.node.id
         if node is None:
@@ -171,22 +187,26 @@ class Dispatcher(ServiceActor):
                     self.pools[kind.name].tell(Wake())
 
     def _arm_from_store(self) -> None:
+        """Arms the timer for the earliest retry or schedule still to come (those due
+        already are the pools' and the scheduler's at once)."""
+        now = utcnow()
         try:
-            due = self.ctx.store.earliest_retry(after=utcnow())
+            times = [self.ctx.store.earliest_retry(after=now), self.ctx.store.earliest_fire(now)]
         except Exception as exc:
-            logger.opt(exception=exc).error("dispatcher: cannot read retry times: {}", exc)
+            logger.opt(exception=exc).error("dispatcher: cannot read due times: {}", exc)
             return
-        if due is not None:
-            self._arm(due)
+        found = [t for t in times if t is not None]
+        if found:
+            self._arm(min(found))
 
     def _arm(self, due: datetime) -> None:
         if self._timer_due is not None and self._timer_due <= due:
             return
         self._cancel_timer()
         delay = max(0.0, (due - utcnow()).total_seconds())
-        timer = threading.Timer(delay, self.actor_ref.tell, args=(Tick(),))
+        timer = threading.Timer(delay, _tell, args=(self.actor_ref, Tick()))
         timer.daemon = True
-        timer.name = "jobservice-retry-timer"
+        timer.name = "jobservice-timer"
         self._timer, self._timer_due = timer, due
         timer.start()
 
@@ -194,3 +214,9 @@ class Dispatcher(ServiceActor):
         if self._timer is not None:
             self._timer.cancel()
         self._timer, self._timer_due = None, None
+
+
+def _tell(ref: pykka.ActorRef[Any], message: Any) -> None:
+    # From the timer's thread: the dispatcher may have stopped meanwhile.
+    with contextlib.suppress(pykka.ActorDeadError):
+        ref.tell(message)

@@ -18,6 +18,7 @@ __all__ = [
     "Drain",
     "Drained",
     "Fill",
+    "FireDue",
     "GetPools",
     "Notified",
     "Poll",
@@ -70,6 +71,12 @@ class Beat:
 class Poll:
     """To the dispatcher, from its clock (every ``poll_interval``) and from the listener
     when it listens again: look at the database for what no notification announced."""
+
+
+@dataclass(frozen=True)
+class FireDue:
+    """To the scheduler, from the dispatcher (its timer, its polls): fire the schedules
+    whose time has come."""
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,16 @@ changes these rows through :class:`Catalog`, so the same rules hold everywhere:
   its row, marked ``deleted``, for its jobs' history;
 - a policy names a project and a target that exist (:class:`~model.errors.NotFound`
   with ``field`` ``project_id`` or ``target_id``);
-- a target's password is stored encrypted.
+- a target's password is stored encrypted;
+- a policy's triggers (a schedule, on push, on deletion) and scan schedules are
+  checked (:mod:`model.schedules`) and go with the policy when it is deleted.
 """
 
 from __future__ import annotations
 
+import enum
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 import sqlalchemy.exc
@@ -23,16 +28,33 @@ from sqlmodel import SQLModel
 
 from model.crypto import SecretBox
 from model.db import Store
-from model.db.tables import Project, ReplicationPolicy, ReplicationTarget
+from model.db.tables import (
+    Project,
+    ReplicationImmediateTrigger,
+    ReplicationPolicy,
+    ReplicationTarget,
+    Schedule,
+    utcnow,
+)
 from model.errors import JobServiceError, NotFound
+from model.schedules import check_pattern, parse
 from model.status import ACTIVE
 
-__all__ = ["Catalog", "InUse", "NameTaken"]
+__all__ = ["KEEP", "Catalog", "InUse", "Keep", "NameTaken", "Triggers"]
 
 _Row = TypeVar("_Row", bound=SQLModel)
 
 #: The job table of replication jobs, whose rows name their policy.
 _REPLICATION_JOBS = "replication_job"
+
+
+class Keep(enum.Enum):
+    """:meth:`Catalog.set_triggers`: leave the schedule as it is (:data:`KEEP`)."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
 
 
 class NameTaken(JobServiceError):
@@ -53,6 +75,18 @@ class InUse(JobServiceError):
         self.what = what
         self.ident = ident
         self.users = users
+
+
+@dataclass(frozen=True)
+class Triggers:
+    """What starts a policy's jobs besides a request: a schedule (a cron expression in
+    ``timezone``, next firing at ``next_fire_at``), a push, a deletion."""
+
+    schedule: str | None = None
+    timezone: str = "UTC"
+    next_fire_at: datetime | None = None
+    on_push: bool = False
+    on_delete: bool = False
 
 
 class Catalog:
@@ -172,6 +206,119 @@ class Catalog:
             message = f"replication policy {ident} has unfinished jobs {active}: stop them first"
             raise InUse("replication policy", ident, active, message)
         self.store.update(ReplicationPolicy, ident, deleted=True)
+        self.set_triggers(ident, schedule=None, on_push=False, on_delete=False, check=False)
+
+    # -- triggers ----------------------------------------------------------------------
+
+    def triggers(self, policy_id: int) -> Triggers:
+        """The triggers of a policy (no check that it is live)."""
+        schedule = self._policy_schedule(policy_id)
+        immediate = self.store.list_rows(ReplicationImmediateTrigger, policy_id=policy_id)
+        return Triggers(
+            schedule=schedule.cron if schedule else None,
+            timezone=schedule.timezone if schedule else "UTC",
+            next_fire_at=schedule.next_fire_at if schedule else None,
+            on_push=any(t.on_push for t in immediate),
+            on_delete=any(t.on_deletion for t in immediate),
+        )
+
+    def set_triggers(
+        self,
+        policy_id: int,
+        *,
+        schedule: str | Keep | None = KEEP,
+        timezone: str | None = None,
+        on_push: bool | None = None,
+        on_delete: bool | None = None,
+        check: bool = True,
+    ) -> Triggers:
+        """Sets a live policy's triggers: ``schedule`` None removes it, :data:`KEEP` (the
+        default) keeps it; ``timezone`` None keeps
+        the schedule's; ``on_push`` / ``on_delete`` None keep theirs. Raises
+        :class:`NotFound`, :class:`~model.errors.InvalidRequest` naming ``schedule`` or
+        ``timezone``."""
+        policy = self.policy(policy_id) if check else None
+        current = self._policy_schedule(policy_id)
+        if schedule is not KEEP or timezone is not None:
+            cron = current.cron if schedule is KEEP and current else schedule
+            zone = timezone or (current.timezone if current else "UTC")
+            if cron is None:
+                if current is not None and current.id is not None:
+                    self.store.delete(Schedule, current.id)
+            elif isinstance(cron, str):
+                checked = parse(cron, zone)
+                values: dict[str, Any] = {
+                    "cron": checked.expression,
+                    "timezone": checked.timezone,
+                    "next_fire_at": checked.next_after(utcnow()),
+                    "enabled": True,
+                }
+                if current is not None and current.id is not None:
+                    self.store.update(Schedule, current.id, **values)
+                else:
+                    self.store.add(Schedule(kind="replication", policy_id=policy_id, **values))
+        if on_push is not None or on_delete is not None:
+            self._set_immediate(policy_id, policy, on_push, on_delete)
+        return self.triggers(policy_id)
+
+    def _set_immediate(
+        self,
+        policy_id: int,
+        policy: ReplicationPolicy | None,
+        on_push: bool | None,
+        on_delete: bool | None,
+    ) -> None:
+        rows = self.store.list_rows(ReplicationImmediateTrigger, policy_id=policy_id)
+        push = on_push if on_push is not None else any(t.on_push for t in rows)
+        delete = on_delete if on_delete is not None else any(t.on_deletion for t in rows)
+        for extra in rows[1:]:
+            assert extra.id is not None
+            self.store.delete(ReplicationImmediateTrigger, extra.id)
+        if rows and rows[0].id is not None:
+            if push or delete:
+                self.store.update(
+                    ReplicationImmediateTrigger, rows[0].id, on_push=push, on_deletion=delete
+                )
+            else:
+                self.store.delete(ReplicationImmediateTrigger, rows[0].id)
+        elif (push or delete) and policy is not None:
+            project = self.store.get(Project, policy.project_id)
+            self.store.add(
+                ReplicationImmediateTrigger(
+                    policy_id=policy_id, namespace=project.name, on_push=push, on_deletion=delete
+                )
+            )
+
+    def _policy_schedule(self, policy_id: int) -> Schedule | None:
+        found = self.store.list_rows(Schedule, kind="replication", policy_id=policy_id)
+        return found[0] if found else None
+
+    def schedules(self) -> list[Schedule]:
+        """Every schedule (policies' and scans'), by id."""
+        return self.store.list_rows(Schedule)
+
+    def add_scan_schedule(self, pattern: str, cron: str, timezone: str = "UTC") -> Schedule:
+        """Scans every image whose repository matches ``pattern`` on a schedule; raises
+        :class:`~model.errors.InvalidRequest` naming the bad field."""
+        check_pattern(pattern)
+        checked = parse(cron, timezone)
+        return self.store.add(
+            Schedule(
+                kind="scan",
+                pattern=pattern,
+                cron=checked.expression,
+                timezone=checked.timezone,
+                next_fire_at=checked.next_after(utcnow()),
+            )
+        )
+
+    def delete_schedule(self, ident: int) -> None:
+        """Deletes a scan schedule (a policy's goes with :meth:`set_triggers`); raises
+        :class:`NotFound`."""
+        row = self.store.get(Schedule, ident)
+        if row.kind != "scan":
+            raise NotFound("scan schedule", ident)
+        self.store.delete(Schedule, ident)
 
     def _check_references(self, project_id: int | None, target_id: int | None) -> None:
         if project_id is not None and self.store.find(Project, project_id) is None:

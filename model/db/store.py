@@ -32,6 +32,7 @@ from model.db.tables import (
     ReplicationPolicy,
     ReplicationTarget,
     ScanFinding,
+    Schedule,
     utcnow,
 )
 from model.errors import ConfigError, NotFound, StatusConflict
@@ -246,6 +247,10 @@ class Store:
         several = sum(len(texts) for texts in statements) > 1
         return self._writer.apply(insert, atomic=several or notify or guard is not None)
 
+    def sql_time(self, value: datetime) -> Any:
+        """``value`` as this database stores it, for a statement's parameter."""
+        return self._sql.time(value)
+
     def status(self, table: str, job_id: int) -> str:
         """The status of one job; raises :class:`NotFound`."""
         found = self._writer.read_one(self._sql.status(table), {"id": job_id})
@@ -371,6 +376,16 @@ class Store:
                     if earliest is None or value < earliest:
                         earliest = value
         return earliest
+
+    def earliest_fire(self, after: datetime) -> datetime | None:
+        """The earliest next fire time later than ``after`` of an enabled schedule."""
+        t = Schedule.__table__  # type: ignore[attr-defined]
+        query = sa.select(sa.func.min(t.c.next_fire_at)).where(
+            t.c.enabled.is_(True), t.c.next_fire_at > after
+        )
+        with self._read() as conn:
+            value = conn.execute(query).scalar()
+        return None if value is None else _aware(value)
 
     def queue_counts(self, table: str, kind: str | None = None) -> tuple[int, int]:
         """(queued, delayed): jobs a worker could take now, and retrying jobs not yet due."""
