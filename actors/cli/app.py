@@ -12,6 +12,7 @@ import typer
 from actors.cli import jobs
 from actors.cli._common import ConfigOpt, settings
 from actors.cli.db import db_app
+from actors.cli.nodes import nodes
 from actors.cli.resources import policy_app, project_app, target_app
 from actors.cli.watch import watch
 from model.errors import ConfigError
@@ -95,6 +96,7 @@ app.command("stop-policy")(jobs.stop_policy)
 app.command()(jobs.status)
 app.command()(jobs.logs)
 app.command()(watch)
+app.command()(nodes)
 for _name, _sub in (
     ("db", db_app),
     ("project", project_app),

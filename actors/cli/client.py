@@ -98,3 +98,9 @@ class ApiClient:
         return self.request(
             "GET", f"/api/jobs/{kind}/{job_id}/log", params={"offset": offset}
         ).content
+
+    def nodes(self, every: bool = False) -> dict[str, Any]:
+        """``GET /api/nodes``: the nodes sharing the service's database (``every``: the
+        ended ones of more than an hour ago too) and the live ones' totals per kind."""
+        answer: dict[str, Any] = self.get("/api/nodes", **({"all": "true"} if every else {}))
+        return answer

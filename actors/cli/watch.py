@@ -1,5 +1,6 @@
-"""``jobservice watch``: a live table of the pools and of the running (and recent) jobs,
-refreshed in place from the service's HTTP API."""
+"""``jobservice watch``: live tables of the nodes sharing the database, of the pools of
+the node that answers, and of the running (and recent) jobs, refreshed in place from
+the service's HTTP API."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from rich.table import Table
 
 from actors.cli._common import SecretFileOpt, UrlOpt, api, console, status_markup
 from actors.cli.client import DEFAULT_URL, ApiClient, ApiError
+from actors.cli.nodes import nodes_table
 from model.status import TERMINAL, Status
 
 __all__ = ["watch"]
@@ -66,8 +68,9 @@ def _what(job: dict[str, Any]) -> str:
     return f"{operation} {repository}" + (f" [{', '.join(tags)}]" if tags else "")
 
 
-def _pools_table(stats: dict[str, Any]) -> Table:
-    pools = Table(title="pools", title_justify="left")
+def _pools_table(stats: dict[str, Any], node: str | None) -> Table:
+    title = "pools" if node is None else f"pools of {escape(node)} (the node that answered)"
+    pools = Table(title=title, title_justify="left")
     for column in ("kind", "workers busy", "queued", "delayed", "jobs by status"):
         if column in ("kind", "jobs by status"):
             pools.add_column(column, justify="left")
@@ -109,16 +112,20 @@ def _jobs_table(jobs: dict[tuple[str, int], dict[str, Any]]) -> Table:
 
 
 class _Watch:
-    """What ``watch`` shows: the pools, and the jobs seen running or asked for."""
+    """What ``watch`` shows: the nodes, the pools, and the jobs seen running or asked
+    for."""
 
     def __init__(self, client: ApiClient, jobs: list[tuple[str, int]]) -> None:
         self.api = client
         self.asked = list(dict.fromkeys(jobs))
         self.jobs: dict[tuple[str, int], dict[str, Any]] = {}
         self.stats: dict[str, Any] = {}
+        self.nodes: dict[str, Any] = {"nodes": [], "totals": {}}
 
     def refresh(self) -> None:
-        """Reads the pools, then every job asked for, running, or seen unfinished."""
+        """Reads the nodes and the pools, then every job asked for, running, or seen
+        unfinished."""
+        self.nodes = self.api.nodes()
         self.stats = self.api.get("/api/stats")
         keys = list(self.asked)
         for kind, info in self.stats.items():
@@ -154,7 +161,8 @@ class _Watch:
     def render(self) -> Group:
         stamp = datetime.now().strftime("%H:%M:%S")
         return Group(
-            _pools_table(self.stats),
+            nodes_table(self.nodes, details=False),
+            _pools_table(self.stats, self.nodes.get("node")),
             _jobs_table(self.jobs),
             f"[dim]{escape(self.api.url)} at {stamp}; Ctrl-C to quit[/]",
         )
@@ -177,7 +185,8 @@ def watch(
     url: UrlOpt = DEFAULT_URL,
     secret_file: SecretFileOpt = None,
 ) -> None:
-    """A live table of the pools and of the running (and recent) jobs, refreshed in place."""
+    """Live tables of the nodes, of the pools and of the running (and recent) jobs,
+    refreshed in place."""
     followed = [_parse_job(value) for value in job or []]
     with api(url, secret_file) as client:
         view = _Watch(client, followed)

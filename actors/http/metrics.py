@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from actors.service import JobService
+from model.db.tables import NodeState
 from model.errors import JobServiceError
 from model.status import TERMINAL, Status
 
@@ -35,6 +36,9 @@ _COUNTER_HELP = {
 }
 #: Ended jobs remembered between two scrapes (the oldest are dropped beyond this).
 _PENDING_OBSERVATIONS = 10_000
+#: The values of ``jobservice_nodes{state}``: a node row's state, ``dead`` for a live
+#: one whose beat is overdue.
+_NODE_STATES = (NodeState.LIVE, "dead", NodeState.GONE, NodeState.STOPPED)
 
 
 class ServiceMetrics:
@@ -51,6 +55,11 @@ class ServiceMetrics:
       ``…_blobs_skipped_total``, ``…_manifests_pushed_total``, ``…_tags_skipped_total``,
       ``…_manifests_deleted_total`` (``JobService.replication_counters``).
     - ``jobservice_http_requests_total{method,route,code}``.
+    - ``jobservice_nodes{state}``: the nodes the database remembers, by state
+      (``live``, ``dead`` — live but its beat overdue —, ``gone``, ``stopped``).
+    - Per live node (its name in ``node``): ``jobservice_node_heartbeat_age_seconds``,
+      and, as of its last beat, ``jobservice_node_workers{node,kind}`` and
+      ``jobservice_node_workers_busy{node,kind}``.
     """
 
     def __init__(self, service: JobService) -> None:
@@ -143,9 +152,51 @@ class _ServiceCollector(Collector):
             for name in ("queued", "delayed", "size", "busy"):
                 families[name].add_metric([kind], info[name])
         yield from families.values()
+        try:
+            nodes = service.nodes()
+        except JobServiceError as exc:
+            logger.warning("metrics: cannot read the nodes: {}", exc)
+        else:
+            yield from _node_families(nodes)
         for name, value in service.replication_counters().items():
             counter = CounterMetricFamily(
                 f"jobservice_replication_{name}", _COUNTER_HELP.get(name, name.replace("_", " "))
             )
             counter.add_metric([], float(value))
             yield counter
+
+
+def _node_families(nodes: list[dict[str, Any]]) -> Iterator[Metric]:
+    """The node gauges of :class:`ServiceMetrics` from :meth:`JobService.nodes` rows."""
+    by_state = GaugeMetricFamily(
+        "jobservice_nodes",
+        "Nodes sharing the database by state (dead: live but its heartbeat overdue)",
+        labels=["state"],
+    )
+    age = GaugeMetricFamily(
+        "jobservice_node_heartbeat_age_seconds",
+        "Seconds since a live node's last heartbeat, by the database's clock",
+        labels=["node"],
+    )
+    size = GaugeMetricFamily(
+        "jobservice_node_workers", "Workers per pool of a live node", labels=["node", "kind"]
+    )
+    busy = GaugeMetricFamily(
+        "jobservice_node_workers_busy",
+        "Workers of a live node running a job, at its last heartbeat",
+        labels=["node", "kind"],
+    )
+    counts = dict.fromkeys(_NODE_STATES, 0)
+    for node in nodes:
+        state = "dead" if node["dead"] else str(node["state"])
+        counts[state] = counts.get(state, 0) + 1
+        if node["state"] != NodeState.LIVE:
+            continue
+        name = str(node["name"])
+        age.add_metric([name], float(node["age_s"]))
+        for kind, load in sorted((node["pools"] or {}).items()):
+            size.add_metric([name, kind], float(load.get("size", 0)))
+            busy.add_metric([name, kind], float(load.get("busy", 0)))
+    for state, count in counts.items():
+        by_state.add_metric([state], float(count))
+    yield from (by_state, age, size, busy)

@@ -1,26 +1,115 @@
-"""The service's routes: pool statistics (``/api/stats``), the health probe
-(``/healthz``) and the Prometheus metrics (``/metrics``); only the first needs auth."""
+"""The service's routes: pool statistics (``/api/stats``), the nodes sharing the
+database (``/api/nodes``), the health probe (``/healthz``) and the Prometheus metrics
+(``/metrics``); the first two need auth."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from actors.http.deps import AUTH, MetricsDep, ServiceDep
-from actors.http.errors import ERRORS
-from actors.http.schemas import Health, PoolStatsOut
+from actors.http.errors import ERRORS, Problem
+from actors.http.schemas import (
+    Health,
+    NodeOut,
+    NodesOut,
+    NodeSummary,
+    PoolStatsOut,
+    PoolTotals,
+    StatsOut,
+)
 
-__all__ = ["router"]
+__all__ = ["RECENT_ENDED_S", "live_totals", "router"]
+
+#: Seconds an ended node (stopped or gone) stays in ``GET /api/nodes`` without ``?all``.
+RECENT_ENDED_S = 3600.0
 
 router = APIRouter(tags=["service"])
 
 
-@router.get("/api/stats", dependencies=[AUTH], responses=ERRORS)
-def stats(service: ServiceDep) -> dict[str, PoolStatsOut]:
-    """Per pool: size, busy workers, running job ids, queued and delayed jobs, and
-    the number of its jobs per status."""
-    return {kind: PoolStatsOut(**info) for kind, info in service.stats().items()}
+@router.get("/api/stats", dependencies=[AUTH], responses=ERRORS, response_model_exclude_none=True)
+def stats(
+    service: ServiceDep,
+    nodes: Annotated[
+        bool,
+        Query(description="Also the live nodes (`nodes`) and their totals per kind (`totals`)"),
+    ] = False,
+) -> StatsOut:
+    """This node's pools by kind: size, busy workers, running job ids, queued and
+    delayed jobs, and the number of its jobs per status. With ``?nodes=true``, also
+    ``nodes``: every live node (name, seconds since its beat, ``dead`` when overdue,
+    size and busy per kind at its beat), and ``totals``: size and busy per kind summed
+    over the live nodes not overdue."""
+    pools = service.stats()
+    taken = sorted({"nodes", "totals"} & set(pools))
+    if taken:
+        # The pools share the object's keys with these two.
+        raise Problem(
+            500,
+            f"a job kind is named {taken[0]!r}, a name /api/stats keeps for the nodes: "
+            "rename the kind (GET /api/nodes lists the nodes)",
+        )
+    out = StatsOut.model_validate({kind: PoolStatsOut(**info) for kind, info in pools.items()})
+    if nodes:
+        live = [row for row in service.nodes() if row["state"] == "live"]
+        out.nodes = [NodeSummary(**row) for row in live]
+        out.totals = live_totals(live)
+    return out
+
+
+@router.get("/api/nodes", dependencies=[AUTH], responses=ERRORS)
+def nodes(
+    service: ServiceDep,
+    every: Annotated[
+        bool,
+        Query(
+            alias="all",
+            description="Every node the database remembers (ended ones are forgotten "
+            "after 7 days), not only the live ones and those ended in the last hour",
+        ),
+    ] = False,
+) -> NodesOut:
+    """The nodes (started services) sharing the database, newest first: the live ones
+    and those that ended (stopped, or found gone) in the last hour; every one with
+    ``?all=true``. ``totals``: size and busy per kind summed over the live nodes not
+    overdue. Loads and ages are as of each node's last beat (every
+    ``heartbeat_interval``), ages by the database's clock."""
+    rows = service.nodes()
+    if not every:
+        rows = [row for row in rows if row["state"] == "live" or _ended_recently(row)]
+    return NodesOut(
+        node=service.node_name,
+        node_timeout=service.settings.node_timeout,
+        nodes=[NodeOut(**row) for row in rows],
+        totals=live_totals(rows),
+    )
+
+
+def live_totals(rows: Iterable[dict[str, Any]]) -> dict[str, PoolTotals]:
+    """Size and busy per kind, summed over the nodes of ``rows`` that are live and not
+    overdue (:meth:`JobService.nodes` rows)."""
+    totals: dict[str, PoolTotals] = {}
+    for row in rows:
+        if row["state"] != "live" or row["dead"]:
+            continue
+        for kind, load in (row["pools"] or {}).items():
+            total = totals.setdefault(kind, PoolTotals(size=0, busy=0))
+            total.size += int(load.get("size", 0))
+            total.busy += int(load.get("busy", 0))
+    return dict(sorted(totals.items()))
+
+
+def _ended_recently(row: dict[str, Any]) -> bool:
+    if row["ended"] is None:
+        return False
+    # The database's now: the beat's time plus its age, which the database measured.
+    now = row["heartbeat"] + timedelta(seconds=row["age_s"])
+    return bool((now - row["ended"]).total_seconds() <= RECENT_ENDED_S)
 
 
 @router.get(
