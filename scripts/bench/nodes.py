@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -92,6 +93,21 @@ def thread_cpu(pid: int) -> dict[int, float]:
             continue
         found[int(task.name)] = (int(fields[11]) + int(fields[12])) / _TICKS
     return found
+
+
+def thread_names(pid: int) -> dict[int, str]:
+    """Python's names of the threads of ``pid`` (``py-spy dump``, when on the PATH;
+    CPython leaves the kernel's thread names alone)."""
+    spy = shutil.which("py-spy")
+    if spy is None:
+        return {}
+    try:
+        out = subprocess.run(
+            [spy, "dump", "-p", str(pid)], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return {int(t): n for t, n in re.findall(r'Thread (\d+) \([^)]*\): "([^"]+)"', out.stdout)}
 
 
 def postgres_pids(postmaster: int | None) -> list[int]:
@@ -291,8 +307,12 @@ def throughput(
             threads = {}
             for n in nodes:
                 now = thread_cpu(n.pid)
+                named = thread_names(n.pid)
                 spent = {t: now[t] - node_threads_before[n.pid].get(t, 0.0) for t in now}
-                threads[n.name] = sorted((round(s, 2) for s in spent.values() if s), reverse=True)
+                busiest = sorted(((s, t) for t, s in spent.items() if s), reverse=True)
+                threads[n.name] = {
+                    f"{t} {named.get(t, '')}".strip(): round(s, 2) for s, t in busiest
+                }
             by_node_id = {n.id: n.name for n in nodes}
         rows = job_rows(store, ids)
         runs = journal.read(journal_dir)
@@ -419,8 +439,8 @@ def print_results(result: dict[str, Any]) -> None:
     print(_table(header, rows))
     for t in result["throughput"]:
         for name, threads in t["node_thread_cpu_s"].items():
-            busiest = ", ".join(f"{s:.2f}" for s in threads[:8])
-            print(f"  {t['nodes']} node(s), {name}: busiest threads' CPU s: {busiest}")
+            busiest = ", ".join(f"{tid} {s:.2f}" for tid, s in list(threads.items())[:6])
+            print(f"  {t['nodes']} node(s), {name}, CPU s of its busiest threads: {busiest}")
         if t["lost"] or t["ran_twice"]:
             print(f"  LOSS OR DOUBLE RUN: lost {t['lost'][:20]}, ran twice {t['ran_twice'][:20]}")
     kill = result.get("kill")

@@ -33,6 +33,8 @@ GOAL_RSS_GROWTH_MB = 50.0
 #: More new threads than this for 10,000 waiting jobs counts as "a thread per job".
 MAX_NEW_THREADS = 10
 GOAL_SYNC_RATIO = 1.0
+#: Goal of one node on PostgreSQL (``nodes.py``), jobs submitted one at a time.
+GOAL_NODE_JOBS_PER_S = 1500.0
 GOAL_COPY_RATIO = 1.2
 
 
@@ -165,6 +167,82 @@ def _durability(results: dict[str, Any], lines: list[str]) -> dict[str, bool | N
         "",
     ]
     return everything
+
+
+def _nodes(results: dict[str, Any], lines: list[str]) -> list[str]:
+    """The several-nodes table (``nodes.py``); the goal lines it judges."""
+    runs = _ok(results.get("nodes") or [])
+    if not results.get("nodes"):
+        return []
+    lines += ["### Several nodes on one PostgreSQL (`nodes.py`)", ""]
+    if not runs:
+        lines += [f"Not run: {'; '.join(_errors(results['nodes'])) or 'no result'}", ""]
+        return ["| Several nodes | not run | — |"]
+    lines += [
+        "| nodes | jobs/s | p50 latency ms | p99 latency ms | submits/s | "
+        "CPU ms per job: nodes / PostgreSQL / submitter | lost | run twice |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    rate: dict[int, float | None] = {}
+    for count in sorted({t["nodes"] for r in runs for t in r["throughput"]}):
+        rows = [t for r in runs for t in r["throughput"] if t["nodes"] == count]
+        rate[count] = Summary([t["jobs_per_s"] for t in rows]).median
+        cpu = " / ".join(
+            Summary([t["cpu_ms_per_job"][k] for t in rows]).cell(2)
+            for k in ("nodes", "postgres", "bench")
+        )
+        lines.append(
+            f"| {count} | {summarize(rows, 'jobs_per_s').cell()} | "
+            f"{summarize(rows, 'p50_ms').cell()} | {summarize(rows, 'p99_ms').cell()} | "
+            f"{summarize(rows, 'submits_per_s').cell()} | {cpu} | "
+            f"{summarize(rows, lambda t: len(t['lost'])).cell()} | "
+            f"{summarize(rows, lambda t: len(t['ran_twice'])).cell()} |"
+        )
+    kills = [r["kill"] for r in runs if r.get("kill")]
+    lines += [
+        "",
+        f"{runs[0]['throughput'][0]['jobs']:,} no-op jobs per row, submitted one at a time "
+        "(an insert and its NOTIFY per transaction) from the benchmark's process to that "
+        "many `jobservice worker` processes of 8 workers each; jobs/s from the first job's "
+        "creation to the last one's end; latency from each job's row.",
+        "",
+    ]
+    if kills:
+        lines += [
+            "| nodes | jobs | in flight at the kill | finished | lost | run twice | "
+            "all done (s after the kill) |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+            f"| {kills[0]['nodes']} | {kills[0]['jobs']:,} | "
+            f"{summarize(kills, 'in_flight_at_kill').cell()} | "
+            f"{summarize(kills, 'finished').cell()} | "
+            f"{summarize(kills, lambda k: len(k['lost'])).cell()} | "
+            f"{summarize(kills, lambda k: len(k['ran_twice'])).cell()} | "
+            f"{summarize(kills, 'all_done_s_after_kill').cell(2)} |",
+            "",
+            f"Jobs of {kills[0]['job_ms']:g} ms, all queued in one insert; SIGKILL of one "
+            "node once a third have run; the others hand its jobs back (heartbeat 1 s, "
+            "node_timeout 5 s, or at once for a process of this machine that is gone).",
+            "",
+        ]
+    goals = []
+    one, three = rate.get(1), rate.get(3)
+    if one is not None:
+        goals.append(
+            f"| One node on PostgreSQL >= {GOAL_NODE_JOBS_PER_S:,.0f} jobs/s, one submit at a "
+            f"time (`nodes.py`) | {one:,.0f} jobs/s | {_met(one >= GOAL_NODE_JOBS_PER_S)} |"
+        )
+    if one is not None and three is not None:
+        goals.append(
+            f"| Three nodes >= one node in aggregate | {three:,.0f} against {one:,.0f} "
+            f"jobs/s | {_met(three >= one)} |"
+        )
+    if kills:
+        lost = max(len(k["lost"]) for k in kills)
+        goals.append(
+            f"| SIGKILL of one of three nodes: no job lost | {lost} lost (worst run) | "
+            f"{_met(lost == 0)} |"
+        )
+    return goals
 
 
 def _stop_runs(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -391,6 +469,7 @@ def write(results: dict[str, Any], out: Path) -> None:
     threads_ok, rss_ok = _retries(results, body)
     sync_ok, copy_ok = _replication(results, body)
     _scan(results, body)
+    node_goals = _nodes(results, body)
 
     ours = medians.get(OURS)
     qualified = {s: medians[s] for s in PEERS if everything.get(s) and medians.get(s) is not None}
@@ -472,6 +551,7 @@ def write(results: dict[str, Any], out: Path) -> None:
     goals.append(
         f"| Replication <= 1.2x `skopeo copy` (one image) | {copy_ratio} | {_met(copy_ok)} |"
     )
+    goals += node_goals
     goals.append("")
     if results["quick"]:
         goals += [

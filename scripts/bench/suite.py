@@ -2,7 +2,7 @@
 """Runs every benchmark of ``scripts/bench/`` and writes the report.
 
 Each measurement is a fresh child process (``peers.py``, ``stop_latency.py``,
-``engine.py``, ``scan.py``, ``replication.py``), run ``--runs`` times; the systems of
+``engine.py``, ``scan.py``, ``nodes.py``, ``replication.py``), run ``--runs`` times; the systems of
 the peer benchmarks take turns within each round, in an order that rotates from one
 round to the next, so that drift in the machine's speed hits all of them alike. One
 PostgreSQL cluster serves the whole suite (a new database per run); every peer run
@@ -183,6 +183,7 @@ def run_suite(plan: Plan, out: Path, quick: bool) -> dict[str, Any]:
         "retries": [],
         "scan": [],
         "replication": None,
+        "nodes": [],
         "load_samples": [],
     }
     started = time.monotonic()
@@ -218,6 +219,10 @@ def run_suite(plan: Plan, out: Path, quick: bool) -> dict[str, Any]:
             results["scan"].append(
                 runner.run(f"scan-{r + 1}", [py, str(BENCH / "scan.py"), *plan.scan_args])
             )
+            command = [py, str(BENCH / "nodes.py"), "--jobs", str(plan.jobs)]
+            command += ["--kill-jobs", str(plan.durability_jobs)]
+            command += ["--pg-port", str(cluster.port), "--pg-dir", str(cluster.folder)]
+            results["nodes"].append(runner.run(f"nodes-{r + 1}", command))
             sample_load()
     # No peer to take turns with: one process, one 200 MB image, every run.
     print("stop latency", flush=True)
