@@ -133,6 +133,10 @@ def _answer(_request: Request, exc: Exception) -> Response:
     return error_response(code, answer.message or str(exc), answer.field(exc), headers=headers)
 
 
+#: Pydantic's error types for a body that is not an object.
+_NOT_AN_OBJECT = frozenset({"model_type", "model_attributes_type", "dict_type"})
+
+
 def _invalid(_request: Request, exc: RequestValidationError) -> Response:
     errors = []
     for error in exc.errors():
@@ -143,6 +147,13 @@ def _invalid(_request: Request, exc: RequestValidationError) -> Response:
             message = "the body is not valid JSON"
         elif error.get("type") == "missing" and len(loc) == 1:
             message = "a JSON body is required"
+        elif error.get("type") in _NOT_AN_OBJECT and len(loc) == 1:
+            # Raw bytes: a body FastAPI did not decode, for want of a JSON Content-Type.
+            message = (
+                "send the body as JSON, with Content-Type: application/json"
+                if isinstance(error.get("input"), bytes | str)
+                else "the body must be a JSON object"
+            )
         elif error.get("type") == "literal_error" and isinstance(error.get("input"), str):
             # Only choices are echoed: other inputs may be secrets.
             message = f"{message}, not {str(error['input'])[:64]!r}"

@@ -1,6 +1,10 @@
 """The HTTP API's request and response bodies: strict pydantic models (no coercion, no
 unknown fields), whose limits are the database's, so that input the schema accepts
-never fails further down. A target's password is write-only: no output model has it."""
+never fails further down. A target's password is write-only: no output model has it.
+
+The bodies of the original's routes read as the original read them (Go's decoder, which
+Harbor 1.4's own client writes for): unknown fields ignored, and Go's zero values
+(``""``, ``null``) taken as left out. Their types stay strict, as Go's decoder was."""
 
 from __future__ import annotations
 
@@ -157,26 +161,51 @@ class _Out(BaseModel):
 # -- the original's routes ----------------------------------------------------------------
 
 
-class ReplicationRequest(_In):
+class _OriginalIn(BaseModel):
+    """A request body of one of the original's routes: strict types, unknown fields
+    ignored (the original's Go decoder skipped them; Harbor's UI may send more)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+def _zero_is_absent(value: object) -> object:
+    """Go's zero value of a string, ``""``, is what Harbor sends for "not given"."""
+    return None if value == "" else value
+
+
+# Lax for the enum only: a request's JSON names the operation by its value.
+_Operation = Annotated[Operation, Field(strict=False)]
+
+
+class ReplicationRequest(_OriginalIn):
     """``POST /api/jobs/replication``: replicate one repository of a policy, or (without
-    ``repository``) every repository of its project."""
+    ``repository``) every repository of its project. ``""`` and ``null`` read as left
+    out, as in the original: no repository is the whole project (then ``transfer`` of
+    every tag, whatever ``operation`` and ``tags`` say), no operation is ``transfer``, no
+    tags are every tag."""
 
     policy_id: Id
-    repository: Repository | Literal[""] | None = None
-    # Lax for this field only: a request's JSON names the operation by its value.
-    operation: Annotated[Operation, Field(strict=False)] | None = None
-    tags: Annotated[list[Tag], Field(max_length=1000)] = []
+    repository: Annotated[
+        Repository | None,
+        BeforeValidator(_zero_is_absent, json_schema_input_type=Repository | Literal[""] | None),
+    ] = None
+    operation: Annotated[
+        _Operation | None,
+        BeforeValidator(_zero_is_absent, json_schema_input_type=_Operation | Literal[""] | None),
+    ] = None
+    tags: Annotated[list[Tag], Field(max_length=1000)] | None = None
 
 
-class ReplicationAction(_In):
+class ReplicationAction(_OriginalIn):
     """``POST /api/jobs/replication/actions``: ``stop`` every job of a policy."""
 
     policy_id: Id
     action: Literal["stop"]
 
 
-class ScanRequest(_In):
-    """``POST /api/jobs/scan``: scan one image of the source registry."""
+class ScanRequest(_OriginalIn):
+    """``POST /api/jobs/scan``: scan one image of the source registry (the digest is
+    read from the registry, as the original did: a ``digest`` sent is ignored)."""
 
     repository: Repository
     tag: Tag

@@ -1,13 +1,20 @@
 """The jobs' routes (``/api/jobs``): queue replication and scan jobs, stop jobs, read a
-job and its log."""
+job and its log.
+
+The routes that take a body are the original's, called by Harbor 1.4's UI: they answer
+what the original answered to the requests it sends (a JSON body without a
+Content-Type, Go's zero values, a stop of an unknown policy)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
+from fastapi.routing import APIRoute
 
 from actors.http.deps import AUTH, JobId, Kind, Offset, ServiceDep
 from actors.http.errors import BAD_GATEWAY, ERRORS, LOG_TEXT, NOT_FOUND, Problem, naming
@@ -21,40 +28,89 @@ from actors.http.schemas import (
     ScanRequest,
 )
 from actors.service import JobService
+from model.db.tables import GenericJob, ReplicationPolicy
+from model.errors import NotFound
 from model.operation import Operation
 
-__all__ = ["router"]
+__all__ = ["JsonBodyRoute", "router"]
 
 #: Bytes of a job log sent per chunk.
 _LOG_CHUNK = 64 * 1024
 #: Bytes read from the end of a log to find its last line.
 _TAIL_BYTES = 4096
-#: Columns every job row has; the rest are its parameters.
-_JOB_COLUMNS = frozenset(
-    {"id", "kind", "status", "attempts", "next_attempt_at", "creation_time", "update_time"}
-)
+#: Columns every job row has (a generic job's, but its parameters); the rest of a
+#: kind's own row are its parameters.
+_JOB_COLUMNS = frozenset(GenericJob.model_fields) - {"params"}
 
-router = APIRouter(prefix="/api/jobs", dependencies=[AUTH], responses=ERRORS, tags=["jobs"])
+
+class JsonBodyRoute(APIRoute):
+    """A route whose body is JSON whatever the request's Content-Type says, or without
+    one: the original decoded every body as JSON, and Harbor 1.4's UI sends none.
+
+    A body that is not JSON (UTF-8 JSON, as the original's decoder) is still refused:
+    400 naming ``body``."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        if self.body_field is None:
+            return handler
+
+        async def read_as_json(request: Request) -> Response:
+            # Rewritten before FastAPI reads the header to choose how to decode the body
+            # (a new Request: the old one may hold the old headers).
+            headers = [(k, v) for k, v in request.scope["headers"] if k != b"content-type"]
+            request.scope["headers"] = [*headers, (b"content-type", b"application/json")]
+            request = Request(request.scope, request.receive)
+            body = await request.body()  # kept by the request for the handler
+            try:
+                body.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                # Else FastAPI's own answer, which names no field.
+                raise RequestValidationError(
+                    [{"type": "json_invalid", "loc": ("body", exc.start), "msg": "not UTF-8"}]
+                ) from None
+            return await handler(request)
+
+        return read_as_json
+
+
+# Every route here that takes a body is the original's, hence JsonBodyRoute.
+router = APIRouter(
+    prefix="/api/jobs",
+    dependencies=[AUTH],
+    responses=ERRORS,
+    tags=["jobs"],
+    route_class=JsonBodyRoute,
+)
 
 
 @router.post("/replication", responses={**NOT_FOUND, **BAD_GATEWAY})
 def replicate(service: ServiceDep, body: ReplicationRequest) -> JobIds:
-    """Queues replication jobs of a policy: one for ``repository``, or one per
-    repository of the policy's project when it is left out (then ``transfer``)."""
-    repository = body.repository or None
-    operation = body.operation or Operation.TRANSFER
-    tags = body.tags if repository is not None else []
+    """Queues replication jobs of a policy: one for ``repository`` (``operation``,
+    by default ``transfer``, of ``tags``, by default every tag), or, when it is left
+    out, a ``transfer`` of every tag of each repository of the policy's project."""
+    repository = body.repository
+    if repository is None:
+        # As the original: the whole project is transferred, whatever else was asked.
+        operation, tags = Operation.TRANSFER, []
+    else:
+        operation, tags = body.operation or Operation.TRANSFER, body.tags or []
     with naming("policy_id"):
         ids = service.replicate(body.policy_id, repository, tags, operation)
     return JobIds(job_ids=ids)
 
 
-@router.post("/replication/actions", responses=NOT_FOUND)
+@router.post("/replication/actions")
 def replication_action(service: ServiceDep, body: ReplicationAction) -> JobIds:
     """``stop``: the policy's pending and retrying jobs become ``stopped``, running
-    ones stop at their next transition. Answers the ids acted on."""
-    with naming("policy_id"):
+    ones stop at their next transition. Answers the ids acted on: none for an unknown
+    policy, which is no error (as in the original, which Harbor's UI relies on)."""
+    try:
         return JobIds(job_ids=service.stop_policy(body.policy_id))
+    except NotFound as exc:
+        if exc.what != ReplicationPolicy.__tablename__:
+            raise
+        return JobIds(job_ids=[])
 
 
 @router.get("/replication/{id}/log", responses=LOG_TEXT, response_class=Response)
