@@ -107,9 +107,10 @@ class Catalog:
         """One project; raises :class:`NotFound`."""
         return self.store.get(Project, ident)
 
-    def add_project(self, name: str, public: bool) -> Project:
-        """Adds a project; raises :class:`NameTaken`."""
-        return self._add(Project(name=name, public=public), "project")
+    def add_project(self, name: str, public: bool, auto_scan: bool = False) -> Project:
+        """Adds a project (``auto_scan``: scan every image pushed to it); raises
+        :class:`NameTaken`."""
+        return self._add(Project(name=name, public=public, auto_scan=auto_scan), "project")
 
     def update_project(self, ident: int, **values: Any) -> Project:
         """Sets ``values`` on a project; raises :class:`NotFound`, :class:`NameTaken`."""

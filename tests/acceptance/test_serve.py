@@ -314,7 +314,7 @@ def test_over_http_the_api_wants_the_secret_and_probes_are_open(served: Served) 
 BAD = [
     ("POST", "/api/jobs/replication", b'{"policy_id": ', 400, "body"),
     ("POST", "/api/jobs/replication", b'{"policy_id": "7"}', 400, "policy_id"),
-    ("POST", "/api/jobs/replication", b'{"policy_id": 7, "when": "now"}', 400, "when"),
+    ("POST", "/api/projects", b'{"name": "p", "when": "now"}', 400, "when"),
     ("POST", "/api/jobs/replication", b'{"policy_id": -7}', 400, "policy_id"),
     ("POST", "/api/jobs/scan", b'{"repository": "library/app", "tag": 1}', 400, "tag"),
     ("POST", "/api/targets", b'{"name": "t", "url": "ftp://x"}', 400, "url"),

@@ -14,10 +14,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
 from registries import ImageBuilder, RegistryPair, push_image
 from waiting import wait_until
 
 from actors import JobService
+from actors.http import create_app
 from model.catalog import Catalog
 from model.db import Store
 from model.db.tables import Project, ReplicationPolicy, ReplicationTarget, Schedule, utcnow
@@ -194,3 +196,71 @@ def test_a_scan_schedule_scans_every_tag_of_the_matching_repositories(
 
     wait_until(lambda: len(scans()) == 2, timeout=30)
     assert scans() == [("library/app", "v1"), ("library/app", "v2")]
+
+
+# -- through the HTTP API -------------------------------------------------------------------
+
+
+def test_a_policys_triggers_are_set_read_and_removed_over_http(
+    make_service: MakeService,
+) -> None:
+    service = make_service(ui_secret="s3cret")
+    with TestClient(create_app(service), raise_server_exceptions=False) as client:
+        client.cookies.set("secret", "s3cret")
+        project = client.post("/api/projects", json={"name": "library"}).json()
+        target = client.post("/api/targets", json={"name": "dr", "url": "http://dr:5000"}).json()
+        base = {"name": "nightly", "project_id": project["id"], "target_id": target["id"]}
+
+        bad = client.post("/api/policies/replication", json={**base, "schedule": "0 25 * * *"})
+        assert bad.status_code == 400 and bad.json()["field"] == "schedule"
+        bad = client.post(
+            "/api/policies/replication",
+            json={**base, "schedule": "0 2 * * *", "timezone": "Mars/Olympus"},
+        )
+        assert bad.status_code == 400 and bad.json()["field"] == "timezone"
+        assert client.get("/api/policies/replication").json() == []  # nothing written
+
+        made = client.post(
+            "/api/policies/replication",
+            json={**base, "schedule": "0 2 * * *", "timezone": "Europe/Paris", "on_push": True},
+        )
+        assert made.status_code == 201, made.text
+        policy = made.json()
+        assert (policy["schedule"], policy["timezone"], policy["on_push"]) == (
+            "0 2 * * *",
+            "Europe/Paris",
+            True,
+        )
+        assert policy["on_delete"] is False and policy["next_fire_at"] is not None
+        listed = client.get("/api/schedules").json()
+        assert [(s["kind"], s["policy_id"], s["schedule"]) for s in listed] == [
+            ("replication", policy["id"], "0 2 * * *")
+        ]
+
+        changed = client.put(
+            f"/api/policies/replication/{policy['id']}",
+            json={"schedule": "", "on_delete": True},
+        ).json()
+        assert changed["schedule"] is None and changed["on_push"] and changed["on_delete"]
+        assert client.get("/api/schedules").json() == []
+
+
+def test_scan_schedules_are_added_listed_and_deleted_over_http(make_service: MakeService) -> None:
+    service = make_service(ui_secret="s3cret")
+    with TestClient(create_app(service), raise_server_exceptions=False) as client:
+        client.cookies.set("secret", "s3cret")
+        bad = client.post("/api/schedules/scan", json={"pattern": "*/app", "schedule": "0 2 * * *"})
+        assert bad.status_code == 400 and bad.json()["field"] == "pattern"
+        made = client.post(
+            "/api/schedules/scan", json={"pattern": "library/*", "schedule": "30 1 * * 0"}
+        )
+        assert made.status_code == 201, made.text
+        schedule = made.json()
+        assert (schedule["kind"], schedule["pattern"], schedule["timezone"]) == (
+            "scan",
+            "library/*",
+            "UTC",
+        )
+        assert client.delete(f"/api/schedules/{schedule['id']}").status_code == 204
+        assert client.get("/api/schedules").json() == []
+        assert client.delete(f"/api/schedules/{schedule['id']}").status_code == 404

@@ -24,11 +24,15 @@ from actors.http.schemas import (
     ProjectIn,
     ProjectOut,
     ProjectUpdate,
+    ScanScheduleIn,
+    ScheduleOut,
     TargetIn,
     TargetOut,
     TargetUpdate,
 )
-from model.db.tables import ImgScanOverview, ReplicationTarget, ScanFinding
+from model import schedules
+from model.catalog import KEEP, Catalog, Keep
+from model.db.tables import ImgScanOverview, ReplicationPolicy, ReplicationTarget, ScanFinding
 
 __all__ = ["router"]
 
@@ -77,7 +81,7 @@ def list_projects(catalog: CatalogDep) -> list[ProjectOut]:
 
 @router.post("/projects", status_code=201, tags=["projects"])
 def add_project(catalog: CatalogDep, body: ProjectIn) -> ProjectOut:
-    return ProjectOut.model_validate(catalog.add_project(body.name, body.public))
+    return ProjectOut.model_validate(catalog.add_project(body.name, body.public, body.auto_scan))
 
 
 @router.get("/projects/{id}", tags=["projects"])
@@ -153,23 +157,63 @@ def _target_out(row: ReplicationTarget) -> TargetOut:
 
 @router.get("/policies/replication", tags=["policies"])
 def list_policies(catalog: CatalogDep) -> list[PolicyOut]:
-    return [PolicyOut.model_validate(p) for p in catalog.policies()]
+    return [_policy_out(catalog, p) for p in catalog.policies()]
 
 
 @router.post("/policies/replication", status_code=201, tags=["policies"])
 def add_policy(catalog: CatalogDep, body: PolicyIn) -> PolicyOut:
-    return PolicyOut.model_validate(catalog.add_policy(**body.model_dump()))
+    """Adds a policy with its triggers (a bad schedule or time zone writes nothing)."""
+    triggers = {"schedule", "timezone", "on_push", "on_delete"}
+    if body.schedule is not None:
+        schedules.parse(body.schedule, body.timezone)
+    policy = catalog.add_policy(**body.model_dump(exclude=triggers))
+    assert policy.id is not None
+    catalog.set_triggers(
+        policy.id,
+        schedule=body.schedule,
+        timezone=body.timezone,
+        on_push=body.on_push,
+        on_delete=body.on_delete,
+    )
+    return _policy_out(catalog, policy)
 
 
 @router.get("/policies/replication/{id}", tags=["policies"])
 def get_policy(catalog: CatalogDep, ident: RowId) -> PolicyOut:
-    return PolicyOut.model_validate(catalog.policy(ident))
+    return _policy_out(catalog, catalog.policy(ident))
 
 
 @router.put("/policies/replication/{id}", tags=["policies"])
 def update_policy(catalog: CatalogDep, ident: RowId, body: PolicyUpdate) -> PolicyOut:
-    values = body.model_dump(exclude_none=True)
-    return PolicyOut.model_validate(catalog.update_policy(ident, **values))
+    """Changes a policy; ``schedule`` ``""`` removes its schedule."""
+    triggers = {"schedule", "timezone", "on_push", "on_delete"}
+    schedule: str | Keep | None = KEEP if body.schedule is None else body.schedule or None
+    if isinstance(schedule, str):
+        current = catalog.triggers(ident).timezone
+        schedules.parse(schedule, body.timezone or current)
+    values = body.model_dump(exclude_none=True, exclude=triggers)
+    policy = catalog.update_policy(ident, **values) if values else catalog.policy(ident)
+    catalog.set_triggers(
+        ident,
+        schedule=schedule,
+        timezone=body.timezone,
+        on_push=body.on_push,
+        on_delete=body.on_delete,
+    )
+    return _policy_out(catalog, policy)
+
+
+def _policy_out(catalog: Catalog, policy: ReplicationPolicy) -> PolicyOut:
+    assert policy.id is not None
+    triggers = catalog.triggers(policy.id)
+    return PolicyOut(
+        **policy.model_dump(),
+        schedule=triggers.schedule,
+        timezone=triggers.timezone,
+        next_fire_at=triggers.next_fire_at,
+        on_push=triggers.on_push,
+        on_delete=triggers.on_delete,
+    )
 
 
 @router.delete("/policies/replication/{id}", status_code=204, tags=["policies"])
@@ -177,4 +221,30 @@ def delete_policy(catalog: CatalogDep, ident: RowId) -> Response:
     """Deletes a policy that has no unfinished job (its row stays, marked deleted,
     for its jobs' history)."""
     catalog.delete_policy(ident)
+    return Response(status_code=204)
+
+
+# -- schedules ---------------------------------------------------------------------------
+
+
+@router.get("/schedules", tags=["schedules"])
+def list_schedules(catalog: CatalogDep) -> list[ScheduleOut]:
+    """Every schedule, policies' and scans', with its next fire time."""
+    return [
+        ScheduleOut(**row.model_dump(exclude={"cron"}), schedule=row.cron)
+        for row in catalog.schedules()
+    ]
+
+
+@router.post("/schedules/scan", status_code=201, tags=["schedules"])
+def add_scan_schedule(catalog: CatalogDep, body: ScanScheduleIn) -> ScheduleOut:
+    """Scans every tag of the repositories matching ``pattern`` on a schedule."""
+    row = catalog.add_scan_schedule(body.pattern, body.schedule, body.timezone)
+    return ScheduleOut(**row.model_dump(exclude={"cron"}), schedule=row.cron)
+
+
+@router.delete("/schedules/{id}", status_code=204, tags=["schedules"])
+def delete_schedule(catalog: CatalogDep, ident: RowId) -> Response:
+    """Deletes a scan schedule (a policy's schedule is the policy's ``schedule``)."""
+    catalog.delete_schedule(ident)
     return Response(status_code=204)
