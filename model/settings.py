@@ -27,6 +27,8 @@ from model.errors import ConfigError
 
 __all__ = ["Settings", "load_settings"]
 
+#: Shortest ``notification_token`` accepted.
+MIN_NOTIFICATION_TOKEN_CHARS = 16
 _LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -119,6 +121,11 @@ class Settings(BaseSettings):
     #: notification announced (SQLite, a lost PostgreSQL notification, retries that fell
     #: due on another node's timer).
     poll_interval: float = Field(default=2.0, gt=0)
+    #: The token Docker Distribution's notifications must carry to reach
+    #: ``POST /api/notifications/registry``: the registry's ``notifications.endpoints``
+    #: entry sends it as ``Authorization: Bearer <token>`` (its ``headers``). Unset
+    #: (or empty): that route answers 404 and no event queues a job.
+    notification_token: SecretStr | None = Field(default=None)
     #: Address ``jobservice serve`` listens on (loopback by default: put a proxy in front).
     listen_host: str = "127.0.0.1"
     #: TCP port ``jobservice serve`` listens on (0: any free port).
@@ -179,6 +186,22 @@ class Settings(BaseSettings):
             except json.JSONDecodeError as exc:
                 raise ValueError(f"not a JSON list: {exc}") from None
         return [entry for entry in (part.strip() for part in text.split(",")) if entry]
+
+    @field_validator("notification_token")
+    @classmethod
+    def _usable_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        token = value.get_secret_value()
+        # Never echoed: the messages describe the token, not its text.
+        if len(token) < MIN_NOTIFICATION_TOKEN_CHARS:
+            raise ValueError(
+                f"must be at least {MIN_NOTIFICATION_TOKEN_CHARS} characters "
+                "(e.g. the output of `openssl rand -hex 32`)"
+            )
+        if not all(33 <= ord(c) <= 126 for c in token):
+            raise ValueError("must be printable ASCII without spaces (it travels in a header)")
+        return value
 
     @field_validator("log_level")
     @classmethod

@@ -106,9 +106,16 @@ def wait_until(
 class RegistryServer:
     """One ``docker-registry serve`` process on ``127.0.0.1:port`` with storage in
     ``root/storage``; ``auth`` is the ``auth:`` section of its config (``None`` for
-    anonymous). :meth:`stop` and :meth:`start` again keep port and storage."""
+    anonymous); ``notifications`` the ``notifications:`` section (endpoints the registry
+    posts its events to). :meth:`stop` and :meth:`start` again keep port and storage."""
 
-    def __init__(self, root: Path, *, auth: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        auth: dict[str, Any] | None = None,
+        notifications: dict[str, Any] | None = None,
+    ) -> None:
         binary = shutil.which("docker-registry")
         if binary is None:
             raise RuntimeError("docker-registry is not installed (apt-get install docker-registry)")
@@ -118,6 +125,7 @@ class RegistryServer:
         self.storage = root / "storage"
         self.port = free_port()
         self.auth = auth
+        self.notifications = notifications
         self.config_path = root / "config.yml"
         self.log_path = root / "registry.log"
         self._process: subprocess.Popen[bytes] | None = None
@@ -149,6 +157,8 @@ class RegistryServer:
         }
         if self.auth:
             cfg["auth"] = self.auth
+        if self.notifications:
+            cfg["notifications"] = self.notifications
         return cfg
 
     def start(self) -> None:

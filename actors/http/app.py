@@ -2,7 +2,8 @@
 the added ones, as a thin FastAPI layer over :class:`JobService`.
 
 Every request but ``/healthz``, ``/metrics`` and the OpenAPI document needs the cookie
-``secret`` equal to the ``ui_secret`` setting (missing: 401, wrong: 403). Bad input
+``secret`` equal to the ``ui_secret`` setting (missing: 401, wrong: 403), but the
+registry's notifications, which carry a bearer token of their own. Bad input
 always gets a 4xx JSON :class:`~actors.http.schemas.ErrorBody` naming the field; bodies
 above ``max_body_bytes`` get 413. Handlers are plain functions: FastAPI runs them in
 its thread pool, since the service's calls block on the database.
@@ -19,7 +20,7 @@ from fastapi.openapi.utils import get_openapi
 from actors.http.errors import add_error_handlers
 from actors.http.metrics import ServiceMetrics
 from actors.http.middleware import BodyLimit, DatabaseGuard, RequestMetrics, SecretCookieAuth
-from actors.http.routes import jobs, resources
+from actors.http.routes import jobs, notifications, resources
 from actors.http.routes import service as service_routes
 from actors.service import JobService
 from model.errors import ConfigError
@@ -54,12 +55,13 @@ def create_app(service: JobService) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(resources.router)
     app.include_router(service_routes.router)
+    app.include_router(notifications.router)
     add_error_handlers(app)
     # The last added is the outermost: metrics see every answer, auth runs before a
     # body is read, and only a whole body reaches the database check and the routes.
     app.add_middleware(DatabaseGuard, problem=service.database_problem)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(SecretCookieAuth, secret=secret)
+    app.add_middleware(SecretCookieAuth, secret=secret, own_auth=notifications.OWN_AUTH_PATHS)
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

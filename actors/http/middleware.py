@@ -36,14 +36,16 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 class SecretCookieAuth:
     """Refuses requests without the cookie ``secret`` (401) or with a wrong one (403),
-    comparing in constant time; :data:`OPEN_PATHS` pass."""
+    comparing in constant time; :data:`OPEN_PATHS` pass, and so do ``own_auth``, the
+    paths whose route checks credentials of its own (the registry's notifications)."""
 
-    def __init__(self, app: ASGIApp, secret: str) -> None:
+    def __init__(self, app: ASGIApp, secret: str, own_auth: frozenset[str] = frozenset()) -> None:
         self.app = app
         self._secret = secret.encode()
+        self._open = OPEN_PATHS | own_auth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or scope["path"] in self._open:
             await self.app(scope, receive, send)
             return
         given = _cookie_values(scope["headers"], "secret")

@@ -1,4 +1,5 @@
-"""The delete workflow: remove a repository's tags from the target, by digest."""
+"""The delete workflow: remove a repository's tags, or manifests named by digest, from
+the target."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 from model.jobs import RepJob
-from model.registry import RegistryClient, RegistryNotFoundError
+from model.registry import RegistryClient, RegistryNotFoundError, is_digest
 from model.replication._clients import job_params, target_client, target_label
 from model.replication._shared import ReplicationShared
 from model.status import Status
@@ -26,6 +27,10 @@ class DeleteRun:
     accepted) and deleted only when no tag the job does not name points at it too;
     otherwise the tag is kept and the log says why. A tag or repository missing on
     the target is a warning. No tags named: every tag of the repository goes.
+
+    A name that is a digest (``sha256:…``, a manifest the source deleted by digest)
+    deletes that manifest, whatever tags point at it: the source lost them with it,
+    and replication copies manifests byte for byte, so the digest is the same here.
     """
 
     def __init__(self, job: RepJob, shared: ReplicationShared) -> None:
@@ -45,6 +50,12 @@ class DeleteRun:
         target = self.target = target_client(self.job, self.shared.clients)
         label = target_label(self.job)
         named = list(dict.fromkeys(params.tags))
+        by_digest = [name for name in named if is_digest(name)]
+        for digest in by_digest:
+            self._delete_by_digest(target, digest, label)
+        named = [name for name in named if not is_digest(name)]
+        if by_digest and not named:
+            return Status.FINISHED.value
         try:
             all_tags = target.list_tags(self.repository)
         except RegistryNotFoundError:
@@ -91,6 +102,26 @@ class DeleteRun:
             else:
                 by_digest.setdefault(digest, []).append(tag)
         return by_digest
+
+    def _delete_by_digest(self, target: RegistryClient, digest: str, label: str) -> None:
+        """Deletes the manifest ``digest`` (with every tag pointing at it) and logs it."""
+        started = time.monotonic()
+        if target.delete_manifest(self.repository, digest):
+            self.deleted += 1
+            self.shared.stats.add("manifests_deleted")
+            self.log.info(
+                "manifest {}@{} deleted by digest, with any tag pointing at it ({:.3f} s)",
+                self.repository,
+                digest,
+                time.monotonic() - started,
+            )
+        else:
+            self.log.warning(
+                "manifest {}@{} is not on the target {}: nothing to delete",
+                self.repository,
+                digest,
+                label,
+            )
 
     def _delete_manifest(self, target: RegistryClient, digest: str, tags: list[str]) -> None:
         """Deletes the manifest ``digest`` (and with it ``tags``) and logs it."""
