@@ -14,6 +14,7 @@ from actors.cli._common import ConfigOpt, settings
 from actors.cli.db import db_app
 from actors.cli.nodes import nodes
 from actors.cli.resources import policy_app, project_app, target_app
+from actors.cli.schedules import schedule_app, schedules
 from actors.cli.watch import watch
 from model.errors import ConfigError
 
@@ -97,10 +98,12 @@ app.command()(jobs.status)
 app.command()(jobs.logs)
 app.command()(watch)
 app.command()(nodes)
+app.command()(schedules)
 for _name, _sub in (
     ("db", db_app),
     ("project", project_app),
     ("target", target_app),
     ("policy", policy_app),
+    ("schedule", schedule_app),
 ):
     app.add_typer(_sub, name=_name, no_args_is_help=True)

@@ -109,12 +109,18 @@ def policy_add(
     description: str = "",
     disabled: Annotated[bool, typer.Option(help="Add it disabled.")] = False,
     replicate_deletion: Annotated[bool, typer.Option(help="Replicate deletions.")] = False,
+    schedule: Annotated[
+        str | None, typer.Option(help="Replicate on a cron schedule, e.g. '0 2 * * *'.")
+    ] = None,
+    timezone: Annotated[str, typer.Option(help="The schedule's time zone.")] = "UTC",
+    on_push: Annotated[bool, typer.Option(help="Replicate each tag pushed.")] = False,
+    on_delete: Annotated[bool, typer.Option(help="Replicate each tag deleted.")] = False,
     url: UrlOpt = DEFAULT_URL,
     secret_file: SecretFileOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Add a replication policy from a project to a target."""
+    """Add a replication policy from a project to a target, with its triggers."""
     with api(url, secret_file) as client:
         body = {
             "name": name,
@@ -123,6 +129,10 @@ def policy_add(
             "description": description,
             "enabled": not disabled,
             "replicate_deletion": replicate_deletion,
+            "schedule": schedule,
+            "timezone": timezone,
+            "on_push": on_push,
+            "on_delete": on_delete,
         }
         row = client.post(_POLICIES, body)
     _added(row, "policy", as_json, quiet)
@@ -193,6 +203,22 @@ _list_command(
         "project": lambda row: str(row["project_id"]),
         "target": lambda row: str(row["target_id"]),
         "enabled": _yes_of("enabled"),
+        "triggers": lambda row: _triggers(row),
+        "next run": lambda row: _when(row["next_fire_at"]),
         "description": _text_of("description"),
     },
 )
+
+
+def _triggers(row: dict[str, Any]) -> str:
+    found = []
+    if row["schedule"]:
+        found.append(escape(f"{row['schedule']} ({row['timezone']})"))
+    found += [
+        name for name, key in (("on push", "on_push"), ("on delete", "on_delete")) if row[key]
+    ]
+    return ", ".join(found) or "-"
+
+
+def _when(value: str | None) -> str:
+    return value.replace("T", " ")[:16] + " UTC" if value else "-"
