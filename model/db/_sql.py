@@ -153,6 +153,14 @@ class Statements:
             )
         return found
 
+    def with_notify(self, insert: str) -> str:
+        """PostgreSQL: an :meth:`insert` that also notifies ``%(channel)s`` with
+        ``%(payload)s``, in one statement; returns the new id."""
+        return (
+            f"WITH inserted AS ({insert}) "
+            "SELECT id, pg_notify(%(channel)s, %(payload)s) FROM inserted"
+        )
+
     def stop_waiting(self, table: str, columns: tuple[str, ...]) -> str:
         """Stops every pending or retrying job whose ``columns`` equal the parameters
         ``:eq_<column>``, returning their ids: ``:now``."""

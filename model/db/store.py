@@ -227,6 +227,15 @@ class Store:
         notify = bool(wakes) and self.notify_others and not sql.sqlite
         guarded = None if guard is None else (sql.text(guard[0]), {"now": now, **guard[1]})
 
+        if notify and guard is None and [len(texts) for texts in statements] == [1]:
+            # One job, told to the other nodes: one statement, one round trip.
+            ((text, columns),) = statements[0]
+            combined = sql.with_notify(text)
+            payload = {"channel": CHANNEL, "payload": f"wake {wakes[0]} {self.node}", **columns}
+            return [
+                [self._writer.apply(lambda cur: int(cur.execute(combined, payload).fetchone()[0]))]
+            ]
+
         def insert(cur: Any) -> list[list[int]] | None:
             if guarded is not None and cur.execute(*guarded).rowcount != 1:
                 return None
