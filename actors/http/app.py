@@ -22,6 +22,7 @@ from actors.http.metrics import ServiceMetrics
 from actors.http.middleware import BodyLimit, DatabaseGuard, RequestMetrics, SecretCookieAuth
 from actors.http.routes import jobs, notifications, resources
 from actors.http.routes import service as service_routes
+from actors.http.ui import Dashboard
 from actors.service import JobService
 from model.errors import ConfigError
 
@@ -62,6 +63,7 @@ def create_app(service: JobService) -> FastAPI:
     app.add_middleware(DatabaseGuard, problem=service.database_problem)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecretCookieAuth, secret=secret, own_auth=notifications.OWN_AUTH_PATHS)
+    app.add_middleware(Dashboard, service=service, secret=secret, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
