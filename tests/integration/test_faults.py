@@ -324,6 +324,7 @@ STOPPED_DURING: list[tuple[str, FaultFor]] = [
     ("source", lambda i: Fault.truncate(400_000, method="GET", path=_big_layer(i), times=None)),
     ("target", lambda i: Fault.status(503, method="PATCH", times=None)),
     ("source", lambda i: Fault.status(429, retry_after="8", method="GET", path=BLOB_GET)),
+    ("source", lambda i: Fault.flip(654_321, method="GET", path=_big_layer(i), times=None)),
 ]
 STOPPED_IDS = [
     "source-stall-60s-mid-blob",
@@ -333,6 +334,7 @@ STOPPED_IDS = [
     "source-truncated-blobs",
     "target-503-to-every-upload",
     "source-429-retry-after-8s",
+    "source-flipped-byte-every-time",
 ]
 
 
