@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -48,6 +49,8 @@ class Membership:
         self.name = ctx.settings.node_name or f"{self.host}:{self.pid}"
         self.id: int | None = None
         self.others = 0
+        #: When this node's last beat landed (monotonic), None before the first.
+        self._beat_at: float | None = None
 
     @property
     def nodes(self) -> Any:
@@ -60,6 +63,7 @@ class Membership:
         node's). Returns what it took."""
         self._register()
         taken = self.take_over()
+        self._beat_at = time.monotonic()
         self.others = self.nodes.others_live(self.id, self.ctx.settings.node_timeout)
         self.ctx.store.notify_others = self.others > 0
         return taken
@@ -77,6 +81,7 @@ class Membership:
         under a new id: the jobs it still runs were handed back, and its writes to them
         are refused (their rows name another node)."""
         assert self.id is not None
+        before, self._beat_at = self._beat_at, None
         if not self.nodes.beat(self.id, pools):
             logger.error(
                 "node {} (#{}) was taken for dead by another node (no heartbeat for {} s): "
@@ -87,8 +92,19 @@ class Membership:
             )
             self._forget(self.id)
             self._register()
-        taken = self.take_over()
-        self.others = self.nodes.others_live(self.id, self.ctx.settings.node_timeout)
+        now = self._beat_at = time.monotonic()
+        settings = self.ctx.settings
+        taken: list[TakenOver] = []
+        if before is not None and now - before <= 2 * settings.heartbeat_interval:
+            taken = self.take_over()
+        else:
+            # This node's beats did not land for a while (the database was away): the
+            # others' did not either. Their next beats come first; a node whose beat
+            # is still old then is taken over at the next round.
+            logger.info(
+                "node {}: beating again; taking over dead nodes from the next beat", self.name
+            )
+        self.others = self.nodes.others_live(self.id, settings.node_timeout)
         self.ctx.store.notify_others = self.others > 0
         return taken
 

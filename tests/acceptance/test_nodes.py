@@ -436,3 +436,34 @@ def test_a_replication_whose_node_is_killed_mid_blob_finishes_on_another_node(
 
 def _node_id(store: Store, name: str) -> int:
     return next(int(n["id"]) for n in store.nodes.rows(60) if n["name"] == name)
+
+
+def test_a_database_outage_longer_than_the_node_timeout_takes_no_live_node_for_dead(
+    nodes: Callable[..., NodeProcess], store: Store, postgres: PostgresCluster, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    a = nodes("a")
+    b = nodes("b")
+    ids = submit(store, "held", 4, gate=str(gate))
+    wait_until(lambda: len(running_on(store, ids)) == 4, timeout=30)
+    before = running_on(store, ids)
+
+    postgres.stop("fast")
+    # Both nodes miss beats for longer than node_timeout (a beat every 0.5 s).
+    misses = int(NODE_TIMEOUT_S / HEARTBEAT_S) + 2
+    for node in (a, b):
+        wait_until(lambda node=node: node.log().count("heartbeat failed") >= misses, timeout=60)  # type: ignore[misc]
+    postgres.start()
+
+    # Back: each node beats again before it takes any other over.
+    wait_until(lambda: min(_beat_ages(store).values()) < HEARTBEAT_S * 2, timeout=30)
+    wait_until(lambda: max(_beat_ages(store).values()) < HEARTBEAT_S * 2, timeout=30)
+    assert running_on(store, ids) == before
+    assert {n["name"]: n["state"] for n in store.nodes.rows(60)} == {"a": "live", "b": "live"}
+    gate.touch()
+    wait_until(lambda: all_finished(store, ids), timeout=30)
+    assert sorted(job for job, _ in runs(store, "end")) == sorted(ids)
+
+
+def _beat_ages(store: Store) -> dict[str, float]:
+    return {n["name"]: n["age_s"] for n in store.nodes.rows(60) if n["state"] == "live"}
