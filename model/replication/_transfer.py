@@ -435,6 +435,10 @@ class TransferRun:
                 failure = failure or outcome
                 continue
             if not outcome:
+                if copy.sent > sent:
+                    self.log.info(
+                        "blob {}: {} of {} bytes sent", copy.blob.digest, copy.sent, copy.blob.size
+                    )
                 continue
             self.copies.remove(copy)
             blob = copy.blob

@@ -26,7 +26,10 @@ _STATE = re.compile(r"^state (?P<state>[a-z_]+)(?: \((?P<why>.*)\))?$")
 _TAG_PLAN = re.compile(
     r"^tag \S+ is manifest .*: (?P<blobs>\d+) blob\(s\), (?P<missing>\d+) not on"
 )
-_BLOB_DONE = re.compile(r"^blob \S+ \((?P<bytes>\d+) bytes\) (?P<how>sent|skipped|mounted)")
+_BLOB_DONE = re.compile(
+    r"^blob (?P<digest>\S+) \((?P<bytes>\d+) bytes\) (?P<how>sent|skipped|mounted)"
+)
+_BLOB_STEP = re.compile(r"^blob (?P<digest>\S+): (?P<sent>\d+) of (?P<size>\d+) bytes sent")
 _LAYER = re.compile(r"^layer (?P<done>\d+)/(?P<total>\d+) ")
 
 
@@ -37,9 +40,17 @@ class Progress:
 
     blobs_total: int = 0
     blobs_done: int = 0
-    bytes_sent: int = 0
+    #: Bytes of the blobs sent whole.
+    bytes_done: int = 0
     layers_total: int = 0
     layers_done: int = 0
+    #: Bytes sent so far of each blob still on its way, by digest.
+    partial: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes sent: the blobs sent whole and those on their way."""
+        return self.bytes_done + sum(self.partial.values())
 
 
 @dataclass
@@ -110,10 +121,13 @@ def _note(view: LogView, line: str) -> None:
     progress = view.progress
     if state is not None:
         view.timeline.append((match["time"], state["state"], state["why"] or ""))
+    elif (found := _BLOB_STEP.match(text)) is not None:
+        progress.partial[found["digest"]] = int(found["sent"])
     elif (found := _BLOB_DONE.match(text)) is not None:
         progress.blobs_done += 1
+        progress.partial.pop(found["digest"], None)
         if found["how"] == "sent":
-            progress.bytes_sent += int(found["bytes"])
+            progress.bytes_done += int(found["bytes"])
     elif (found := _TAG_PLAN.match(text)) is not None:
         progress.blobs_total += int(found["blobs"])
     elif (found := _LAYER.match(text)) is not None:
