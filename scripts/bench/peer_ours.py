@@ -12,6 +12,9 @@ goes to the job's log file and the statuses to the database, as for any job.
   child submits each with ``JobService.submit``. Killing the child kills the
   service and its 8 workers at once.
 
+The job logs go to ``WORK_DIR/logs``, or ``$BENCH_LOG_DIR/logs`` when that is set
+(a tmpfs, to tell the disk's cost of a file per job from the engine's).
+
     python peer_ours.py DATABASE_URL WORK_DIR   # child: reads "N SLEEP" lines
 """
 
@@ -21,6 +24,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import IO
 
@@ -71,7 +75,8 @@ def bench_kind(workers: int) -> JobKind:
 
 
 def settings_for(database_url: str, work: Path) -> Settings:
-    return Settings(database_url=database_url, log_dir=work / "logs", key_path=work / "key")
+    logs = Path(os.environ.get("BENCH_LOG_DIR") or work) / "logs"
+    return Settings(database_url=database_url, log_dir=logs, key_path=work / "key")
 
 
 def sqlalchemy_url(conninfo: str) -> str:
@@ -87,13 +92,25 @@ class OursEmbedded:
     def __init__(self, name: str, database_url: str, work: Path, workers: int) -> None:
         self.name = name
         self.service = JobService(settings_for(database_url, work), [bench_kind(workers)])
+        #: Job id of each job number, and when each job id's end was in the database.
+        self.ids: dict[int, int] = {}
+        self.ended: dict[int, float] = {}
 
     def start_worker(self) -> None:
         logger.remove()
         self.service.start()
+        self.service.add_job_listener(self._ended)
+
+    def _ended(self, _kind: str, job_id: int, _status: str) -> None:
+        # In the pool's thread, once the job's end write has committed.
+        self.ended[job_id] = time.time()
+
+    def ended_at(self) -> dict[int, float]:
+        """When each job number's end was in the database (``time.time()``)."""
+        return {n: self.ended[job_id] for n, job_id in self.ids.items()}
 
     def submit(self, n: int, sleep_s: float) -> None:
-        self.service.submit(KIND, {"n": n, "sleep": sleep_s})
+        self.ids[n] = self.service.submit(KIND, {"n": n, "sleep": sleep_s})
 
     def flush(self) -> None:
         return None

@@ -12,7 +12,9 @@ Systems (8 workers each):
 - ``rq``: Redis, 8 ``SimpleWorker`` processes (RQ has no threads; a SimpleWorker runs
   one job at a time);
 - ``dramatiq``: Redis broker, ``Results`` middleware (Redis), 1 process of 8 threads;
-- ``procrastinate``: PostgreSQL, 1 worker process, ``--concurrency 8``.
+- ``procrastinate``: PostgreSQL, 1 worker process, ``--concurrency 8``;
+- ``huey``: Redis storage (blocking pop), results stored, 1 consumer process of 8
+  worker threads.
 
 Every job's body is the same: sleep (0 s for the no-op), then one line appended to a
 journal file of its process (see :mod:`journal`): its number and ``time.time()``.
@@ -27,6 +29,16 @@ throughput
     submit → that report). Latency of a job = its journal time - the time just before
     its submit call. The peers' workers run in their own processes (their command
     lines); ours runs in this process, submitting and working in one interpreter.
+paced
+    Submits N no-op jobs (default 1,000) at a steady rate (``--rate``, default 100/s:
+    job n's submit is due at start + n / rate, slept to on an absolute schedule, so a
+    late submit does not shift the next ones), then waits until all are done.
+    Latency of a job = from just before its submit call to the end of its body (the
+    journal line), for every system; for ours also to the job's end in the database
+    (the service's job listener, called once the pool's end write has committed),
+    the number the goal is judged on. p50 / p99 / max of each, how late the submits
+    were, and the slowest jobs' submit times (seconds from the first submit), to set
+    against ``--trace`` (ours: a file of the engine's events, see :mod:`enginetrace`).
 durability
     Submits N jobs of ``--sleep`` seconds each (they wait for a gate, a file, so that
     all N are queued before any runs), opens the gate, waits until ``--kill-after`` have run,
@@ -39,6 +51,7 @@ durability
 
     .venv/bin/python scripts/bench/peers.py throughput --system celery --jobs 10000
     .venv/bin/python scripts/bench/peers.py durability --system rq --jobs 1000
+    .venv/bin/python scripts/bench/peers.py paced --system huey --jobs 1000 --rate 100
 """
 
 from __future__ import annotations
@@ -65,10 +78,18 @@ import journal  # noqa: E402
 import psutil  # noqa: E402
 from servers import new_database, postgres_cluster, redis_server  # noqa: E402
 
-__all__ = ["SYSTEMS", "durability", "main", "throughput"]
+__all__ = ["SYSTEMS", "durability", "main", "paced", "throughput"]
 
-SYSTEMS = ("ours-sqlite", "ours-postgres", "celery", "rq", "dramatiq", "procrastinate")
-_REDIS = {"celery", "rq", "dramatiq"}
+SYSTEMS = (
+    "ours-sqlite",
+    "ours-postgres",
+    "celery",
+    "rq",
+    "dramatiq",
+    "procrastinate",
+    "huey",
+)
+_REDIS = {"celery", "rq", "dramatiq", "huey"}
 _POSTGRES = {"ours-postgres", "procrastinate"}
 #: Seconds the warm-up job may take (worker start included).
 WARMUP_TIMEOUT_S = 120.0
@@ -180,6 +201,63 @@ def throughput(system: System, folder: Path, jobs: int, cpu: CpuMeter) -> dict[s
     }
 
 
+def _spread(prefix: str, seconds: list[float]) -> dict[str, float]:
+    return {
+        f"{prefix}_p50_ms": round(_percentile(seconds, 0.50) * 1000, 2),
+        f"{prefix}_p99_ms": round(_percentile(seconds, 0.99) * 1000, 2),
+        f"{prefix}_max_ms": round(max(seconds) * 1000, 2),
+        f"{prefix}_mean_ms": round(statistics.fmean(seconds) * 1000, 2),
+    }
+
+
+def paced(system: System, folder: Path, jobs: int, rate: float) -> dict[str, Any]:
+    """See the module docstring."""
+    period_s = 1.0 / rate
+    submitted_at = [0.0] * jobs
+    late = [0.0] * jobs
+    first = time.perf_counter() + 0.05
+    wall_first = time.time() + 0.05
+    for n in range(jobs):
+        due = first + n * period_s
+        left = due - time.perf_counter()
+        if left > 0:
+            time.sleep(left)
+        late[n] = time.perf_counter() - due
+        submitted_at[n] = time.time()
+        system.submit(n, 0.0)
+    system.flush()
+    _wait(lambda: journal.count(folder) >= jobs + 1, RUN_TIMEOUT_S, "jobs", POLL_JOURNAL_S)
+    _wait(lambda: system.done() >= jobs, RUN_TIMEOUT_S, "done status", POLL_STATUS_S)
+    done = journal.read(folder)
+    missing = [n for n in range(jobs) if n not in done]
+    if missing:
+        raise RuntimeError(f"{len(missing)} jobs reported done never ran, e.g. {missing[:5]}")
+    body = [done[n][0] - submitted_at[n] for n in range(jobs)]
+    result: dict[str, Any] = {"jobs": jobs, "rate_per_s": rate, **_spread("body", body)}
+    result["submit_late_p99_ms"] = round(_percentile(late, 0.99) * 1000, 2)
+    result["submit_late_max_ms"] = round(max(late) * 1000, 2)
+    judged = body
+    ended = getattr(system, "ended_at", None)
+    if callable(ended):
+        at = ended()
+        judged = [at[n] - submitted_at[n] for n in range(jobs)]
+        result.update(_spread("db", judged))
+    # The number judged: ours to the end in the database, a peer's to its body's end.
+    result.update(_spread("latency", judged))
+    slowest = sorted(range(jobs), key=lambda n: judged[n], reverse=True)[:15]
+    result["slowest"] = [
+        {
+            "n": n,
+            "submit_s": round(submitted_at[n] - wall_first, 4),
+            "latency_ms": round(judged[n] * 1000, 2),
+            "body_ms": round(body[n] * 1000, 2),
+        }
+        for n in slowest
+    ]
+    result["wall_first"] = wall_first
+    return result
+
+
 def durability(
     system: System,
     folder: Path,
@@ -249,7 +327,7 @@ def _make(
             if name == "ours-sqlite"
             else sqlalchemy_url(urls["postgres"])
         )
-        cls = OursEmbedded if mode == "throughput" else OursProcess
+        cls = OursProcess if mode == "durability" else OursEmbedded
         return cls(name, url, work, workers)
     if name == "celery":
         from peer_celery import CeleryPeer
@@ -267,6 +345,10 @@ def _make(
         from peer_procrastinate import ProcrastinatePeer
 
         return ProcrastinatePeer(name, work, workers, env)
+    if name == "huey":
+        from peer_huey import HueyPeer
+
+        return HueyPeer(name, work, workers, env)
     raise SystemExit(f"unknown system {name!r}; one of {', '.join(SYSTEMS)}")
 
 
@@ -309,6 +391,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         system = _make(args.system, args.mode, work, args.workers, env, urls)
         stack.callback(system.close)
         warm_s = warm_up(system, folder)
+        tracer = None
+        if args.trace and args.system.startswith("ours-"):
+            import enginetrace
+
+            tracer = enginetrace.Tracer(system.service)  # type: ignore[attr-defined]
+            tracer.start()
 
         def pids() -> list[int]:
             found = [os.getpid(), *server_pids]
@@ -322,6 +410,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         if args.mode == "throughput":
             result = throughput(system, folder, args.jobs, CpuMeter(pids))
+        elif args.mode == "paced":
+            cpu = CpuMeter(pids)
+            cpu.start()
+            result = paced(system, folder, args.jobs, args.rate)
+            result["cpu_s"] = cpu.seconds()
+            if tracer is not None:
+                args.trace.write_text(json.dumps(tracer.stop(result), indent=1))
         else:
             result = durability(
                 system, folder, args.jobs, args.sleep, args.kill_after, args.idle, warm_s
@@ -336,9 +431,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("mode", choices=("throughput", "durability"))
+    parser.add_argument("mode", choices=("throughput", "durability", "paced"))
     parser.add_argument("--system", required=True, choices=SYSTEMS)
     parser.add_argument("--jobs", type=int, help="default 10,000 (throughput), 1,000")
+    parser.add_argument("--rate", type=float, default=100.0, help="paced: submits per second")
+    parser.add_argument("--trace", type=Path, help="paced, ours: write the engine's events")
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--sleep", type=float, default=0.05, help="durability job, seconds")
     parser.add_argument("--kill-after", type=int, default=50, help="durability: jobs run first")

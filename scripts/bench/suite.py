@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Runs every benchmark of ``scripts/bench/`` and writes the report.
 
-Each measurement is a fresh child process (``peers.py``, ``stop_latency.py``,
+Each measurement is a fresh child process (``peers.py`` throughput, paced and
+durability, ``stop_latency.py``,
 ``engine.py``, ``scan.py``, ``nodes.py``, ``replication.py``), run ``--runs`` times; the systems of
 the peer benchmarks take turns within each round, in an order that rotates from one
 round to the next, so that drift in the machine's speed hits all of them alike. One
@@ -45,7 +46,16 @@ __all__ = ["Plan", "main"]
 
 #: Seconds one child benchmark may take before it is killed and marked failed.
 CHILD_TIMEOUT_S = 1800.0
-_PEER_PACKAGES = ("celery", "kombu", "redis", "rq", "dramatiq", "procrastinate", "psycopg")
+_PEER_PACKAGES = (
+    "celery",
+    "kombu",
+    "redis",
+    "rq",
+    "dramatiq",
+    "procrastinate",
+    "huey",
+    "psycopg",
+)
 
 
 @dataclass(frozen=True)
@@ -62,14 +72,17 @@ class Plan:
     retrying: int
     scan_args: tuple[str, ...]
     replication_rounds: int  # 0: not run
+    paced_jobs: int
+    paced_rate: float  # submits per second
 
     @classmethod
     def full(cls, runs: int) -> Plan:
-        return cls(runs, 10_000, 1_000, 0.05, 50, 10.0, 20, 10_000, (), runs)
+        return cls(runs, 10_000, 1_000, 0.05, 50, 10.0, 20, 10_000, (), runs, 1_000, 100.0)
 
     @classmethod
     def quick(cls) -> Plan:
-        return cls(1, 300, 100, 0.02, 10, 1.5, 3, 1_000, ("--mb", "30", "--layers", "1"), 0)
+        scan = ("--mb", "30", "--layers", "1")
+        return cls(1, 300, 100, 0.02, 10, 1.5, 3, 1_000, scan, 0, 200, 100.0)
 
 
 class Runner:
@@ -179,6 +192,7 @@ def run_suite(plan: Plan, out: Path, quick: bool) -> dict[str, Any]:
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "throughput": {s: [] for s in SYSTEMS},
         "durability": {s: [] for s in SYSTEMS},
+        "paced": {s: [] for s in SYSTEMS},
         "stop": None,
         "retries": [],
         "scan": [],
@@ -204,6 +218,13 @@ def run_suite(plan: Plan, out: Path, quick: bool) -> dict[str, Any]:
                 command = [*peers, "throughput", "--system", system, "--jobs", str(plan.jobs)]
                 results["throughput"][system].append(
                     runner.run(f"throughput-{system}-{r + 1}", [*command, *common])
+                )
+                sample_load()
+            for system in _rotated(SYSTEMS, r + 2):
+                command = [*peers, "paced", "--system", system, "--jobs", str(plan.paced_jobs)]
+                command += ["--rate", str(plan.paced_rate)]
+                results["paced"][system].append(
+                    runner.run(f"paced-{system}-{r + 1}", [*command, *common])
                 )
                 sample_load()
             for system in _rotated(SYSTEMS, r + 1):
