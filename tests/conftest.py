@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from loguru import logger
+from mariadb import MariaDBServer, mariadb_server
 from postgres import PostgresCluster, postgres_cluster
 
 from actors import JobService
@@ -63,10 +64,27 @@ def postgres_url(postgres: PostgresCluster) -> str:
     return postgres.new_database()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(scope="session")
+def mariadb() -> Iterator[MariaDBServer]:
+    """One MariaDB server for the whole session."""
+    with mariadb_server() as server:
+        yield server
+
+
+@pytest.fixture
+def mariadb_url(mariadb: MariaDBServer) -> str:
+    """A fresh, empty MariaDB database."""
+    return mariadb.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Each store test runs on a SQLite file and on a real PostgreSQL database."""
+    """Each store test runs on a SQLite file, a real PostgreSQL database and a real
+    MariaDB database."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/store.db"
+    if request.param == "mariadb":
+        server: MariaDBServer = request.getfixturevalue("mariadb")
+        return server.new_database()
     cluster: PostgresCluster = request.getfixturevalue("postgres")
     return cluster.new_database()

@@ -1,7 +1,7 @@
 """Is the database still the one opened, and can it take a write now? One answer per
 dialect (the writers call them): a SQLite file that was deleted or replaced under the
-service, a lock another process holds; a PostgreSQL server that does not answer or is
-read-only. Answers name the cause, never a password."""
+service, a lock another process holds; a PostgreSQL or MySQL server that does not
+answer or is read-only. Answers name the cause, never a password."""
 
 from __future__ import annotations
 
@@ -14,7 +14,13 @@ import urllib.parse
 
 from sqlalchemy.engine import Engine
 
-__all__ = ["FILE_CHECK_INTERVAL_S", "FileWatch", "server_writable", "sqlite_writable"]
+__all__ = [
+    "FILE_CHECK_INTERVAL_S",
+    "FileWatch",
+    "mysql_writable",
+    "server_writable",
+    "sqlite_writable",
+]
 
 #: Seconds :meth:`FileWatch.problem` answers from its last look at the file.
 FILE_CHECK_INTERVAL_S = 1.0
@@ -136,6 +142,39 @@ def server_writable(engine: Engine, timeout_s: float) -> str | None:
         with contextlib.suppress(Exception):
             conn.close()
     if str(read_only).lower() == "on":
+        return f"the database {where} is read-only (transaction_read_only is on)"
+    return None
+
+
+def mysql_writable(engine: Engine, timeout_s: float) -> str | None:
+    """Why the MySQL (MariaDB) database of ``engine`` cannot take a write now, or None: a
+    new connection (connect, read and write timeouts about ``timeout_s``) answers, and
+    neither the server (``read_only``, a replica) nor its transactions
+    (``transaction_read_only``) are read-only."""
+    dialect = engine.dialect
+    cargs, cparams = dialect.create_connect_args(engine.url)
+    where = engine.url.render_as_string(hide_password=True)
+    seconds = max(math.ceil(timeout_s), 1)  # PyMySQL takes whole seconds
+    try:
+        conn = dialect.loaded_dbapi.connect(
+            *cargs,
+            **{**cparams, "connect_timeout": seconds, "read_timeout": seconds},
+            write_timeout=seconds,
+        )
+    except dialect.loaded_dbapi.Error as exc:
+        return f"cannot reach the database {where}: {_first_line(exc)}"
+    try:
+        cursor = conn.cursor()
+        cursor.execute("SELECT @@global.read_only, @@session.tx_read_only")
+        server, session = cursor.fetchone()
+    except dialect.loaded_dbapi.Error as exc:
+        return f"the database {where} does not answer: {_first_line(exc)}"
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()
+    if int(server):
+        return f"the database {where} is read-only (read_only is on)"
+    if int(session):
         return f"the database {where} is read-only (transaction_read_only is on)"
     return None
 

@@ -3,9 +3,12 @@
 The engine's writes and its status read run as plain DBAPI statements (SQLAlchemy's
 cost per statement is several times SQLite's own), so their text lives here, one
 template per statement with the table and the dialect's differences filled in:
-SQLite's ``sqlite3`` takes ``:name`` parameters, PostgreSQL's psycopg ``%(name)s``;
-PostgreSQL returns a new id with ``RETURNING id`` and claims with ``FOR UPDATE SKIP
-LOCKED``, where SQLite (one writer at a time) needs neither.
+SQLite's ``sqlite3`` takes ``:name`` parameters, PostgreSQL's psycopg and MySQL's
+PyMySQL ``%(name)s``; PostgreSQL returns a new id with ``RETURNING id`` and claims with
+``FOR UPDATE SKIP LOCKED``, where SQLite (one writer at a time) needs neither. MySQL
+(MariaDB) has ``FOR UPDATE SKIP LOCKED`` but no ``UPDATE … RETURNING``: its claims and
+stops of waiting jobs are steps of one transaction (:class:`Steps`): lock the rows,
+change them with the same guard, read them.
 
 :func:`statements_for` gives a dialect's :class:`Statements`; the statements of every
 job table are built when it is made, except those whose columns the caller chooses
@@ -18,13 +21,23 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
+
+import sqlalchemy as sa
 
 from model.db.tables import JOB_TABLES
 from model.stamps import db_stamp, now_us
 from model.status import Status
 
-__all__ = ["ALLOWED_FROM", "CLAIMABLE", "Statements", "statements_for"]
+__all__ = [
+    "ALLOWED_FROM",
+    "CLAIMABLE",
+    "DIALECTS",
+    "Statements",
+    "Steps",
+    "dialect_of",
+    "statements_for",
+]
 
 #: For each status, the statuses a job may hold for the change to apply. A status
 #: may be set again to itself where that is harmless (the claim sets ``running``
@@ -67,6 +80,21 @@ _CLAIM = (
     "WHERE id IN (SELECT id FROM picked) AND status IN ({claimable}) RETURNING *"
 )
 
+#: MySQL's claim, three steps of one transaction (READ COMMITTED): lock up to ``:limit``
+#: of the oldest due jobs, skipping rows another claimant holds; set those ``:ids``
+#: running with the claim's guard; read them. The rows stay locked from the pick to the
+#: commit, so the guard holds for each and a claim takes at most ``:limit`` jobs.
+_CLAIM_PICK = (
+    "SELECT id FROM {table} WHERE status IN ({claimable}) "
+    "AND (status = 'pending' OR next_attempt_at <= :now) {scope}"
+    "ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED"
+)
+_CLAIM_TAKE = (
+    "UPDATE {table} SET status = 'running', update_time = :now, node_id = :node "
+    "WHERE id IN :ids AND status IN ({claimable})"
+)
+_CLAIM_READ = "SELECT * FROM {table} WHERE id IN :ids AND status = 'running'"
+
 #: One new row with the given columns (each a parameter of its name).
 _INSERT = "INSERT INTO {table} ({names}) VALUES ({marks}){returning}"
 
@@ -76,6 +104,38 @@ _STOP_WAITING = (
     "UPDATE {table} SET status = 'stopped', update_time = :now "
     "WHERE status IN ({claimable}){equal} RETURNING id"
 )
+
+
+#: MySQL's :data:`_STOP_WAITING`: lock the waiting jobs (waiting for rows another
+#: transaction holds, then reading their committed status), then stop those ``:ids``.
+_STOP_WAITING_PICK = "SELECT id FROM {table} WHERE status IN ({claimable}){equal} FOR UPDATE"
+_STOP_WAITING_TAKE = (
+    "UPDATE {table} SET status = 'stopped', update_time = :now "
+    "WHERE id IN :ids AND status IN ({claimable})"
+)
+
+#: The dialects the store knows: SQLite, PostgreSQL, and MySQL (MariaDB).
+DIALECTS = ("sqlite", "postgresql", "mysql")
+
+
+class Steps(NamedTuple):
+    """A change that MySQL runs in steps of one transaction: ``pick`` locks the rows and
+    returns their ids, ``take`` changes the rows ``:ids`` (guarded as the one-statement
+    form is), ``read`` (when not None) returns their rows."""
+
+    pick: str
+    take: str
+    read: str | None
+
+
+def dialect_of(url: str) -> str:
+    """The dialect of a SQLAlchemy URL, one of :data:`DIALECTS` (``mariadb`` is
+    ``mysql``); raises ValueError for another database."""
+    name = sa.make_url(url).get_backend_name()
+    name = "mysql" if name == "mariadb" else name
+    if name not in DIALECTS:
+        raise ValueError(f"unsupported database {name!r}: SQLite, PostgreSQL or MySQL")
+    return name
 
 
 def _known_table(table: str) -> None:
@@ -93,13 +153,26 @@ class Statements:
     statements built on first use; safe to share between threads (a statement built
     twice by two threads at once is the same text)."""
 
+    #: The dialect, one of :data:`DIALECTS`.
+    dialect: str
     #: Whether the dialect is SQLite (``:name`` parameters, no ``RETURNING id`` on
     #: inserts, no row locks in claims).
     sqlite: bool
+    #: Whether the database has notifications (PostgreSQL's ``NOTIFY``); the others'
+    #: nodes learn of new work by polling.
+    notifies: bool
+    #: Whether claims and stops of waiting jobs run in :class:`Steps` (MySQL, which
+    #: has no ``UPDATE … RETURNING``).
+    in_steps: bool
 
-    def __init__(self, sqlite: bool) -> None:
-        self.sqlite = sqlite
-        self._lazy: dict[tuple[Any, ...], str] = {}
+    def __init__(self, dialect: str) -> None:
+        if dialect not in DIALECTS:
+            raise ValueError(f"unknown dialect {dialect!r}")
+        self.dialect = dialect
+        self.sqlite = dialect == "sqlite"
+        self.notifies = dialect == "postgresql"
+        self.in_steps = dialect == "mysql"
+        self._lazy: dict[tuple[Any, ...], Any] = {}
         self._status = {t: self._text(_STATUS.format(table=t)) for t in JOB_TABLES}
         self._set_status = {
             (t, status, due, count, fenced): self._set_status_text(t, status, due, count, fenced)
@@ -135,10 +208,30 @@ class Statements:
         for an unknown table."""
         return self._claim[(table, scoped)]
 
+    def claim_steps(self, table: str, scoped: bool) -> Steps:
+        """MySQL's :meth:`claim`: the pick (``:now``, ``:limit``, ``:kind`` when
+        ``scoped``), the take (``:ids``, ``:now``, ``:node``) and the read (``:ids``).
+        Raises KeyError for an unknown table."""
+        key = ("claim_steps", table, scoped)
+        found = self._lazy.get(key)
+        if found is None:
+            _known_table(table)
+            fill = {
+                "table": table,
+                "claimable": _quoted(CLAIMABLE),
+                "scope": "AND kind = :kind " if scoped else "",
+            }
+            found = self._lazy[key] = Steps(
+                self._text(_CLAIM_PICK.format(**fill)),
+                self._text(_CLAIM_TAKE.format(**fill)),
+                self._text(_CLAIM_READ.format(**fill)),
+            )
+        return found
+
     def insert(self, table: str, columns: tuple[str, ...]) -> str:
         """Inserts one row of ``columns`` (each a parameter of its name); on PostgreSQL
-        the statement returns the new id, on SQLite it is the cursor's ``lastrowid``
-        (a statement without a row to return runs in one step)."""
+        the statement returns the new id, on SQLite and MySQL it is the cursor's
+        ``lastrowid`` (a statement without a row to return runs in one step)."""
         key = ("insert", table, columns)
         found = self._lazy.get(key)
         if found is None:
@@ -148,7 +241,7 @@ class Statements:
                     table=table,
                     names=", ".join(columns),
                     marks=", ".join(f":{name}" for name in columns),
-                    returning="" if self.sqlite else " RETURNING id",
+                    returning=" RETURNING id" if self.dialect == "postgresql" else "",
                 )
             )
         return found
@@ -174,6 +267,22 @@ class Statements:
             )
         return found
 
+    def stop_waiting_steps(self, table: str, columns: tuple[str, ...]) -> Steps:
+        """MySQL's :meth:`stop_waiting`: the pick (``:eq_<column>``) and the take
+        (``:ids``, ``:now``); no read."""
+        key = ("stop_waiting_steps", table, columns)
+        found = self._lazy.get(key)
+        if found is None:
+            _known_table(table)
+            equal = "".join(f" AND {name} = :eq_{name}" for name in columns)
+            fill = {"table": table, "claimable": _quoted(CLAIMABLE), "equal": equal}
+            found = self._lazy[key] = Steps(
+                self._text(_STOP_WAITING_PICK.format(**fill)),
+                self._text(_STOP_WAITING_TAKE.format(**fill)),
+                None,
+            )
+        return found
+
     # -- values in the dialect's stored form ------------------------------------------
 
     def now(self) -> Any:
@@ -188,10 +297,18 @@ class Statements:
 
     def inserted_id(self, cursor: Any) -> int:
         """The id of the row the cursor's last :meth:`insert` made."""
-        return int(cursor.lastrowid if self.sqlite else cursor.fetchall()[0][0])
+        if self.dialect == "postgresql":
+            return int(cursor.fetchall()[0][0])
+        return int(cursor.lastrowid)
 
     def text(self, sql: str) -> str:
-        """``sql`` written with ``:name`` parameters, in the dialect's style."""
+        """``sql`` written with ``:name`` parameters, in the dialect's style. On MySQL an
+        ``INSERT … ON CONFLICT (…) DO NOTHING`` (SQLite's and PostgreSQL's) is written
+        ``INSERT IGNORE …``: a duplicate key inserts nothing and changes no row."""
+        if self.dialect == "mysql":
+            sql, conflicts = _ON_CONFLICT.subn("", sql)
+            if conflicts:
+                sql = re.sub(r"^\s*INSERT\b", "INSERT IGNORE", sql, count=1, flags=re.I)
         return self._text(sql)
 
     # -- building ----------------------------------------------------------------------
@@ -222,12 +339,15 @@ class Statements:
         )
 
 
-_BY_DIALECT: dict[bool, Statements] = {}
+#: The clause :meth:`Statements.text` rewrites on MySQL.
+_ON_CONFLICT = re.compile(r"\s+ON\s+CONFLICT\s*\([^)]*\)\s*DO\s+NOTHING", re.I)
+
+_BY_DIALECT: dict[str, Statements] = {}
 
 
-def statements_for(sqlite: bool) -> Statements:
-    """The statements of SQLite (``sqlite``) or PostgreSQL, built on the first call."""
-    found = _BY_DIALECT.get(sqlite)
+def statements_for(dialect: str) -> Statements:
+    """The statements of ``dialect`` (one of :data:`DIALECTS`), built on the first call."""
+    found = _BY_DIALECT.get(dialect)
     if found is None:
-        found = _BY_DIALECT.setdefault(sqlite, Statements(sqlite))
+        found = _BY_DIALECT.setdefault(dialect, Statements(dialect))
     return found

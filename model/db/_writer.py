@@ -362,8 +362,15 @@ class PostgresWriter(Writer):
 
 
 def open_writer(url: str) -> Writer:
-    """The writer of the database at ``url`` (a SQLAlchemy URL): SQLite or PostgreSQL."""
-    return SqliteWriter(url) if url.startswith("sqlite") else PostgresWriter(url)
+    """The writer of the database at ``url`` (a SQLAlchemy URL): SQLite, PostgreSQL or
+    MySQL/MariaDB."""
+    if url.startswith("sqlite"):
+        return SqliteWriter(url)
+    if url.startswith(("mysql", "mariadb")):
+        from model.db._mysql import MysqlWriter  # PyMySQL only where it is used
+
+        return MysqlWriter(url)
+    return PostgresWriter(url)
 
 
 def _run(op: PendingWrite, cursor: Any, *, done: bool = True) -> bool:

@@ -5,6 +5,9 @@ One connection of its own, in autocommit, for the whole node. When the connectio
 lost (a database restart, a network cut) the thread connects again with backoff and
 calls ``on_connect`` once it listens again, since notifications sent meanwhile are lost:
 the caller then looks at the database itself.
+
+A database without notifications (MySQL/MariaDB; SQLite) makes a listener that starts
+no thread and calls nothing: its nodes learn of new work and stops at their polls.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ _CONNECT_TIMEOUT_S = 5
 class Listener:
     """Calls ``on_payload(payload)`` for each notification on :data:`CHANNEL` of the
     PostgreSQL database at the SQLAlchemy ``url``, and ``on_connect()`` each time it
-    starts listening (the first time included). Both run in the listener's thread."""
+    starts listening (the first time included). Both run in the listener's thread.
+    At another database's ``url`` it does nothing (:attr:`listens` is False)."""
 
     def __init__(
         self,
@@ -38,6 +42,8 @@ class Listener:
         on_payload: Callable[[str], None],
         on_connect: Callable[[], None],
     ) -> None:
+        #: Whether the database has notifications to listen for (PostgreSQL).
+        self.listens = sa.make_url(url).get_backend_name() == "postgresql"
         parsed = sa.make_url(url).set(drivername="postgresql")
         self._conninfo = parsed.render_as_string(hide_password=False)
         self._safe = parsed.render_as_string(hide_password=True)
@@ -47,13 +53,15 @@ class Listener:
         self._thread = threading.Thread(target=self._run, name="jobservice-listen", daemon=True)
 
     def start(self) -> Listener:
-        self._thread.start()
+        if self.listens:
+            self._thread.start()
         return self
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stops listening; returns within about ``timeout`` seconds."""
         self._stopping.set()
-        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
 
     def _run(self) -> None:
         backoff = _BACKOFF_FIRST_S

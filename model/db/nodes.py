@@ -6,11 +6,13 @@ than ``node_timeout``, or whose process is gone, is dead: a live node marks it `
 and hands its ``running`` jobs back as ``pending`` (:meth:`Nodes.take_over`), in one
 transaction whose guarded UPDATEs let two nodes doing it at once take each job once.
 
-Times of beats and deadlines are the database's clock on PostgreSQL (nodes on several
-machines need not agree on the time), this machine's on SQLite (one machine).
+Times of beats and deadlines are the database's clock on PostgreSQL and MySQL (nodes
+on several machines need not agree on the time), this machine's on SQLite (one
+machine).
 
 On PostgreSQL, nodes tell each other of new work and of stops with ``NOTIFY`` on
 :data:`CHANNEL`; payloads are ``wake <kind> <node>`` and ``stop <kind> <job id>``.
+MySQL has no notifications: its nodes, as SQLite's, learn of both at their polls.
 """
 
 from __future__ import annotations
@@ -50,13 +52,18 @@ class TakenOver:
 class Nodes:
     """The node table of one store (see :attr:`model.db.Store.nodes`)."""
 
-    def __init__(self, writer: Writer, sqlite: bool) -> None:
+    def __init__(self, writer: Writer, dialect: str) -> None:
         self._writer = writer
-        self._sqlite = sqlite
+        self._dialect = dialect
+        self._sqlite = dialect == "sqlite"
         # Now, ``:timeout`` seconds ago, and when ended nodes are forgotten, in the
         # statements: parameters on SQLite, the server's clock elsewhere.
-        if sqlite:
+        if dialect == "sqlite":
             self._now, self._cutoff, self._forget = ":now", ":cutoff", ":forget"
+        elif dialect == "mysql":
+            self._now = "UTC_TIMESTAMP(6)"
+            self._cutoff = f"({self._now} - INTERVAL :timeout_us MICROSECOND)"
+            self._forget = f"({self._now} - INTERVAL {_FORGET_AFTER.days} DAY)"
         else:
             self._now = "(now() AT TIME ZONE 'UTC')"
             self._cutoff = f"({self._now} - make_interval(secs => :timeout))"
@@ -68,6 +75,8 @@ class Nodes:
             values["now"] = _text(now)
             values["cutoff"] = _text(now - timedelta(seconds=float(values.get("timeout", 0))))
             values["forget"] = _text(now - _FORGET_AFTER)
+        elif self._dialect == "mysql":
+            values["timeout_us"] = round(float(values.get("timeout", 0)) * 1_000_000)
         return values
 
     # -- this node ---------------------------------------------------------------------
@@ -77,23 +86,22 @@ class Nodes:
         t = _node()
         with self._writer.transaction() as conn:
             now: Any = utcnow() if self._sqlite else sa.literal_column(self._now)
-            return int(
-                conn.execute(
-                    t.insert()
-                    .values(
-                        name=name,
-                        host=host,
-                        pid=pid,
-                        version=version,
-                        state=NodeState.LIVE,
-                        started=now,
-                        heartbeat=now,
-                        pools={},
-                        ended_by="",
-                    )
-                    .returning(t.c.id)
-                ).scalar_one()
+            inserted = conn.execute(
+                t.insert().values(
+                    name=name,
+                    host=host,
+                    pid=pid,
+                    version=version,
+                    state=NodeState.LIVE,
+                    started=now,
+                    heartbeat=now,
+                    pools={},
+                    ended_by="",
+                )
             )
+            key = inserted.inserted_primary_key
+            assert key is not None
+            return int(key[0])
 
     def beat(self, node: int, pools: Mapping[str, Any]) -> bool:
         """Records a beat of ``node`` with its pools' load; False when the node is no
@@ -200,20 +208,36 @@ class Nodes:
                     "(SELECT id FROM node WHERE state = :live))"
                 )
                 job_params = {**params, "pending": Status.PENDING.value, "running": "running"}
+                # MySQL has no UPDATE … RETURNING: the rows are locked as they are read
+                # (a second node taking over at once waits, then finds them pending),
+                # and the update changes exactly those.
+                lock = " FOR UPDATE" if self._dialect == "mysql" else ""
                 ran_on = {
                     int(row[0]): (row[1], str(row[2]) if kind else None)
                     for row in conn.execute(
-                        sa.text(f"SELECT id, node_id{kind} FROM {table} WHERE {orphaned}"),
+                        sa.text(f"SELECT id, node_id{kind} FROM {table} WHERE {orphaned}{lock}"),
                         job_params,
                     )
                 }
-                handed_back = conn.execute(
-                    sa.text(
-                        f"UPDATE {table} SET status = :pending, update_time = {self._now}, "
-                        f"node_id = :id WHERE {orphaned} RETURNING id"
-                    ),
-                    job_params,
-                ).scalars()
+                hand_back = (
+                    f"UPDATE {table} SET status = :pending, update_time = {self._now}, "
+                    f"node_id = :id WHERE {orphaned}"
+                )
+                handed_back: Iterable[int]
+                if not lock:
+                    handed_back = conn.execute(
+                        sa.text(f"{hand_back} RETURNING id"), job_params
+                    ).scalars()
+                elif ran_on:
+                    conn.execute(
+                        sa.text(f"{hand_back} AND id IN :ids").bindparams(
+                            sa.bindparam("ids", expanding=True)
+                        ),
+                        {**job_params, "ids": list(ran_on)},
+                    )
+                    handed_back = list(ran_on)
+                else:
+                    handed_back = []
                 for job_id in sorted(int(i) for i in handed_back):
                     node_id, job_kind = ran_on.get(job_id, (None, None))
                     was = None if node_id is None else names.get(int(node_id), f"#{node_id}")
@@ -227,13 +251,21 @@ class Nodes:
         """Records a stop request on a ``running`` job; returns the node running it, or
         None when the job is not running (any more)."""
         _known(table)
-        text = sa.text(
-            f"UPDATE {table} SET stop_requested = :yes WHERE id = :id AND status = :running "
-            "RETURNING node_id"
-        )
+        change = f"UPDATE {table} SET stop_requested = :yes WHERE id = :id AND status = :running"
         params = {"yes": True, "id": job_id, "running": Status.RUNNING.value}
         with self._writer.transaction() as conn:
-            row = conn.execute(text, params).first()
+            if self._dialect == "mysql":  # no UPDATE … RETURNING: lock, read, change
+                row = conn.execute(
+                    sa.text(
+                        f"SELECT node_id FROM {table} WHERE id = :id AND status = :running "
+                        "FOR UPDATE"
+                    ),
+                    params,
+                ).first()
+                if row is not None:
+                    conn.execute(sa.text(change), params)
+            else:
+                row = conn.execute(sa.text(f"{change} RETURNING node_id"), params).first()
         return None if row is None else (int(row[0]) if row[0] is not None else -1)
 
     def stop_requests(self, node: int) -> list[tuple[str, int, str | None]]:
@@ -255,9 +287,9 @@ class Nodes:
 
     def notify(self, payloads: Iterable[str]) -> None:
         """Sends ``payloads`` on :data:`CHANNEL` to every listening node (PostgreSQL;
-        nothing on SQLite, whose nodes poll)."""
+        nothing on SQLite and MySQL, whose nodes poll)."""
         payloads = list(payloads)
-        if self._sqlite or not payloads:
+        if self._dialect != "postgresql" or not payloads:
             return
         with self._writer.transaction() as conn:
             for payload in payloads:

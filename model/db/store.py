@@ -5,8 +5,8 @@ also sets ``update_time``; a change that matches no row raises
 :class:`~model.errors.StatusConflict`. The engine's writes and its status read are plain
 DBAPI statements (:mod:`model.db._sql`) run by the dialect's writer
 (:mod:`model.db._writer`: on SQLite, WAL, a busy timeout, and write transactions that
-start with ``BEGIN IMMEDIATE`` under one lock of this process); rows and reads off the
-hot path go through SQLModel and SQLAlchemy Core.
+start with ``BEGIN IMMEDIATE`` under one lock of this process; :mod:`model.db._mysql`
+on MySQL); rows and reads off the hot path go through SQLModel and SQLAlchemy Core.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, SQLModel, select
 
 from model.db._health import FILE_CHECK_INTERVAL_S
-from model.db._sql import ALLOWED_FROM, CLAIMABLE, statements_for
+from model.db._sql import ALLOWED_FROM, CLAIMABLE, dialect_of, statements_for
 from model.db._writer import open_writer
 from model.db.nodes import CHANNEL, Nodes
 from model.db.tables import (
@@ -48,13 +48,13 @@ def _table(name: str) -> sa.Table:
 
 
 class Store:
-    """Database access for one service, at the SQLAlchemy ``url`` (SQLite or
-    PostgreSQL). Safe to share between threads."""
+    """Database access for one service, at the SQLAlchemy ``url`` (SQLite, PostgreSQL
+    or MySQL/MariaDB). Safe to share between threads."""
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self._sql = statements_for(dialect_of(url))
         self._writer = open_writer(url)
-        self._sql = statements_for(url.startswith("sqlite"))
         #: The engine every connection comes from.
         self.engine: Engine = self._writer.engine
         #: The node this store works for (see :class:`~model.db.nodes.Nodes`): its claims
@@ -65,7 +65,7 @@ class Store:
         #: notify them (see :meth:`insert_jobs`).
         self.notify_others = False
         #: The ``node`` table and the statements that span nodes.
-        self.nodes = Nodes(self._writer, self._sql.sqlite)
+        self.nodes = Nodes(self._writer, self._sql.dialect)
 
     # -- plumbing ------------------------------------------------------------------
 
@@ -224,7 +224,7 @@ class Store:
                 texts.append((sql.insert(table, tuple(columns)), columns))
             statements.append(texts)
         wakes = sorted({wake for _, rows, wake in batches if wake is not None and rows})
-        notify = bool(wakes) and self.notify_others and not sql.sqlite
+        notify = bool(wakes) and self.notify_others and sql.notifies
         guarded = None if guard is None else (sql.text(guard[0]), {"now": now, **guard[1]})
 
         if notify and guard is None and [len(texts) for texts in statements] == [1]:
@@ -305,8 +305,11 @@ class Store:
         has come), sets them ``running`` and returns their rows, oldest first.
 
         The UPDATE is guarded on the claimable statuses, so of two claimants only one
-        wins a job (PostgreSQL: the pick skips rows another claimant has locked).
+        wins a job (PostgreSQL and MySQL: the pick skips rows another claimant has
+        locked; MySQL runs it in steps of one transaction, :meth:`Statements.claim_steps`).
         """
+        if self._sql.in_steps:
+            return self._claim_in_steps(table, kind, limit)
         text = self._sql.claim(table, kind is not None)
         params: dict[str, Any] = {
             "now": self._sql.now(),
@@ -325,6 +328,26 @@ class Store:
         rows.sort(key=lambda row: int(row["id"]))
         return rows
 
+    def _claim_in_steps(self, table: str, kind: str | None, limit: int) -> list[dict[str, Any]]:
+        steps = self._sql.claim_steps(table, kind is not None)
+        assert steps.read is not None
+        read = steps.read
+        now = self._sql.now()
+        params: dict[str, Any] = {"now": now, "kind": kind, "limit": limit, "node": self.node}
+
+        def claim(cur: Any) -> list[dict[str, Any]]:
+            ids = tuple(int(row[0]) for row in cur.execute(steps.pick, params).fetchall())
+            if not ids:
+                return []
+            cur.execute(steps.take, {**params, "ids": ids})
+            found = cur.execute(read, {"ids": ids}).fetchall()
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, values, strict=True)) for values in found]
+
+        rows = [_from_columns(row) for row in self._writer.apply(claim, atomic=True)]
+        rows.sort(key=lambda row: int(row["id"]))
+        return rows
+
     def schedule_retry(
         self, table: str, job_id: int, delay_s: float, count_attempt: bool = True
     ) -> datetime:
@@ -339,8 +362,18 @@ class Store:
     def stop_waiting(self, table: str, **equal: Any) -> list[int]:
         """Sets every pending or retrying job whose columns equal ``equal`` to ``stopped``;
         returns their ids."""
-        text = self._sql.stop_waiting(table, tuple(equal))
         params = {"now": self._sql.now(), **{f"eq_{k}": v for k, v in equal.items()}}
+        if self._sql.in_steps:
+            steps = self._sql.stop_waiting_steps(table, tuple(equal))
+
+            def stop_in_steps(cur: Any) -> list[int]:
+                ids = tuple(int(row[0]) for row in cur.execute(steps.pick, params).fetchall())
+                if ids:
+                    cur.execute(steps.take, {**params, "ids": ids})
+                return list(ids)
+
+            return self._writer.apply(stop_in_steps, atomic=True)
+        text = self._sql.stop_waiting(table, tuple(equal))
 
         def stop(cur: Any) -> list[int]:
             return [int(row[0]) for row in cur.execute(text, params).fetchall()]
@@ -497,6 +530,8 @@ class Store:
         ``ROLLBACK``) gets the write lock on a connection of its own within the timeout.
         PostgreSQL: a new connection (connect and statement timeouts) answers and its
         transactions are not read-only (a standby, ``default_transaction_read_only``).
+        MySQL: a new connection answers and neither the server nor its transactions
+        are read-only (a replica, ``read_only``).
         The answer names the cause, never a password.
         """
         return self._writer.check_writable(timeout_s)

@@ -309,19 +309,29 @@ def test_start_resumes_running_and_retrying_jobs_keeping_the_due_time(
         again.shutdown()
 
 
-def test_the_engine_runs_on_postgresql_too(make_service: MakeService, postgres_url: str) -> None:
+@pytest.mark.parametrize("server", ["postgres", "mariadb"])
+def test_the_engine_claims_stops_and_retries_on_postgresql_and_mariadb_too(
+    make_service: MakeService, server: str, request: pytest.FixtureRequest
+) -> None:
+    database = request.getfixturevalue(server)
     tracker = Tracker()
     service = make_service(
-        [tick_kind("slow", tracker, pool_size=2), flaky_kind()], database_url=postgres_url
+        [tick_kind("slow", tracker, pool_size=2), flaky_kind()],
+        database_url=database.new_database(),
     )
     ids = [service.submit("slow", {"ticks": 2, "hold": True}) for _ in range(5)]
     flaky = service.submit("flaky", {"fail_times": 1})
     assert tracker.wait_for(lambda: tracker.running == 2)
+    stopped = ids[0] if tracker.ticks.get(ids[0]) else ids[1]
+    assert service.stop("slow", stopped) == Status.RUNNING
     tracker.gate.set()
+    assert service.wait("slow", stopped, 20) == Status.STOPPED
     for job_id in ids:
-        assert service.wait("slow", job_id, 20) == Status.FINISHED
+        if job_id != stopped:
+            assert service.wait("slow", job_id, 20) == Status.FINISHED
     assert service.wait("flaky", flaky, 20) == Status.FINISHED
     assert tracker.most_at_once == 2
+    assert tracker.ticks[stopped] == 1
     assert service.store.job("job", flaky)["attempts"] == 1
 
 

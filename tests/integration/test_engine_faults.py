@@ -94,7 +94,8 @@ def _queue_jobs(store: Store, pending: int, finished: int) -> None:
                     f"'{status}', 0, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
                 )
     with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.exec_driver_sql("ANALYZE img_scan_job")
+        analyze = "ANALYZE TABLE" if conn.dialect.name == "mysql" else "ANALYZE"
+        conn.exec_driver_sql(f"{analyze} img_scan_job")
 
 
 def test_concurrent_claims_on_an_analyzed_table_never_take_more_than_they_ask_for(

@@ -15,7 +15,8 @@ HERE = Path(__file__).parent
 
 
 def start_engine(tmp_path: Path, url: str, gate: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)])}
+    paths = [str(HERE.parent), str(HERE), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
     process = subprocess.Popen(
         [
             sys.executable,
@@ -35,8 +36,10 @@ def start_engine(tmp_path: Path, url: str, gate: Path) -> subprocess.Popen[str]:
     return process
 
 
-def test_jobs_of_a_process_killed_mid_job_finish_after_restart(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/jobs.db"
+def test_jobs_of_a_process_killed_mid_job_finish_after_restart(
+    tmp_path: Path, database_url: str
+) -> None:
+    url = database_url
     gate = tmp_path / "gate"
     store = Store(url)
     store.create_all()

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from waiting import wait_until
 
+from model.db._mysql import MysqlWriter
 from model.db._writer import (
     OWN_TRANSACTIONS_MAX,
     PendingWrite,
@@ -62,8 +63,8 @@ def names(writer: Writer) -> list[str]:
 def test_open_writer_picks_the_writer_of_the_urls_dialect(
     writer: Writer, database_url: str
 ) -> None:
-    expected = SqliteWriter if database_url.startswith("sqlite") else PostgresWriter
-    assert type(writer) is expected
+    expected = {"sqlite": SqliteWriter, "postgresql": PostgresWriter, "mysql": MysqlWriter}
+    assert type(writer) is expected[database_url.split(":", 1)[0].split("+", 1)[0]]
 
 
 def test_a_write_returns_what_it_returns_and_is_committed(writer: Writer) -> None:
@@ -73,7 +74,7 @@ def test_a_write_returns_what_it_returns_and_is_committed(writer: Writer) -> Non
 
 def test_an_atomic_write_that_fails_leaves_nothing_behind(writer: Writer) -> None:
     writer.apply(insert(writer, "a"))
-    with pytest.raises(Exception, match=r"(?i)unique"):
+    with pytest.raises(Exception, match=r"(?i)unique|duplicate entry"):
         writer.apply(insert(writer, "b", "a"), atomic=True)
     assert names(writer) == ["a"]
     assert writer.apply(insert(writer, "c")) == 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mysql
 
 revision = "0002"
 down_revision = "0001"
@@ -25,7 +26,9 @@ _RUNNING = sa.text("status = 'running'")
 
 
 def _time(name: str, nullable: bool = False) -> sa.Column[object]:
-    return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable)
+    # MySQL's DATETIME keeps whole seconds unless given microseconds.
+    kind = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+    return sa.Column(name, kind, nullable=nullable)
 
 
 def upgrade() -> None:
