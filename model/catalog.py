@@ -11,7 +11,9 @@ changes these rows through :class:`Catalog`, so the same rules hold everywhere:
   its row, marked ``deleted``, for its jobs' history;
 - a policy names a project and a target that exist (:class:`~model.errors.NotFound`
   with ``field`` ``project_id`` or ``target_id``);
-- a target's password is stored encrypted;
+- a target's password is stored encrypted; its URL and its encrypted password fit
+  Harbor 1.4's columns (:data:`MAX_TARGET_URL_CHARS`, :data:`MAX_TARGET_PASSWORD_BYTES`,
+  :class:`~model.errors.InvalidRequest` naming ``url`` or ``password``);
 - a policy's triggers (a schedule, on push, on deletion) and scan schedules are
   checked (:mod:`model.schedules`) and go with the policy when it is deleted.
 """
@@ -36,11 +38,26 @@ from model.db.tables import (
     Schedule,
     utcnow,
 )
-from model.errors import JobServiceError, NotFound
+from model.errors import InvalidRequest, JobServiceError, NotFound
 from model.schedules import check_pattern, parse
 from model.status import ACTIVE
 
-__all__ = ["KEEP", "Catalog", "InUse", "Keep", "NameTaken", "Triggers"]
+__all__ = [
+    "KEEP",
+    "MAX_TARGET_PASSWORD_BYTES",
+    "MAX_TARGET_URL_CHARS",
+    "Catalog",
+    "InUse",
+    "Keep",
+    "NameTaken",
+    "Triggers",
+]
+
+#: Characters of a target's URL: Harbor 1.4's ``replication_target.url`` column.
+MAX_TARGET_URL_CHARS = 64
+#: Bytes of a target's password whose ``<enc-v2>`` (or ``<enc-v1>``) form fits Harbor 1.4's
+#: 128-character ``replication_target.password`` column.
+MAX_TARGET_PASSWORD_BYTES = 62
 
 _Row = TypeVar("_Row", bound=SQLModel)
 
@@ -55,6 +72,13 @@ class Keep(enum.Enum):
 
 
 KEEP = Keep.KEEP
+
+
+def _check_url(url: str) -> None:
+    if len(url) > MAX_TARGET_URL_CHARS:
+        raise InvalidRequest(
+            "url", f"must be at most {MAX_TARGET_URL_CHARS} characters (Harbor 1.4's column)"
+        )
 
 
 class NameTaken(JobServiceError):
@@ -139,7 +163,8 @@ class Catalog:
         self, name: str, url: str, username: str, password: str, insecure: bool
     ) -> ReplicationTarget:
         """Adds a target (``password`` in plain text, stored encrypted; empty: none);
-        raises :class:`NameTaken`."""
+        raises :class:`NameTaken`, :class:`~model.errors.InvalidRequest`."""
+        _check_url(url)
         row = ReplicationTarget(
             name=name,
             url=url,
@@ -153,7 +178,9 @@ class Catalog:
         self, ident: int, password: str | None = None, **values: Any
     ) -> ReplicationTarget:
         """Sets ``values`` on a target, and its ``password`` (plain text) unless None;
-        raises :class:`NotFound`, :class:`NameTaken`."""
+        raises :class:`NotFound`, :class:`NameTaken`, :class:`~model.errors.InvalidRequest`."""
+        if "url" in values:
+            _check_url(values["url"])
         if password is not None:
             values["password"] = self._encrypt(password)
         return self._update(ReplicationTarget, ident, "target", values)
@@ -168,6 +195,12 @@ class Catalog:
         self.store.delete(ReplicationTarget, ident)
 
     def _encrypt(self, password: str) -> str:
+        if len(password.encode("utf-8", "surrogatepass")) > MAX_TARGET_PASSWORD_BYTES:
+            raise InvalidRequest(
+                "password",
+                f"must be at most {MAX_TARGET_PASSWORD_BYTES} bytes (its encrypted form "
+                "fills Harbor 1.4's 128-character column)",
+            )
         return self.box.encrypt(password) if password else ""
 
     # -- policies ----------------------------------------------------------------------

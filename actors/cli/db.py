@@ -24,13 +24,15 @@ def db_upgrade(
 
     database_url = settings(config).database_url
     try:
+        found = migrations.found(database_url)
         before, after = migrations.upgrade(database_url, revision)
     except ConfigError as exc:
         fail(str(exc))
     if before == after:
         console.print(f"the database is at revision {after}: nothing to do")
     else:
-        console.print(f"the database is now at revision {after} (was {before or 'empty'})")
+        was = before or ("empty" if not found.tables else found.describe())
+        console.print(f"the database is now at revision {after} (was {was})")
 
 
 @db_app.command("status")
@@ -40,10 +42,11 @@ def db_status(config: ConfigOpt = None) -> None:
 
     database_url = settings(config).database_url
     try:
-        current = migrations.current(database_url)
+        found = migrations.found(database_url)
     except ConfigError as exc:
         fail(str(exc))
     head = migrations.head()
-    console.print(f"database revision: {current or 'none'}; this version needs: {head}")
-    if current != head:
+    console.print(f"database: {found.describe()}")
+    console.print(f"database revision: {found.revision or 'none'}; this version needs: {head}")
+    if found.revision != head or found.legacy:
         fail("the database is behind: run `jobservice db upgrade`")

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 
+from model.catalog import MAX_TARGET_PASSWORD_BYTES, MAX_TARGET_URL_CHARS
 from model.operation import Operation
 
 __all__ = [
@@ -51,8 +52,9 @@ __all__ = [
 
 #: The largest id a table holds (PostgreSQL's ``integer``).
 MAX_ID = 2**31 - 1
-#: Bytes a target password may have (its ciphertext must fit the 4096-character column).
-MAX_PASSWORD_BYTES = 2048
+#: Bytes a target password may have: its ciphertext (``<enc-v2>`` or ``<enc-v1>``) must
+#: fit Harbor 1.4's 128-character column.
+MAX_PASSWORD_BYTES = MAX_TARGET_PASSWORD_BYTES
 
 # The distribution spec's grammar (as model.names), for the OpenAPI document.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -127,12 +129,16 @@ def _check_password(value: SecretStr) -> SecretStr:
 
 def _checked_url(value: object) -> object:
     # Before the pattern, so that a refusal says what is wrong in words.
-    return check_target_url(value) if isinstance(value, str) and len(value) <= 2048 else value
+    return (
+        check_target_url(value)
+        if isinstance(value, str) and len(value) <= MAX_TARGET_URL_CHARS
+        else value
+    )
 
 
 TargetUrl = Annotated[
     str,
-    Field(min_length=1, max_length=2048, pattern=TARGET_URL_PATTERN),
+    Field(min_length=1, max_length=MAX_TARGET_URL_CHARS, pattern=TARGET_URL_PATTERN),
     BeforeValidator(_checked_url),
 ]
 Password = Annotated[

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -17,6 +18,8 @@ from model.operation import Operation
 
 __all__ = [
     "JOB_TABLES",
+    "TIME",
+    "UNBOUNDED_TEXT",
     "GenericJob",
     "ImgScanJob",
     "ImgScanOverview",
@@ -34,6 +37,38 @@ __all__ = [
 ]
 
 
+class UtcTime(TypeDecorator[datetime]):
+    """A time column, read and written as timezone-aware UTC: ``TIMESTAMP WITH TIME ZONE``
+    on PostgreSQL, SQLite's text; on MySQL ``DATETIME(6)`` holding UTC (its plain
+    ``DATETIME`` keeps whole seconds, and due times would compare and order wrongly).
+    A naive value (a row Harbor wrote) is UTC."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(sa.DateTime(timezone=True))
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        utc = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return utc.replace(tzinfo=None) if dialect.name in ("mysql", "mariadb") else utc
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+TIME = UtcTime()
+#: Text of any length: ``VARCHAR`` without a length on SQLite and PostgreSQL, ``TEXT``
+#: on MySQL, whose ``VARCHAR`` needs a length.
+UNBOUNDED_TEXT = sa.String().with_variant(mysql.TEXT(), "mysql", "mariadb")
+
+
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(UTC)
@@ -42,7 +77,7 @@ def utcnow() -> datetime:
 class CommaList(TypeDecorator[list[str]]):
     """A list of strings stored as the original's comma-separated text column."""
 
-    impl = sa.Text
+    impl = sa.String(16384).with_variant(mysql.TEXT(), "mysql", "mariadb")
     cache_ok = True
 
     def process_bind_param(self, value: list[str] | None, dialect: sa.Dialect) -> str:
@@ -80,52 +115,73 @@ def _running_index(name: str) -> sa.Index:
 
 
 def _created() -> Any:
-    return Field(default_factory=utcnow, nullable=False)
+    return Field(default_factory=utcnow, nullable=False, sa_type=TIME)
 
 
 class Project(SQLModel, table=True):
-    """A project of the registry; repositories are named ``<project>/<name>``."""
+    """A project of the registry; repositories are named ``<project>/<name>``.
+
+    Harbor 1.4's ``project`` table: its key column is ``project_id`` (``id`` here),
+    ``owner_id`` names a Harbor user (1, Harbor's admin, for the projects made here).
+    Harbor keeps a project's public flag in ``project_metadata``; ``public`` and
+    ``auto_scan`` here are this service's own columns."""
 
     __tablename__ = "project"
 
-    id: int | None = Field(default=None, primary_key=True, alias="project_id")
+    id: int | None = Field(
+        default=None, sa_column=sa.Column("project_id", sa.Integer, primary_key=True)
+    )
+    owner_id: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
     name: str = Field(unique=True, max_length=255)
-    public: bool = False
+    creation_time: datetime = _created()
+    update_time: datetime = _created()
+    deleted: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    #: *added*: the project is public (Harbor keeps it in ``project_metadata``).
+    public: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     #: *added*: scan every image pushed to the project (Harbor keeps it in
     #: ``project_metadata`` as ``automatically_scan_images_on_push``).
     auto_scan: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
 
 
 class ReplicationTarget(SQLModel, table=True):
-    """A registry replication copies to. ``password`` holds the encrypted secret."""
+    """A registry replication copies to. ``password`` holds the encrypted secret
+    (``<enc-v2>``, or Harbor's ``<enc-v1>``); Harbor's column holds 128 characters."""
 
     __tablename__ = "replication_target"
 
     id: int | None = Field(default=None, primary_key=True)
-    name: str = Field(unique=True, max_length=64)
-    url: str = Field(max_length=2048)
-    username: str = Field(default="", max_length=255)
-    password: str = Field(default="", max_length=4096)
-    insecure: bool = False
+    name: str = Field(unique=True, max_length=64, nullable=True)
+    url: str = Field(max_length=64, nullable=True)
+    username: str = Field(default="", max_length=255, nullable=True)
+    password: str = Field(default="", max_length=128, nullable=True)
+    #: Harbor's kind of target: 0 a Harbor instance, 1 a plain registry.
+    target_type: int = Field(
+        default=0, sa_type=sa.SmallInteger, sa_column_kwargs={"server_default": "0"}
+    )
+    insecure: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     creation_time: datetime = _created()
     update_time: datetime = _created()
 
 
 class ReplicationPolicy(SQLModel, table=True):
-    """Which project replicates to which target."""
+    """Which project replicates to which target. ``cron_str``, ``filters`` and
+    ``start_time`` are Harbor's own (its UI schedules policies through them)."""
 
     __tablename__ = "replication_policy"
 
     id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=256, nullable=True)
     project_id: int = Field(index=True)
     target_id: int = Field(index=True)
-    name: str = Field(max_length=256)
-    description: str = ""
-    enabled: bool = True
-    replicate_deletion: bool = False
+    enabled: bool = Field(default=True, sa_column_kwargs={"server_default": sa.true()})
+    description: str = Field(default="", sa_type=sa.Text, nullable=True)
+    deleted: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    cron_str: str | None = Field(default=None, max_length=256)
+    filters: str | None = Field(default=None, max_length=1024)
+    replicate_deletion: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    start_time: datetime | None = Field(default=None, sa_type=TIME)
     creation_time: datetime = _created()
     update_time: datetime = _created()
-    deleted: bool = False
 
 
 class ReplicationImmediateTrigger(SQLModel, table=True):
@@ -137,8 +193,8 @@ class ReplicationImmediateTrigger(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     policy_id: int = Field(index=True)
     namespace: str = Field(max_length=256)
-    on_push: bool = False
-    on_deletion: bool = False
+    on_push: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    on_deletion: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     creation_time: datetime = _created()
     update_time: datetime = _created()
 
@@ -162,8 +218,8 @@ class Schedule(SQLModel, table=True):
     cron: str = Field(max_length=256)
     timezone: str = Field(default="UTC", max_length=64)
     enabled: bool = True
-    next_fire_at: datetime | None = Field(default=None, index=True)
-    last_fired_at: datetime | None = None
+    next_fire_at: datetime | None = Field(default=None, index=True, sa_type=TIME)
+    last_fired_at: datetime | None = Field(default=None, sa_type=TIME)
     creation_time: datetime = _created()
     update_time: datetime = _created()
 
@@ -182,10 +238,10 @@ class _JobColumns(SQLModel):
     status: str = Field(default="pending", max_length=64)
     #: *added*: how many times the job entered ``retrying``; bounds the retries
     #: (``max_retries``) and sizes the exponential backoff. The original retried forever.
-    attempts: int = 0
+    attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     #: *added*: when a ``retrying`` job is due again. Kept in the row so the due time
     #: survives a restart and no thread or timer waits per job.
-    next_attempt_at: datetime | None = None
+    next_attempt_at: datetime | None = Field(default=None, sa_type=TIME)
     creation_time: datetime = _created()
     update_time: datetime = _created()
     #: *added*: the node (:class:`Node`) that claimed the job last. Only that node may
@@ -201,15 +257,18 @@ class ReplicationJob(_JobColumns, table=True):
 
     __tablename__ = "replication_job"
     __table_args__ = (
+        sa.Index("policy", "policy_id"),
+        sa.Index("poid_uptime", "policy_id", "update_time"),
         _claim_index("replication_job_claim", "id"),
         _running_index("replication_job_running"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
     repository: str = Field(max_length=256)
-    policy_id: int = Field(index=True)
+    policy_id: int
     operation: str = Field(default=Operation.TRANSFER, max_length=64)
-    tags: list[str] = Field(default_factory=list, sa_type=CommaList)
+    #: Comma-separated; NULL (Harbor's zero value) is every tag.
+    tags: list[str] = Field(default_factory=list, sa_type=CommaList, nullable=True)
 
 
 class ImgScanJob(_JobColumns, table=True):
@@ -224,7 +283,7 @@ class ImgScanJob(_JobColumns, table=True):
     id: int | None = Field(default=None, primary_key=True)
     repository: str = Field(max_length=256)
     tag: str = Field(max_length=128)
-    digest: str = Field(default="", max_length=128)
+    digest: str = Field(default="", max_length=128, nullable=True)
 
 
 class ImgScanOverview(SQLModel, table=True):
@@ -235,9 +294,9 @@ class ImgScanOverview(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     image_digest: str = Field(unique=True, max_length=128)
     scan_job_id: int
-    severity: int = 0
-    components_overview: str = ""
-    details_key: str = ""
+    severity: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    components_overview: str = Field(default="", max_length=2048, nullable=True)
+    details_key: str = Field(default="", max_length=128, nullable=True)
     creation_time: datetime = _created()
     update_time: datetime = _created()
 
@@ -255,8 +314,8 @@ class ScanFinding(SQLModel, table=True):
     version: str = Field(max_length=256)
     fixed_version: str = Field(default="", max_length=256)
     severity: int = 2
-    description: str = ""
-    link: str = ""
+    description: str = Field(default="", sa_type=UNBOUNDED_TEXT)
+    link: str = Field(default="", sa_type=UNBOUNDED_TEXT)
 
 
 class GenericJob(_JobColumns, table=True):
@@ -299,7 +358,7 @@ class Node(SQLModel, table=True):
     #: Per kind: ``{"size": n, "busy": n}`` at the last beat.
     pools: dict[str, Any] = Field(default_factory=dict, sa_type=JSONText)
     #: When the node stopped or was found gone, and (gone) which node found it.
-    ended: datetime | None = None
+    ended: datetime | None = Field(default=None, sa_type=TIME)
     ended_by: str = Field(default="", max_length=255)
 
 

@@ -7,10 +7,17 @@ from collections.abc import Iterator
 
 import pytest
 
-from model.catalog import Catalog, InUse, NameTaken
+from model.catalog import (
+    MAX_TARGET_PASSWORD_BYTES,
+    MAX_TARGET_URL_CHARS,
+    Catalog,
+    InUse,
+    NameTaken,
+)
 from model.crypto import SecretBox
 from model.db import Store
-from model.errors import NotFound
+from model.db.tables import ReplicationTarget
+from model.errors import InvalidRequest, NotFound
 
 
 @pytest.fixture
@@ -58,3 +65,24 @@ def test_rows_a_policy_uses_are_in_use_and_a_missing_reference_names_its_field(
         catalog.policy(int(policy.id or 0))
     catalog.delete_target(int(target.id or 0))
     catalog.delete_project(int(project.id or 0))
+
+
+def test_a_target_url_or_password_beyond_harbors_columns_is_refused_naming_it(
+    catalog: Catalog,
+) -> None:
+    longest_url = "http://" + "r" * (MAX_TARGET_URL_CHARS - len("http://"))
+    longest_password = "p" * MAX_TARGET_PASSWORD_BYTES
+    target = catalog.add_target("dr", longest_url, "robot", longest_password, insecure=False)
+    assert len(target.password) <= 128
+    assert catalog.box.decrypt(catalog.store.get(ReplicationTarget, target.id).password) == (
+        longest_password
+    )
+    with pytest.raises(InvalidRequest, match="url: must be at most 64 characters"):
+        catalog.add_target("far", longest_url + "x", "", "", insecure=False)
+    with pytest.raises(InvalidRequest, match="password: must be at most 62 bytes"):
+        catalog.add_target("long", "http://dr:5000", "", longest_password + "p", insecure=False)
+    with pytest.raises(InvalidRequest, match="url"):
+        catalog.update_target(int(target.id or 0), url=longest_url + "x")
+    with pytest.raises(InvalidRequest, match="password"):
+        catalog.update_target(int(target.id or 0), password="é" * 32)
+    assert [t.name for t in catalog.store.list_rows(ReplicationTarget)] == ["dr"]

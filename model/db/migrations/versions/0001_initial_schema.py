@@ -7,20 +7,27 @@ Create Date: 2026-11-25
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mysql
 
 revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
 
+#: Text of any length (MySQL's VARCHAR needs a length: TEXT there).
+_ANY_TEXT = sa.String().with_variant(mysql.TEXT(), "mysql", "mariadb")
 #: The jobs a pool may claim: the claim indexes cover only these rows.
 _CLAIMABLE = sa.text("status IN ('pending', 'retrying')")
 
 
 def _time(name: str, nullable: bool = False) -> sa.Column[object]:
-    return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable)
+    # MySQL's DATETIME keeps whole seconds unless given microseconds.
+    kind = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+    return sa.Column(name, kind, nullable=nullable)
 
 
 def _job_columns() -> list[sa.Column[object]]:
@@ -34,17 +41,35 @@ def _job_columns() -> list[sa.Column[object]]:
 
 
 def _claim_index(name: str, table: str, columns: list[str]) -> None:
-    op.create_index(name, table, columns, sqlite_where=_CLAIMABLE, postgresql_where=_CLAIMABLE)
+    _index(name, table, columns, sqlite_where=_CLAIMABLE, postgresql_where=_CLAIMABLE)
+
+
+#: The tables this revision created (a table already there, as in an existing Harbor
+#: 1.4 database, is left as it is; revision 0004 adds this service's columns to it).
+_created: set[str] = set()
+
+
+def _create(name: str, *parts: sa.schema.SchemaItem) -> None:
+    if sa.inspect(op.get_bind()).has_table(name):
+        return
+    op.create_table(name, *parts)
+    _created.add(name)
+
+
+def _index(name: str, table: str, columns: list[str], **kw: Any) -> None:
+    if table in _created:
+        op.create_index(name, table, columns, **kw)
 
 
 def upgrade() -> None:
+    _created.clear()
     _catalog_tables()
     _job_tables()
     _scan_result_tables()
 
 
 def _catalog_tables() -> None:
-    op.create_table(
+    _create(
         "project",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(length=255), nullable=False),
@@ -52,7 +77,7 @@ def _catalog_tables() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("name"),
     )
-    op.create_table(
+    _create(
         "replication_target",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(length=64), nullable=False),
@@ -65,13 +90,13 @@ def _catalog_tables() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("name"),
     )
-    op.create_table(
+    _create(
         "replication_policy",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("project_id", sa.Integer(), nullable=False),
         sa.Column("target_id", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(length=256), nullable=False),
-        sa.Column("description", sa.String(), nullable=False),
+        sa.Column("description", _ANY_TEXT, nullable=False),
         sa.Column("enabled", sa.Boolean(), nullable=False),
         sa.Column("replicate_deletion", sa.Boolean(), nullable=False),
         _time("creation_time"),
@@ -79,12 +104,12 @@ def _catalog_tables() -> None:
         sa.Column("deleted", sa.Boolean(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
-    op.create_index("ix_replication_policy_project_id", "replication_policy", ["project_id"])
-    op.create_index("ix_replication_policy_target_id", "replication_policy", ["target_id"])
+    _index("ix_replication_policy_project_id", "replication_policy", ["project_id"])
+    _index("ix_replication_policy_target_id", "replication_policy", ["target_id"])
 
 
 def _job_tables() -> None:
-    op.create_table(
+    _create(
         "replication_job",
         *_job_columns(),
         sa.Column("id", sa.Integer(), nullable=False),
@@ -94,10 +119,10 @@ def _job_tables() -> None:
         sa.Column("tags", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
-    op.create_index("ix_replication_job_policy_id", "replication_job", ["policy_id"])
+    _index("ix_replication_job_policy_id", "replication_job", ["policy_id"])
     _claim_index("replication_job_claim", "replication_job", ["id"])
 
-    op.create_table(
+    _create(
         "img_scan_job",
         *_job_columns(),
         sa.Column("id", sa.Integer(), nullable=False),
@@ -107,7 +132,7 @@ def _job_tables() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     _claim_index("img_scan_job_claim", "img_scan_job", ["id"])
-    op.create_table(
+    _create(
         "job",
         *_job_columns(),
         sa.Column("id", sa.Integer(), nullable=False),
@@ -119,20 +144,20 @@ def _job_tables() -> None:
 
 
 def _scan_result_tables() -> None:
-    op.create_table(
+    _create(
         "img_scan_overview",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("image_digest", sa.String(length=128), nullable=False),
         sa.Column("scan_job_id", sa.Integer(), nullable=False),
         sa.Column("severity", sa.Integer(), nullable=False),
-        sa.Column("components_overview", sa.String(), nullable=False),
-        sa.Column("details_key", sa.String(), nullable=False),
+        sa.Column("components_overview", _ANY_TEXT, nullable=False),
+        sa.Column("details_key", _ANY_TEXT, nullable=False),
         _time("creation_time"),
         _time("update_time"),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("image_digest"),
     )
-    op.create_table(
+    _create(
         "img_scan_finding",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("image_digest", sa.String(length=128), nullable=False),
@@ -142,11 +167,11 @@ def _scan_result_tables() -> None:
         sa.Column("version", sa.String(length=256), nullable=False),
         sa.Column("fixed_version", sa.String(length=256), nullable=False),
         sa.Column("severity", sa.Integer(), nullable=False),
-        sa.Column("description", sa.String(), nullable=False),
-        sa.Column("link", sa.String(), nullable=False),
+        sa.Column("description", _ANY_TEXT, nullable=False),
+        sa.Column("link", _ANY_TEXT, nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
-    op.create_index("ix_img_scan_finding_image_digest", "img_scan_finding", ["image_digest"])
+    _index("ix_img_scan_finding_image_digest", "img_scan_finding", ["image_digest"])
 
 
 def downgrade() -> None:
