@@ -122,7 +122,7 @@ class JobService:
             store.close()
             raise ConfigError("database_url", f"cannot open the database: {exc}") from exc
         try:
-            box = SecretBox(service_key(settings.key_path, encrypted))
+            box = SecretBox(service_key(settings.key_path, encrypted), settings.password_format)
         except BaseException:
             store.close()
             raise

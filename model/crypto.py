@@ -3,7 +3,9 @@
 New values are ``<enc-v2>`` + base64(nonce ‖ AES-256-GCM ciphertext ‖ tag) under a key
 derived (HKDF-SHA256) from the key file. The original's ``<enc-v1>`` values
 (base64(iv ‖ AES-CFB ciphertext), the key file's bytes used as the AES key) and plain
-base64 values still decrypt, so an existing database keeps working.
+base64 values still decrypt, so an existing database keeps working; with the setting
+``password_format = "enc-v1"`` new values are ``<enc-v1>`` too, which a Harbor 1.4 UI
+sharing the database reads (it reads no other format).
 """
 
 from __future__ import annotations
@@ -23,12 +25,15 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from model.errors import ConfigError, DecryptionError
 
-__all__ = ["V1_PREFIX", "V2_PREFIX", "SecretBox", "load_key", "service_key"]
+__all__ = ["V1_PREFIX", "V2_PREFIX", "WRITE_FORMATS", "SecretBox", "load_key", "service_key"]
 
 V1_PREFIX = "<enc-v1>"
 V2_PREFIX = "<enc-v2>"
 _NONCE_BYTES = 12
 _AES_BLOCK_BYTES = 16
+#: The formats new values may be written in (the setting ``password_format``).
+WRITE_FORMATS = ("enc-v2", "enc-v1")
+_AES_KEY_BYTES = (16, 24, 32)
 
 
 def load_key(path: Path, *, create: bool = True) -> bytes:
@@ -74,15 +79,33 @@ def service_key(path: Path, encrypted: int) -> bytes:
 class SecretBox:
     """Encrypts and decrypts secrets with one key."""
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, write_format: str = "enc-v2") -> None:
+        if write_format not in WRITE_FORMATS:
+            raise ConfigError(
+                "password_format",
+                f"must be one of {', '.join(WRITE_FORMATS)}, not {write_format!r}",
+            )
+        if write_format == "enc-v1" and len(key) not in _AES_KEY_BYTES:
+            raise ConfigError(
+                "password_format",
+                "enc-v1 uses the key file's bytes as the AES key, as Harbor 1.4 does: the key "
+                f"file (key_path) must hold 16, 24 or 32 bytes, it holds {len(key)}",
+            )
         self._raw = key
+        self.write_format = write_format
         derived = HKDF(
             algorithm=hashes.SHA256(), length=32, salt=None, info=b"jobservice target password"
         ).derive(key)
         self._gcm = AESGCM(derived)
 
     def encrypt(self, plaintext: str) -> str:
-        """``<enc-v2>`` + base64(nonce ‖ ciphertext ‖ tag)."""
+        """``<enc-v2>`` + base64(nonce ‖ ciphertext ‖ tag); with ``write_format``
+        ``enc-v1``, Harbor 1.4's ``<enc-v1>`` + base64(iv ‖ AES-CFB ciphertext)."""
+        if self.write_format == "enc-v1":
+            iv = os.urandom(_AES_BLOCK_BYTES)
+            encryptor = Cipher(algorithms.AES(self._raw), CFB(iv)).encryptor()
+            body = encryptor.update(plaintext.encode()) + encryptor.finalize()
+            return V1_PREFIX + base64.b64encode(iv + body).decode()
         nonce = os.urandom(_NONCE_BYTES)
         sealed = self._gcm.encrypt(nonce, plaintext.encode(), None)
         return V2_PREFIX + base64.b64encode(nonce + sealed).decode()
@@ -110,7 +133,7 @@ class SecretBox:
             raise DecryptionError("stored password is base64 but not text") from None
 
     def _decrypt_v1(self, blob: bytes) -> str:
-        if len(self._raw) not in (16, 24, 32):
+        if len(self._raw) not in _AES_KEY_BYTES:
             raise DecryptionError(
                 "<enc-v1> passwords need a key of 16, 24 or 32 bytes; "
                 f"the key file has {len(self._raw)}"

@@ -41,8 +41,9 @@ class Settings(BaseSettings):
         env_prefix="JOBSERVICE_", extra="forbid", populate_by_name=True, frozen=True
     )
 
-    #: SQLAlchemy URL: ``sqlite:///path`` (default, a file in the working directory) or
-    #: ``postgresql+psycopg://user@host/db``.
+    #: SQLAlchemy URL: ``sqlite:///path`` (default, a file in the working directory),
+    #: ``postgresql+psycopg://user@host/db`` or ``mysql+pymysql://user@host/db`` (MySQL,
+    #: MariaDB: Harbor 1.4's own database, see README "Replacing Harbor 1.4's jobservice").
     database_url: str = "sqlite:///jobservice.db"
     #: Folder of the per-job log files.
     log_dir: Path = Field(
@@ -54,6 +55,11 @@ class Settings(BaseSettings):
         default=Path("jobservice.key"),
         validation_alias=AliasChoices("key_path", "JOBSERVICE_KEY_PATH", "KEY_PATH"),
     )
+    #: How new target passwords are written: ``enc-v2`` (AES-256-GCM, the default) or
+    #: ``enc-v1`` (Harbor 1.4's AES-CFB under the key file's bytes), for a database a
+    #: Harbor 1.4 UI shares (it reads ``<enc-v1>`` only); ``key_path`` is then Harbor's
+    #: secret key. Both are always read.
+    password_format: Literal["enc-v2", "enc-v1"] = "enc-v2"
     #: Workers of the replication pool.
     max_job_workers: int = Field(
         default=3,
@@ -148,8 +154,10 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:
-        if not value.startswith(("sqlite://", "postgresql")):
-            raise ValueError("must be a sqlite:// or postgresql+psycopg:// URL")
+        if not value.startswith(
+            ("sqlite://", "postgresql", "mysql+pymysql://", "mariadb+pymysql://")
+        ):
+            raise ValueError("must be a sqlite://, postgresql+psycopg:// or mysql+pymysql:// URL")
         return value
 
     @field_validator("registry_url")

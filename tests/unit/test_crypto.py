@@ -78,3 +78,33 @@ def test_an_empty_or_absent_key_file_names_the_setting(tmp_path: Path) -> None:
         load_key(tmp_path / "empty")
     with pytest.raises(ConfigError, match=r"key_path.*does not exist"):
         load_key(tmp_path / "absent", create=False)
+
+
+#: "Harbor12345" under KEY with the IV 00 01 … 0f, computed outside this code by
+#: ``openssl enc -aes-128-cfb -K <KEY in hex> -iv 000102030405060708090a0b0c0d0e0f``.
+OPENSSL_V1 = "<enc-v1>AAECAwQFBgcICQoLDA0OD+gY65KNzY8kyqGm"
+
+
+def test_a_value_another_aes_cfb_implementation_made_decrypts() -> None:
+    assert SecretBox(KEY).decrypt(OPENSSL_V1) == "Harbor12345"
+
+
+def test_with_the_enc_v1_format_new_values_are_harbors_and_decrypt_as_harbor_would() -> None:
+    box = SecretBox(KEY, "enc-v1")
+    first, second = box.encrypt("Harbor12345"), box.encrypt("Harbor12345")
+    assert first.startswith(V1_PREFIX) and first != second
+    # Harbor's ReversibleDecrypt: base64 after the prefix, the IV first, AES-CFB.
+    blob = base64.b64decode(first[len(V1_PREFIX) :])
+    decryptor = Cipher(algorithms.AES(KEY), CFB(blob[:16])).decryptor()
+    assert (decryptor.update(blob[16:]) + decryptor.finalize()).decode() == "Harbor12345"
+    # Both formats are still read, whatever the write format.
+    assert box.decrypt(SecretBox(KEY).encrypt("v2 value")) == "v2 value"
+    assert SecretBox(KEY).decrypt(first) == "Harbor12345"
+
+
+def test_the_enc_v1_format_refuses_a_key_aes_cannot_take_naming_the_setting() -> None:
+    with pytest.raises(ConfigError, match=r"password_format.*16, 24 or 32 bytes, it holds 10"):
+        SecretBox(b"0123456789", "enc-v1")
+    with pytest.raises(ConfigError, match=r"password_format.*enc-v2, enc-v1"):
+        SecretBox(KEY, "enc-v3")
+    assert SecretBox(b"0123456789").encrypt("x").startswith(V2_PREFIX)
