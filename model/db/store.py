@@ -12,27 +12,26 @@ on MySQL); rows and reads off the hot path go through SQLModel and SQLAlchemy Co
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, select
 
 from model.db._health import FILE_CHECK_INTERVAL_S
-from model.db._sql import ALLOWED_FROM, CLAIMABLE, dialect_of, statements_for
+from model.db._reads import JobReads
+from model.db._sql import ALLOWED_FROM, dialect_of, statements_for
 from model.db._writer import open_writer
 from model.db.nodes import CHANNEL, Nodes
 from model.db.tables import (
-    JOB_TABLES,
     ImgScanOverview,
     Project,
     ReplicationPolicy,
     ReplicationTarget,
     ScanFinding,
-    Schedule,
     utcnow,
 )
 from model.errors import ConfigError, NotFound, StatusConflict
@@ -43,11 +42,7 @@ __all__ = ["ALLOWED_FROM", "Store"]
 _T = TypeVar("_T", bound=SQLModel)
 
 
-def _table(name: str) -> sa.Table:
-    return JOB_TABLES[name].__table__  # type: ignore[attr-defined]
-
-
-class Store:
+class Store(JobReads):
     """Database access for one service, at the SQLAlchemy ``url`` (SQLite, PostgreSQL
     or MySQL/MariaDB). Safe to share between threads."""
 
@@ -68,11 +63,6 @@ class Store:
         self.nodes = Nodes(self._writer, self._sql.dialect)
 
     # -- plumbing ------------------------------------------------------------------
-
-    @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
-            yield conn
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -380,88 +370,6 @@ class Store:
 
         return self._writer.apply(stop)
 
-    # -- reads off the hot path (SQLAlchemy Core) ---------------------------------------
-
-    def job(self, table: str, job_id: int) -> dict[str, Any]:
-        """The row of one job; raises :class:`NotFound`."""
-        t = _table(table)
-        with self._read() as conn:
-            row = conn.execute(sa.select(t).where(t.c.id == job_id)).mappings().first()
-        if row is None:
-            raise NotFound(f"{table}", job_id)
-        return dict(row)
-
-    def job_ids(self, table: str, statuses: Iterable[str], **equal: Any) -> list[int]:
-        """Ids of the jobs in ``statuses`` whose columns equal ``equal``."""
-        t = _table(table)
-        query = sa.select(t.c.id).where(t.c.status.in_(list(statuses)))
-        for column, value in equal.items():
-            query = query.where(t.c[column] == value)
-        with self._read() as conn:
-            return [int(i) for i in conn.execute(query.order_by(t.c.id)).scalars()]
-
-    def earliest_retry(self, after: datetime) -> datetime | None:
-        """The earliest due time later than ``after`` of any ``retrying`` job, or None.
-
-        Jobs already due are left out: pools take them as soon as a worker is free."""
-        earliest: datetime | None = None
-        with self._read() as conn:
-            for name in JOB_TABLES:
-                t = _table(name)
-                value = conn.execute(
-                    sa.select(sa.func.min(t.c.next_attempt_at)).where(
-                        t.c.status == Status.RETRYING.value, t.c.next_attempt_at > after
-                    )
-                ).scalar()
-                if value is not None:
-                    value = _aware(value)
-                    if earliest is None or value < earliest:
-                        earliest = value
-        return earliest
-
-    def earliest_fire(self, after: datetime) -> datetime | None:
-        """The earliest next fire time later than ``after`` of an enabled schedule."""
-        t = Schedule.__table__  # type: ignore[attr-defined]
-        query = sa.select(sa.func.min(t.c.next_fire_at)).where(
-            t.c.enabled.is_(True), t.c.next_fire_at > after
-        )
-        with self._read() as conn:
-            value = conn.execute(query).scalar()
-        return None if value is None else _aware(value)
-
-    def queue_counts(self, table: str, kind: str | None = None) -> tuple[int, int]:
-        """(queued, delayed): jobs a worker could take now, and retrying jobs not yet due."""
-        t = _table(table)
-        now = utcnow()
-        queued = sa.func.sum(
-            sa.case(
-                (t.c.status == Status.PENDING.value, 1),
-                (sa.and_(t.c.status == Status.RETRYING.value, t.c.next_attempt_at <= now), 1),
-                else_=0,
-            )
-        )
-        delayed = sa.func.sum(
-            sa.case(
-                (sa.and_(t.c.status == Status.RETRYING.value, t.c.next_attempt_at > now), 1),
-                else_=0,
-            )
-        )
-        query = sa.select(queued, delayed).where(t.c.status.in_(CLAIMABLE))
-        if kind is not None:
-            query = query.where(t.c.kind == kind)
-        with self._read() as conn:
-            row = conn.execute(query).one()
-        return int(row[0] or 0), int(row[1] or 0)
-
-    def status_counts(self, table: str, kind: str | None = None) -> dict[str, int]:
-        """Number of jobs per status."""
-        t = _table(table)
-        query = sa.select(t.c.status, sa.func.count()).group_by(t.c.status)
-        if kind is not None:
-            query = query.where(t.c.kind == kind)
-        with self._read() as conn:
-            return {str(s): int(n) for s, n in conn.execute(query)}
-
     # -- scan results ----------------------------------------------------------------
 
     def save_scan_result(
@@ -566,7 +474,3 @@ def _from_columns(row: dict[str, Any]) -> dict[str, Any]:
         elif isinstance(value, datetime) and value.tzinfo is None:
             row[name] = value.replace(tzinfo=UTC)
     return row
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

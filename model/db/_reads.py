@@ -1,0 +1,120 @@
+"""Reads of the job tables off the engine's hot path, in SQLAlchemy Core: one job's row,
+ids by status, the next due retry or schedule, and counts (see :class:`JobReads`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from model.db._sql import CLAIMABLE
+from model.db.tables import JOB_TABLES, Schedule, utcnow
+from model.errors import NotFound
+from model.status import Status
+
+__all__ = ["JobReads", "job_table"]
+
+
+def job_table(name: str) -> sa.Table:
+    """The job table named ``name`` (a key of :data:`~model.db.tables.JOB_TABLES`)."""
+    return JOB_TABLES[name].__table__  # type: ignore[attr-defined]
+
+
+class JobReads:
+    """The reads of :class:`~model.db.store.Store` that the engine's hot path does not
+    make, each on a pooled connection of :attr:`engine`."""
+
+    engine: Engine
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+    def job(self, table: str, job_id: int) -> dict[str, Any]:
+        """The row of one job; raises :class:`NotFound`."""
+        t = job_table(table)
+        with self._read() as conn:
+            row = conn.execute(sa.select(t).where(t.c.id == job_id)).mappings().first()
+        if row is None:
+            raise NotFound(f"{table}", job_id)
+        return dict(row)
+
+    def job_ids(self, table: str, statuses: Iterable[str], **equal: Any) -> list[int]:
+        """Ids of the jobs in ``statuses`` whose columns equal ``equal``."""
+        t = job_table(table)
+        query = sa.select(t.c.id).where(t.c.status.in_(list(statuses)))
+        for column, value in equal.items():
+            query = query.where(t.c[column] == value)
+        with self._read() as conn:
+            return [int(i) for i in conn.execute(query.order_by(t.c.id)).scalars()]
+
+    def earliest_retry(self, after: datetime) -> datetime | None:
+        """The earliest due time later than ``after`` of any ``retrying`` job, or None.
+
+        Jobs already due are left out: pools take them as soon as a worker is free."""
+        earliest: datetime | None = None
+        with self._read() as conn:
+            for name in JOB_TABLES:
+                t = job_table(name)
+                value = conn.execute(
+                    sa.select(sa.func.min(t.c.next_attempt_at)).where(
+                        t.c.status == Status.RETRYING.value, t.c.next_attempt_at > after
+                    )
+                ).scalar()
+                if value is not None:
+                    value = _aware(value)
+                    if earliest is None or value < earliest:
+                        earliest = value
+        return earliest
+
+    def earliest_fire(self, after: datetime) -> datetime | None:
+        """The earliest next fire time later than ``after`` of an enabled schedule."""
+        t = Schedule.__table__  # type: ignore[attr-defined]
+        query = sa.select(sa.func.min(t.c.next_fire_at)).where(
+            t.c.enabled.is_(True), t.c.next_fire_at > after
+        )
+        with self._read() as conn:
+            value = conn.execute(query).scalar()
+        return None if value is None else _aware(value)
+
+    def queue_counts(self, table: str, kind: str | None = None) -> tuple[int, int]:
+        """(queued, delayed): jobs a worker could take now, and retrying jobs not yet due."""
+        t = job_table(table)
+        now = utcnow()
+        queued = sa.func.sum(
+            sa.case(
+                (t.c.status == Status.PENDING.value, 1),
+                (sa.and_(t.c.status == Status.RETRYING.value, t.c.next_attempt_at <= now), 1),
+                else_=0,
+            )
+        )
+        delayed = sa.func.sum(
+            sa.case(
+                (sa.and_(t.c.status == Status.RETRYING.value, t.c.next_attempt_at > now), 1),
+                else_=0,
+            )
+        )
+        query = sa.select(queued, delayed).where(t.c.status.in_(CLAIMABLE))
+        if kind is not None:
+            query = query.where(t.c.kind == kind)
+        with self._read() as conn:
+            row = conn.execute(query).one()
+        return int(row[0] or 0), int(row[1] or 0)
+
+    def status_counts(self, table: str, kind: str | None = None) -> dict[str, int]:
+        """Number of jobs per status."""
+        t = job_table(table)
+        query = sa.select(t.c.status, sa.func.count()).group_by(t.c.status)
+        if kind is not None:
+            query = query.where(t.c.kind == kind)
+        with self._read() as conn:
+            return {str(s): int(n) for s, n in conn.execute(query)}
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
