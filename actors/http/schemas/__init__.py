@@ -1,0 +1,123 @@
+"""The HTTP API's request and response bodies: strict pydantic models (no coercion, no
+unknown fields), whose limits are the database's, so that input the schema accepts
+never fails further down. A target's password is write-only: no output model has it.
+
+The bodies of the original's routes read as the original read them (Go's decoder, which
+Harbor 1.4's own client writes for): unknown fields ignored, and Go's zero values
+(``""``, ``null``) taken as left out. Their types stay strict, as Go's decoder was."""
+
+from __future__ import annotations
+
+from actors.http.schemas._fields import (
+    DIGEST_PATTERN,
+    MAX_ID,
+    MAX_PASSWORD_BYTES,
+    REPOSITORY_PATTERN,
+    TAG_PATTERN,
+    TARGET_URL_PATTERN,
+    Description,
+    Id,
+    Name,
+    Password,
+    PolicyName,
+    ProjectName,
+    Repository,
+    Tag,
+    TargetName,
+    TargetUrl,
+    Username,
+    check_target_url,
+)
+from actors.http.schemas.errors import (
+    ErrorBody,
+    FieldError,
+)
+from actors.http.schemas.jobs import (
+    Finding,
+    ImageScan,
+    JobIds,
+    JobOut,
+    JobStopped,
+    ReplicationAction,
+    ReplicationRequest,
+    ScanJobId,
+    ScanRequest,
+)
+from actors.http.schemas.resources import (
+    CronText,
+    PolicyIn,
+    PolicyOut,
+    PolicyUpdate,
+    ProjectIn,
+    ProjectOut,
+    ProjectUpdate,
+    ScanScheduleIn,
+    ScheduleOut,
+    TargetIn,
+    TargetOut,
+    TargetUpdate,
+    TimeZone,
+)
+from actors.http.schemas.service import (
+    Health,
+    NodeLoad,
+    NodeOut,
+    NodesOut,
+    NodeSummary,
+    PoolStatsOut,
+    PoolTotals,
+    StatsOut,
+)
+
+__all__ = [
+    "DIGEST_PATTERN",
+    "MAX_ID",
+    "MAX_PASSWORD_BYTES",
+    "REPOSITORY_PATTERN",
+    "TAG_PATTERN",
+    "TARGET_URL_PATTERN",
+    "CronText",
+    "Description",
+    "ErrorBody",
+    "FieldError",
+    "Finding",
+    "Health",
+    "Id",
+    "ImageScan",
+    "JobIds",
+    "JobOut",
+    "JobStopped",
+    "Name",
+    "NodeLoad",
+    "NodeOut",
+    "NodeSummary",
+    "NodesOut",
+    "Password",
+    "PolicyIn",
+    "PolicyName",
+    "PolicyOut",
+    "PolicyUpdate",
+    "PoolStatsOut",
+    "PoolTotals",
+    "ProjectIn",
+    "ProjectName",
+    "ProjectOut",
+    "ProjectUpdate",
+    "ReplicationAction",
+    "ReplicationRequest",
+    "Repository",
+    "ScanJobId",
+    "ScanRequest",
+    "ScanScheduleIn",
+    "ScheduleOut",
+    "StatsOut",
+    "Tag",
+    "TargetIn",
+    "TargetName",
+    "TargetOut",
+    "TargetUpdate",
+    "TargetUrl",
+    "TimeZone",
+    "Username",
+    "check_target_url",
+]
