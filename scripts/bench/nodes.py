@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -55,6 +54,8 @@ for extra in (ROOT, BENCH):
 import journal  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 from nodes_kinds import KIND  # noqa: E402
+from nodes_print import print_results  # noqa: E402
+from procfs import cpu_s, postgres_pids, postmaster_pid, thread_cpu, thread_names  # noqa: E402
 from servers import new_database, postgres_cluster  # noqa: E402
 
 from model.db import Store, migrations  # noqa: E402
@@ -71,67 +72,6 @@ START_TIMEOUT_S = 60.0
 WAIT_STEP_S = 0.1
 #: Seconds the jobs may take to end after the last submit (or the kill).
 DONE_TIMEOUT_S = 600.0
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` (all its threads); 0 once gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICKS
-
-
-def thread_cpu(pid: int) -> dict[int, float]:
-    """CPU seconds of each thread of ``pid`` (by thread id)."""
-    found = {}
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        found[int(task.name)] = (int(fields[11]) + int(fields[12])) / _TICKS
-    return found
-
-
-def thread_names(pid: int) -> dict[int, str]:
-    """Python's names of the threads of ``pid`` (``py-spy dump``, when on the PATH;
-    CPython leaves the kernel's thread names alone)."""
-    spy = shutil.which("py-spy")
-    if spy is None:
-        return {}
-    try:
-        out = subprocess.run(
-            [spy, "dump", "-p", str(pid)], capture_output=True, text=True, timeout=30
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    return {int(t): n for t, n in re.findall(r'Thread (\d+) \([^)]*\): "([^"]+)"', out.stdout)}
-
-
-def postgres_pids(postmaster: int | None) -> list[int]:
-    """The postmaster and every process it started (backends, writer, WAL writer…)."""
-    if postmaster is None:
-        return []
-    found = [postmaster]
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == postmaster:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def postmaster_pid(pg_dir: Path | None) -> int | None:
-    if pg_dir is None:
-        return None
-    try:
-        return int((pg_dir / "data" / "postmaster.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 class Node:
@@ -406,68 +346,6 @@ def _running_on(store: Store, ids: list[int], node_id: int | None) -> int:
                 {"s": Status.RUNNING.value, "n": node_id, "lo": min(ids), "hi": max(ids)},
             ).scalar_one()
         )
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
-    out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(out)
-
-
-def print_results(result: dict[str, Any]) -> None:
-    rows = []
-    for t in result["throughput"]:
-        ms = t["cpu_ms_per_job"]
-        rows.append(
-            [
-                str(t["nodes"]),
-                f"{t['jobs']:,}",
-                f"{t['jobs_per_s']:,.0f}",
-                f"{t['submits_per_s']:,.0f}",
-                f"{t['p50_ms']:,.0f}",
-                f"{t['p99_ms']:,.0f}",
-                " ".join(f"{n}:{c}" for n, c in t["per_node"].items()),
-                f"{ms['nodes']:.2f} / {ms['postgres']:.2f} / {ms['bench']:.2f}",
-                str(len(t["lost"])),
-                str(len(t["ran_twice"])),
-            ]
-        )
-    header = ["nodes", "jobs", "jobs/s", "submits/s", "p50 ms", "p99 ms", "ran per node"]
-    header += ["CPU ms/job nodes/pg/bench", "lost", "twice"]
-    print(_table(header, rows))
-    for t in result["throughput"]:
-        for name, threads in t["node_thread_cpu_s"].items():
-            busiest = ", ".join(f"{tid} {s:.2f}" for tid, s in list(threads.items())[:6])
-            print(f"  {t['nodes']} node(s), {name}, CPU s of its busiest threads: {busiest}")
-        if t["lost"] or t["ran_twice"]:
-            print(f"  LOSS OR DOUBLE RUN: lost {t['lost'][:20]}, ran twice {t['ran_twice'][:20]}")
-    kill = result.get("kill")
-    if kill:
-        print()
-        header = ["nodes", "jobs", "job ms", "in flight at kill", "running on killed"]
-        header += ["finished", "lost", "ran twice", "all done s after kill"]
-        print(
-            _table(
-                header,
-                [
-                    [
-                        str(kill["nodes"]),
-                        f"{kill['jobs']:,}",
-                        f"{kill['job_ms']:g}",
-                        str(kill["in_flight_at_kill"]),
-                        str(kill["running_on_killed_node"]),
-                        f"{kill['finished']:,}",
-                        str(len(kill["lost"])),
-                        str(len(kill["ran_twice"])),
-                        f"{kill['all_done_s_after_kill']:.2f}",
-                    ]
-                ],
-            )
-        )
-        if kill["lost"]:
-            print(f"  LOST: {kill['lost'][:20]}")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

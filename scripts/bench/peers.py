@@ -360,28 +360,37 @@ def _postmaster(folder: Path) -> int | None:
         return None
 
 
+def _servers(
+    stack: ExitStack, args: argparse.Namespace, work: Path
+) -> tuple[dict[str, str], list[int]]:
+    """The servers the system needs (Redis, PostgreSQL), started on ``stack``: their
+    URLs by name, and their process ids (for the CPU meter)."""
+    urls: dict[str, str] = {}
+    server_pids: list[int] = []
+    if args.system in _REDIS:
+        redis = stack.enter_context(redis_server(work / "redis"))
+        urls["redis"] = redis.url
+        server_pids.append(redis._process.pid)
+    if args.system in _POSTGRES:
+        pg_port, pg_dir = args.pg_port, args.pg_dir
+        if pg_port is None:
+            cluster = stack.enter_context(postgres_cluster())
+            pg_port, pg_dir = cluster.port, cluster.folder
+        urls["postgres"] = new_database(pg_port)
+        pid = _postmaster(Path(pg_dir)) if pg_dir else None
+        if pid is not None:
+            server_pids.append(pid)
+    return urls, server_pids
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(args.work).resolve() / f"{args.mode}-{args.system}-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     folder = work / "journal"
     folder.mkdir()
-    urls: dict[str, str] = {}
-    server_pids: list[int] = []
     with ExitStack() as stack:
-        if args.system in _REDIS:
-            redis = stack.enter_context(redis_server(work / "redis"))
-            urls["redis"] = redis.url
-            server_pids.append(redis._process.pid)
-        if args.system in _POSTGRES:
-            pg_port, pg_dir = args.pg_port, args.pg_dir
-            if pg_port is None:
-                cluster = stack.enter_context(postgres_cluster())
-                pg_port, pg_dir = cluster.port, cluster.folder
-            urls["postgres"] = new_database(pg_port)
-            pid = _postmaster(Path(pg_dir)) if pg_dir else None
-            if pid is not None:
-                server_pids.append(pid)
+        urls, server_pids = _servers(stack, args, work)
         env = dict(os.environ)
         env[journal.ENV] = str(folder)
         env["BENCH_REDIS_URL"] = urls.get("redis", "")

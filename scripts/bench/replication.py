@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from loguru import logger
 
@@ -193,6 +194,17 @@ def main() -> None:
     args = parser.parse_args()
     logger.remove()
 
+    with tempfile.TemporaryDirectory(prefix="bench-replication-") as tmp:
+        times, peak_rss, rss_idle = _measure(Path(tmp), args.rounds)
+    numbers = _summary(times, args.rounds, rss_idle, peak_rss)
+    _print(numbers)
+    if args.json:
+        args.json.write_text(json.dumps(numbers, indent=2))
+
+
+def _measure(root: Path, rounds: int) -> tuple[dict[str, list[float]], list[float], float]:
+    """Seconds of each way of copying, by round (the order alternating), the peak RSS
+    while ours copies the large image, by round, and the service's idle RSS."""
     times: dict[str, list[float]] = {
         "ours_image": [],
         "skopeo_copy_image": [],
@@ -201,85 +213,83 @@ def main() -> None:
         "skopeo_sync_repository": [],
     }
     peak_rss: list[float] = []
-    with tempfile.TemporaryDirectory(prefix="bench-replication-") as tmp:
-        root = Path(tmp)
-        with fresh_registry(root, "source") as source:
-            print("building and pushing images …", flush=True)
-            tags = build_images(root, source)
-            settings = Settings(
-                database_url=f"sqlite:///{root}/bench.db",
-                log_dir=root / "logs",
-                key_path=root / "key",
-                registry_url=source.url,
-            )
-            with JobService(settings) as service:
-                ours = Ours(service)
-                rss_idle = rss_mb()
-                runs: list[tuple[str, Callable[[RegistryServer], None]]] = [
-                    ("ours_image", lambda t: ours.replicate(t, BIG_REPO)),
-                    ("skopeo_copy_image", lambda t: skopeo_copy(source, t, BIG_REPO, ["v1"])),
-                    ("ours_repository", lambda t: ours.replicate(t, MANY_REPO)),
-                    ("skopeo_copy_repository", lambda t: skopeo_copy(source, t, MANY_REPO, tags)),
-                    ("skopeo_sync_repository", lambda t: skopeo_sync(source, t, MANY_REPO)),
-                ]
-                measured = 0
-                for round_no in range(args.rounds):
-                    # Alternate the order so that neither side always runs first.
-                    order = runs if round_no % 2 == 0 else list(reversed(runs))
-                    for name, run in order:
-                        measured += 1
-                        with fresh_registry(root, f"target-{measured}") as target:
-                            if name == "ours_image":
-                                with RssSampler() as sampler:
-                                    seconds = timed(lambda r=run, t=target: r(t))  # type: ignore[misc]
-                                peak_rss.append(sampler.peak_mb)
-                            else:
+    with fresh_registry(root, "source") as source:
+        print("building and pushing images …", flush=True)
+        tags = build_images(root, source)
+        settings = Settings(
+            database_url=f"sqlite:///{root}/bench.db",
+            log_dir=root / "logs",
+            key_path=root / "key",
+            registry_url=source.url,
+        )
+        with JobService(settings) as service:
+            ours = Ours(service)
+            rss_idle = rss_mb()
+            runs: list[tuple[str, Callable[[RegistryServer], None]]] = [
+                ("ours_image", lambda t: ours.replicate(t, BIG_REPO)),
+                ("skopeo_copy_image", lambda t: skopeo_copy(source, t, BIG_REPO, ["v1"])),
+                ("ours_repository", lambda t: ours.replicate(t, MANY_REPO)),
+                ("skopeo_copy_repository", lambda t: skopeo_copy(source, t, MANY_REPO, tags)),
+                ("skopeo_sync_repository", lambda t: skopeo_sync(source, t, MANY_REPO)),
+            ]
+            for round_no in range(rounds):
+                # Alternate the order so that neither side always runs first.
+                order = runs if round_no % 2 == 0 else list(reversed(runs))
+                for name, run in order:
+                    target_name = f"target-{round_no}-{name}"
+                    with fresh_registry(root, target_name) as target:
+                        if name == "ours_image":
+                            with RssSampler() as sampler:
                                 seconds = timed(lambda r=run, t=target: r(t))  # type: ignore[misc]
-                        times[name].append(seconds)
-                    print(
-                        f"round {round_no + 1}: "
-                        + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items())
-                        + f"; peak RSS {peak_rss[-1]:.1f} MB",
-                        flush=True,
-                    )
+                            peak_rss.append(sampler.peak_mb)
+                        else:
+                            seconds = timed(lambda r=run, t=target: r(t))  # type: ignore[misc]
+                    times[name].append(seconds)
+                print(
+                    f"round {round_no + 1}: "
+                    + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items())
+                    + f"; peak RSS {peak_rss[-1]:.1f} MB",
+                    flush=True,
+                )
+    return times, peak_rss, rss_idle
 
+
+def _summary(
+    times: dict[str, list[float]], rounds: int, rss_idle: float, peak_rss: list[float]
+) -> dict[str, Any]:
     med = {name: statistics.median(values) for name, values in times.items()}
-    ratio_image = med["ours_image"] / med["skopeo_copy_image"]
-    ratio_sync = med["ours_repository"] / med["skopeo_sync_repository"]
-    ratio_copy = med["ours_repository"] / med["skopeo_copy_repository"]
-    image_mb = sum(BIG_LAYERS_MIB)
+    return {
+        "rounds": rounds,
+        "seconds": times,
+        "median_s": med,
+        "ratio_image": med["ours_image"] / med["skopeo_copy_image"],
+        "ratio_repository_sync": med["ours_repository"] / med["skopeo_sync_repository"],
+        "ratio_repository_copy": med["ours_repository"] / med["skopeo_copy_repository"],
+        "rss_idle_mb": rss_idle,
+        "rss_peak_mb_by_round": peak_rss,
+    }
+
+
+def _print(numbers: dict[str, Any]) -> None:
+    med, rounds, peak_rss = numbers["median_s"], numbers["rounds"], numbers["rss_peak_mb_by_round"]
     print()
-    print(f"single image ({image_mb} MiB, 3 layers), median of {args.rounds}:")
+    print(f"single image ({sum(BIG_LAYERS_MIB)} MiB, 3 layers), median of {rounds}:")
     print(f"  ours          {med['ours_image']:.3f} s")
     print(f"  skopeo copy   {med['skopeo_copy_image']:.3f} s")
-    print(f"  ratio ours/skopeo {ratio_image:.2f}  [goal <= 1.2]")
-    print(f"repository of {TAGS} tags sharing a {BASE_MIB} MiB base, median of {args.rounds}:")
+    print(f"  ratio ours/skopeo {numbers['ratio_image']:.2f}  [goal <= 1.2]")
+    print(f"repository of {TAGS} tags sharing a {BASE_MIB} MiB base, median of {rounds}:")
     print(f"  ours                 {med['ours_repository']:.3f} s")
     print(f"  skopeo sync          {med['skopeo_sync_repository']:.3f} s")
     print(f"  skopeo copy per tag  {med['skopeo_copy_repository']:.3f} s")
-    print(f"  ratio ours/skopeo sync {ratio_sync:.2f}  [goal <= 1.0]")
-    print(f"  ratio ours/skopeo copy {ratio_copy:.2f}")
-    print(f"RSS of the service process: idle {rss_idle:.1f} MB; peak while copying the")
-    print(f"  200 MB image: first round {peak_rss[0]:.1f} MB, highest {max(peak_rss):.1f} MB")
+    print(f"  ratio ours/skopeo sync {numbers['ratio_repository_sync']:.2f}  [goal <= 1.0]")
+    print(f"  ratio ours/skopeo copy {numbers['ratio_repository_copy']:.2f}")
+    print(f"RSS of the service process: idle {numbers['rss_idle_mb']:.1f} MB; peak while")
+    print(
+        f"  copying the 200 MB image: first round {peak_rss[0]:.1f} MB, "
+        f"highest {max(peak_rss):.1f} MB"
+    )
     print("  by round: " + ", ".join(f"{mb:.1f}" for mb in peak_rss) + " MB")
     print("  [goal < 150 MB]")
-
-    if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "rounds": args.rounds,
-                    "seconds": times,
-                    "median_s": med,
-                    "ratio_image": ratio_image,
-                    "ratio_repository_sync": ratio_sync,
-                    "ratio_repository_copy": ratio_copy,
-                    "rss_idle_mb": rss_idle,
-                    "rss_peak_mb_by_round": peak_rss,
-                },
-                indent=2,
-            )
-        )
 
 
 if __name__ == "__main__":

@@ -167,63 +167,80 @@ def main() -> None:
         print(json.dumps(scan_child(args)))
         return
 
-    from registries import Blob, ImageBuilder, RegistryServer, push_image
-
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     scan_cpu = cpus[-1] if len(cpus) > 1 else None
     with tempfile.TemporaryDirectory(prefix="scan-bench-") as tmp:
-        work = Path(tmp)
-        t0 = time.perf_counter()
-        build = [
-            sys.executable,
-            str(ROOT / "scripts" / "bench" / "scan_layers.py"),
-            "--build",
-            str(work / "layers"),
-            "--mb",
-            str(args.mb),
-            "--layers",
-            str(args.layers),
-        ]
-        (work / "layers").mkdir()
-        out = subprocess.run(build, check=True, stdout=subprocess.PIPE, text=True)
-        paths = [Path(p) for p in json.loads(out.stdout)]
-        builder = ImageBuilder(work / "images")
-        blobs = []
-        for path in paths:
-            digest = _file_digest(path)
-            target = builder.blob_dir / digest.split(":", 1)[1]
-            path.rename(target)
-            diff_id = _file_digest(target, gunzip=True)
-            blobs.append(Blob(target, digest, target.stat().st_size, diff_id))
-        image = builder.docker_image(blobs)
-        layer_bytes = sum(b.size for b in blobs)
-        _osv_db(work / "osv")
-        with RegistryServer(work / "registry") as registry:
-            if registry._process is not None and len(cpus) > 1:
-                _pin(registry._process.pid, cpus[0])
-            push_image(builder, image, registry.host, _REPOSITORY, _TAG)
-            built = time.perf_counter() - t0
-            print(
-                f"built and pushed {len(blobs)} layers, {layer_bytes / 1e6:.1f} MB "
-                f"(gzip), in {built:.1f} s"
-            )
-            cmd = [
-                sys.executable,
-                __file__,
-                "--scan-child",
-                "--registry",
-                registry.url,
-                "--db",
-                str(work / "osv"),
-                "--workdir",
-                str(work),
-            ]
-            if scan_cpu is not None:
-                cmd += ["--cpu", str(scan_cpu)]
-            out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
-        result = json.loads(out.stdout.strip().splitlines()[-1])
+        result, layers, layer_bytes = _build_push_and_scan(Path(tmp), args, cpus, scan_cpu)
     if result["status"] != "finished":
         raise SystemExit(f"scan ended {result['status']}: {result['log']}")
+    summary = _summary(result, layers, layer_bytes, scan_cpu)
+    _print(result, summary, scan_cpu)
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def _build_push_and_scan(
+    work: Path, args: argparse.Namespace, cpus: list[int], scan_cpu: int | None
+) -> tuple[dict[str, Any], int, int]:
+    """Builds the image's layers, pushes them to a registry of its own and scans the
+    image in a child process (on one core when there are two): the child's result,
+    the number of layers and their gzip bytes."""
+    from registries import Blob, ImageBuilder, RegistryServer, push_image
+
+    t0 = time.perf_counter()
+    build = [
+        sys.executable,
+        str(ROOT / "scripts" / "bench" / "scan_layers.py"),
+        "--build",
+        str(work / "layers"),
+        "--mb",
+        str(args.mb),
+        "--layers",
+        str(args.layers),
+    ]
+    (work / "layers").mkdir()
+    out = subprocess.run(build, check=True, stdout=subprocess.PIPE, text=True)
+    paths = [Path(p) for p in json.loads(out.stdout)]
+    builder = ImageBuilder(work / "images")
+    blobs = []
+    for path in paths:
+        digest = _file_digest(path)
+        target = builder.blob_dir / digest.split(":", 1)[1]
+        path.rename(target)
+        diff_id = _file_digest(target, gunzip=True)
+        blobs.append(Blob(target, digest, target.stat().st_size, diff_id))
+    image = builder.docker_image(blobs)
+    layer_bytes = sum(b.size for b in blobs)
+    _osv_db(work / "osv")
+    with RegistryServer(work / "registry") as registry:
+        if registry._process is not None and len(cpus) > 1:
+            _pin(registry._process.pid, cpus[0])
+        push_image(builder, image, registry.host, _REPOSITORY, _TAG)
+        built = time.perf_counter() - t0
+        print(
+            f"built and pushed {len(blobs)} layers, {layer_bytes / 1e6:.1f} MB "
+            f"(gzip), in {built:.1f} s"
+        )
+        cmd = [
+            sys.executable,
+            __file__,
+            "--scan-child",
+            "--registry",
+            registry.url,
+            "--db",
+            str(work / "osv"),
+            "--workdir",
+            str(work),
+        ]
+        if scan_cpu is not None:
+            cmd += ["--cpu", str(scan_cpu)]
+        out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1]), len(blobs), layer_bytes
+
+
+def _summary(
+    result: dict[str, Any], layers: int, layer_bytes: int, scan_cpu: int | None
+) -> dict[str, Any]:
     seconds, cpu = result["seconds"], result["cpu_seconds"]
     mb = layer_bytes / 1e6
     layer_seconds = None
@@ -231,8 +248,8 @@ def main() -> None:
         found = re.search(r"totals: \d+ layer\(s\), [\d.]+ MB in ([\d.]+) s", line)
         if found:
             layer_seconds = float(found.group(1))
-    summary = {
-        "layers": len(blobs),
+    return {
+        "layers": layers,
         "layer_mb": round(mb, 1),
         "seconds": round(seconds, 3),
         "cpu_seconds": round(cpu, 3),
@@ -247,6 +264,10 @@ def main() -> None:
         "components_overview": result["components_overview"],
         "findings": result["findings"],
     }
+
+
+def _print(result: dict[str, Any], summary: dict[str, Any], scan_cpu: int | None) -> None:
+    seconds, cpu, mb = summary["seconds"], summary["cpu_seconds"], summary["layer_mb"]
     print(
         f"scan: {seconds:.2f} s wall, {cpu:.2f} s CPU -> {mb / seconds:.0f} MB/s of layer data"
         f"{' on one core' if scan_cpu is not None else ''}; peak RSS "
@@ -259,8 +280,6 @@ def main() -> None:
     print("the job's log:")
     for line in result["log"]:
         print("  " + line)
-    if args.json:
-        args.json.write_text(json.dumps(summary, indent=2) + "\n")
 
 
 if __name__ == "__main__":

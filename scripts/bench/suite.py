@@ -183,8 +183,21 @@ def run_suite(plan: Plan, out: Path, quick: bool) -> dict[str, Any]:
     # tests/postgres.py makes its folder with tempfile: under TMPDIR, like every child.
     os.environ["TMPDIR"] = env["TMPDIR"]
     runner = Runner(out, env)
-    py = sys.executable
-    results: dict[str, Any] = {
+    results = _empty_results(plan, quick)
+    started = time.monotonic()
+    with postgres_cluster() as cluster:
+        for r in range(plan.runs):
+            print(f"round {r + 1} of {plan.runs}", flush=True)
+            _round(runner, plan, r, cluster, work, results)
+    _once(runner, plan, work, results)
+    results["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    results["seconds"] = round(time.monotonic() - started, 1)
+    shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+def _empty_results(plan: Plan, quick: bool) -> dict[str, Any]:
+    return {
         "quick": quick,
         "plan": plan.__dict__,
         "machine": machine(),
@@ -200,67 +213,70 @@ def run_suite(plan: Plan, out: Path, quick: bool) -> dict[str, Any]:
         "nodes": [],
         "load_samples": [],
     }
-    started = time.monotonic()
 
-    def sample_load() -> None:
-        results["load_samples"].append(round(os.getloadavg()[0], 2))
 
-    with postgres_cluster() as cluster:
-        common = ["--pg-port", str(cluster.port), "--pg-dir", str(cluster.folder)]
-        common += ["--work", str(work)]
-        peers = [py, str(BENCH / "peers.py")]
-        durable = ["--jobs", str(plan.durability_jobs), "--sleep", str(plan.durability_sleep_s)]
-        durable += ["--kill-after", str(plan.durability_kill_after)]
-        durable += ["--idle", str(plan.durability_idle_s)]
-        for r in range(plan.runs):
-            print(f"round {r + 1} of {plan.runs}", flush=True)
-            for system in _rotated(SYSTEMS, r):
-                command = [*peers, "throughput", "--system", system, "--jobs", str(plan.jobs)]
-                results["throughput"][system].append(
-                    runner.run(f"throughput-{system}-{r + 1}", [*command, *common])
-                )
-                sample_load()
-            for system in _rotated(SYSTEMS, r + 2):
-                command = [*peers, "paced", "--system", system, "--jobs", str(plan.paced_jobs)]
-                command += ["--rate", str(plan.paced_rate)]
-                results["paced"][system].append(
-                    runner.run(f"paced-{system}-{r + 1}", [*command, *common])
-                )
-                sample_load()
-            for system in _rotated(SYSTEMS, r + 1):
-                command = [*peers, "durability", "--system", system, *durable]
-                results["durability"][system].append(
-                    runner.run(f"durability-{system}-{r + 1}", [*command, *common])
-                )
-                sample_load()
-            command = [py, str(BENCH / "engine.py"), "--jobs", str(plan.jobs), "--queued", "0"]
-            results["retries"].append(
-                runner.run(f"engine-{r + 1}", [*command, "--retrying", str(plan.retrying)])
-            )
-            results["scan"].append(
-                runner.run(f"scan-{r + 1}", [py, str(BENCH / "scan.py"), *plan.scan_args])
-            )
-            command = [py, str(BENCH / "nodes.py"), "--jobs", str(plan.jobs)]
-            command += ["--kill-jobs", str(plan.durability_jobs)]
-            command += ["--pg-port", str(cluster.port), "--pg-dir", str(cluster.folder)]
-            results["nodes"].append(runner.run(f"nodes-{r + 1}", command))
-            sample_load()
-    # No peer to take turns with: one process, one 200 MB image, every run.
+def _sample_load(results: dict[str, Any]) -> None:
+    results["load_samples"].append(round(os.getloadavg()[0], 2))
+
+
+def _round(
+    runner: Runner, plan: Plan, r: int, cluster: Any, work: Path, results: dict[str, Any]
+) -> None:
+    """Round ``r``: every system's throughput, paced and durability runs (each in an
+    order rotated by round), then the engine, scan and nodes benchmarks."""
+    py = sys.executable
+    common = ["--pg-port", str(cluster.port), "--pg-dir", str(cluster.folder)]
+    common += ["--work", str(work)]
+    peers = [py, str(BENCH / "peers.py")]
+    durable = ["--jobs", str(plan.durability_jobs), "--sleep", str(plan.durability_sleep_s)]
+    durable += ["--kill-after", str(plan.durability_kill_after)]
+    durable += ["--idle", str(plan.durability_idle_s)]
+    for system in _rotated(SYSTEMS, r):
+        command = [*peers, "throughput", "--system", system, "--jobs", str(plan.jobs)]
+        results["throughput"][system].append(
+            runner.run(f"throughput-{system}-{r + 1}", [*command, *common])
+        )
+        _sample_load(results)
+    for system in _rotated(SYSTEMS, r + 2):
+        command = [*peers, "paced", "--system", system, "--jobs", str(plan.paced_jobs)]
+        command += ["--rate", str(plan.paced_rate)]
+        results["paced"][system].append(runner.run(f"paced-{system}-{r + 1}", [*command, *common]))
+        _sample_load(results)
+    for system in _rotated(SYSTEMS, r + 1):
+        command = [*peers, "durability", "--system", system, *durable]
+        results["durability"][system].append(
+            runner.run(f"durability-{system}-{r + 1}", [*command, *common])
+        )
+        _sample_load(results)
+    command = [py, str(BENCH / "engine.py"), "--jobs", str(plan.jobs), "--queued", "0"]
+    results["retries"].append(
+        runner.run(f"engine-{r + 1}", [*command, "--retrying", str(plan.retrying)])
+    )
+    results["scan"].append(
+        runner.run(f"scan-{r + 1}", [py, str(BENCH / "scan.py"), *plan.scan_args])
+    )
+    command = [py, str(BENCH / "nodes.py"), "--jobs", str(plan.jobs)]
+    command += ["--kill-jobs", str(plan.durability_jobs)]
+    command += ["--pg-port", str(cluster.port), "--pg-dir", str(cluster.folder)]
+    results["nodes"].append(runner.run(f"nodes-{r + 1}", command))
+    _sample_load(results)
+
+
+def _once(runner: Runner, plan: Plan, work: Path, results: dict[str, Any]) -> None:
+    """The benchmarks with no peer to take turns with: stop latency (one process, one
+    200 MB image, every run) and replication against skopeo."""
+    py = sys.executable
     print("stop latency", flush=True)
     command = [py, str(BENCH / "stop_latency.py"), "--stops", str(plan.stops)]
     results["stop"] = runner.run("stop", [*command, "--runs", str(plan.runs), "--work", str(work)])
-    sample_load()
+    _sample_load(results)
     if plan.replication_rounds:
         print("replication against skopeo", flush=True)
         results["replication"] = runner.run(
             "replication",
             [py, str(BENCH / "replication.py"), "--rounds", str(plan.replication_rounds)],
         )
-        sample_load()
-    results["load_after"] = [round(x, 2) for x in os.getloadavg()]
-    results["seconds"] = round(time.monotonic() - started, 1)
-    shutil.rmtree(work, ignore_errors=True)
-    return results
+        _sample_load(results)
 
 
 def main(argv: list[str] | None = None, write: Callable[..., None] = report.write) -> None:
