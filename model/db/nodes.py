@@ -202,47 +202,54 @@ class Nodes:
                 )
             }
             for table in JOB_TABLES:
-                kind = ", kind" if table == "job" else ""
-                orphaned = (
-                    "status = :running AND (node_id IS NULL OR node_id NOT IN "
-                    "(SELECT id FROM node WHERE state = :live))"
-                )
-                job_params = {**params, "pending": Status.PENDING.value, "running": "running"}
-                # MySQL has no UPDATE … RETURNING: the rows are locked as they are read
-                # (a second node taking over at once waits, then finds them pending),
-                # and the update changes exactly those.
-                lock = " FOR UPDATE" if self._dialect == "mysql" else ""
-                ran_on = {
-                    int(row[0]): (row[1], str(row[2]) if kind else None)
-                    for row in conn.execute(
-                        sa.text(f"SELECT id, node_id{kind} FROM {table} WHERE {orphaned}{lock}"),
-                        job_params,
-                    )
-                }
-                hand_back = (
-                    f"UPDATE {table} SET status = :pending, update_time = {self._now}, "
-                    f"node_id = :id WHERE {orphaned}"
-                )
-                handed_back: Iterable[int]
-                if not lock:
-                    handed_back = conn.execute(
-                        sa.text(f"{hand_back} RETURNING id"), job_params
-                    ).scalars()
-                elif ran_on:
-                    conn.execute(
-                        sa.text(f"{hand_back} AND id IN :ids").bindparams(
-                            sa.bindparam("ids", expanding=True)
-                        ),
-                        {**job_params, "ids": list(ran_on)},
-                    )
-                    handed_back = list(ran_on)
-                else:
-                    handed_back = []
-                for job_id in sorted(int(i) for i in handed_back):
-                    node_id, job_kind = ran_on.get(job_id, (None, None))
-                    was = None if node_id is None else names.get(int(node_id), f"#{node_id}")
-                    taken.append(TakenOver(table, job_id, job_kind, was))
+                taken += self._hand_back(conn, table, params, names)
             conn.execute(forget, params)
+        return taken
+
+    def _hand_back(
+        self, conn: sa.Connection, table: str, params: dict[str, Any], names: dict[int, str]
+    ) -> list[TakenOver]:
+        """Hands back as ``pending`` the running jobs of ``table`` whose node is not live
+        (or that no node claimed), claimed by ``params["id"]``; what it handed back."""
+        taken: list[TakenOver] = []
+        kind = ", kind" if table == "job" else ""
+        orphaned = (
+            "status = :running AND (node_id IS NULL OR node_id NOT IN "
+            "(SELECT id FROM node WHERE state = :live))"
+        )
+        job_params = {**params, "pending": Status.PENDING.value, "running": "running"}
+        # MySQL has no UPDATE … RETURNING: the rows are locked as they are read
+        # (a second node taking over at once waits, then finds them pending),
+        # and the update changes exactly those.
+        lock = " FOR UPDATE" if self._dialect == "mysql" else ""
+        ran_on = {
+            int(row[0]): (row[1], str(row[2]) if kind else None)
+            for row in conn.execute(
+                sa.text(f"SELECT id, node_id{kind} FROM {table} WHERE {orphaned}{lock}"),
+                job_params,
+            )
+        }
+        hand_back = (
+            f"UPDATE {table} SET status = :pending, update_time = {self._now}, "
+            f"node_id = :id WHERE {orphaned}"
+        )
+        handed_back: Iterable[int]
+        if not lock:
+            handed_back = conn.execute(sa.text(f"{hand_back} RETURNING id"), job_params).scalars()
+        elif ran_on:
+            conn.execute(
+                sa.text(f"{hand_back} AND id IN :ids").bindparams(
+                    sa.bindparam("ids", expanding=True)
+                ),
+                {**job_params, "ids": list(ran_on)},
+            )
+            handed_back = list(ran_on)
+        else:
+            handed_back = []
+        for job_id in sorted(int(i) for i in handed_back):
+            node_id, job_kind = ran_on.get(job_id, (None, None))
+            was = None if node_id is None else names.get(int(node_id), f"#{node_id}")
+            taken.append(TakenOver(table, job_id, job_kind, was))
         return taken
 
     # -- stops across nodes ------------------------------------------------------------
