@@ -4,6 +4,7 @@ of its own, the server ordering concurrent writers (see :class:`MysqlWriter`).""
 from __future__ import annotations
 
 import contextlib
+import re
 import select
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -14,8 +15,9 @@ import sqlalchemy as sa
 
 from model.db._health import FileWatch, mysql_writable
 from model.db._writer import Writer
+from model.errors import ConfigError
 
-__all__ = ["ISOLATION", "MysqlWriter"]
+__all__ = ["ISOLATION", "MINIMUM_MARIADB", "MINIMUM_MYSQL", "MysqlWriter", "unsupported"]
 
 _R = TypeVar("_R")
 
@@ -31,6 +33,11 @@ _LOCK_RETRIES = 3
 _LOCK_ERRORS = frozenset({1205, 1213})
 #: CR_SERVER_GONE_ERROR: the statement was not sent (the connection was closed).
 _NOT_SENT = 2006
+#: The oldest servers whose claims this writer runs: ``FOR UPDATE SKIP LOCKED`` came
+#: in MariaDB 10.6 and MySQL 8.0.1.
+MINIMUM_MARIADB = (10, 6, 0)
+MINIMUM_MYSQL = (8, 0, 1)
+_VERSION = re.compile(r"(\d+)\.(\d+)\.(\d+)")
 
 
 class MysqlWriter(Writer):
@@ -96,17 +103,13 @@ class MysqlWriter(Writer):
         return self._on_hot(read)
 
     def _on_hot(self, use: Callable[[Any], _R]) -> _R:
-        """Runs ``use(connection)`` on a connection of the hot pool. A connection the
-        server closed is replaced before use; one found closed as the statement was
-        sent (never seen by the server) empties the pool, whose connections all went
-        with the server, and ``use`` runs once more on a new connection."""
+        """Runs ``use(connection)`` on a connection of the hot pool (see
+        :meth:`_checkout`). One found closed as the statement was sent (never seen by
+        the server) empties the pool, whose connections all went with the server, and
+        ``use`` runs once more on a new connection."""
         for attempt in (1, 2):
-            conn = self._hot.raw_connection()
+            conn = self._checkout()
             try:
-                if not _alive(conn.driver_connection):
-                    conn.invalidate()
-                    self._hot.dispose()
-                    conn = self._hot.raw_connection()
                 return use(conn)
             except (pymysql.err.OperationalError, pymysql.err.InterfaceError) as exc:
                 if _code(exc) in _LOCK_ERRORS:
@@ -119,6 +122,19 @@ class MysqlWriter(Writer):
             finally:
                 conn.close()
         raise AssertionError("unreachable")
+
+    def _checkout(self) -> Any:
+        """A connection of the hot pool, open as far as can be seen without a round
+        trip. One the server closed (a restart) is dropped with the rest of the pool,
+        whose connections all went with the server, and a new one is made (which raises
+        the driver's error while the server is away)."""
+        conn = self._hot.raw_connection()
+        if _alive(conn.driver_connection):
+            return conn
+        conn.invalidate()
+        conn.close()
+        self._hot.dispose()
+        return self._hot.raw_connection()
 
     def check_writable(self, timeout_s: float) -> str | None:
         """A new connection answers, and neither the server nor its transactions are
@@ -200,7 +216,33 @@ def _code(exc: BaseException) -> int | None:
     return args[0] if args and isinstance(args[0], int) else None
 
 
+def unsupported(server_version: str) -> str | None:
+    """Why a server that reports ``server_version`` (``10.11.6-MariaDB-0+deb12u1``,
+    ``8.0.36``) cannot run this service, or None: its claims need ``FOR UPDATE SKIP
+    LOCKED``. A MariaDB that reports itself to old clients as ``5.5.5-<version>`` is
+    read as ``<version>``."""
+    text = server_version.removeprefix("5.5.5-")
+    mariadb = "mariadb" in text.lower()
+    found = _VERSION.match(text)
+    if found is None:
+        return f"cannot read the database server's version {server_version!r}"
+    version = tuple(int(part) for part in found.groups())
+    least = MINIMUM_MARIADB if mariadb else MINIMUM_MYSQL
+    if version >= least:
+        return None
+    name = "MariaDB" if mariadb else "MySQL"
+    wanted = ".".join(str(part) for part in least[: 2 if mariadb else 3])
+    return (
+        f"the database server is {name} {found.group(0)}; this jobservice needs {name} "
+        f"{wanted} or later (FOR UPDATE SKIP LOCKED)"
+    )
+
+
 def _mysql_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    reason = unsupported(dbapi_connection.get_server_info())
+    if reason is not None:
+        dbapi_connection.close()
+        raise ConfigError("database_url", reason)
     # Times are written as naive UTC: the server's clock (UTC_TIMESTAMP) and
     # CURRENT_TIMESTAMP read as UTC too, whatever the server's time zone.
     with dbapi_connection.cursor() as cursor:
