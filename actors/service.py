@@ -122,7 +122,8 @@ class JobService:
             store.close()
             raise ConfigError("database_url", f"cannot open the database: {exc}") from exc
         try:
-            box = SecretBox(service_key(settings.key_path, encrypted), settings.password_format)
+            fmt = settings.password_format
+            box = SecretBox(service_key(settings.key_path, encrypted, fmt), fmt)
         except BaseException:
             store.close()
             raise

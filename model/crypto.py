@@ -5,7 +5,10 @@ derived (HKDF-SHA256) from the key file. The original's ``<enc-v1>`` values
 (base64(iv ‖ AES-CFB ciphertext), the key file's bytes used as the AES key) and plain
 base64 values still decrypt, so an existing database keeps working; with the setting
 ``password_format = "enc-v1"`` new values are ``<enc-v1>`` too, which a Harbor 1.4 UI
-sharing the database reads (it reads no other format).
+sharing the database reads (it reads no other format): then the key file is Harbor's
+secret key, which Harbor's own code uses whole as the AES key, so it must exist (it is
+never created) and hold 16, 24 or 32 bytes. Neither the key nor a password ever appears
+in an error message.
 """
 
 from __future__ import annotations
@@ -60,18 +63,29 @@ def load_key(path: Path, *, create: bool = True) -> bytes:
     return key
 
 
-def service_key(path: Path, encrypted: int) -> bytes:
+def service_key(path: Path, encrypted: int, write_format: str = "enc-v2") -> bytes:
     """The key in ``path``; a new one is made only when no stored password needs the
-    old one (a new key would make every encrypted password unreadable)."""
+    old one (a new key would make every encrypted password unreadable), and never for
+    ``write_format`` ``enc-v1``, whose key is the secret key of the Harbor UI that
+    shares the database (a new one would write passwords that Harbor cannot read)."""
     try:
-        return load_key(path, create=encrypted == 0)
+        return load_key(path, create=encrypted == 0 and write_format != "enc-v1")
     except ConfigError:
-        if encrypted and not path.exists():
+        if path.exists():
+            raise
+        if encrypted:
             raise ConfigError(
                 "key_path",
                 f"the key file {path} does not exist, and the database holds {encrypted} "
                 "target passwords encrypted with it: restore the key file (or point "
                 "key_path at it); a new key could not decrypt them",
+            ) from None
+        if write_format == "enc-v1":
+            raise ConfigError(
+                "key_path",
+                f"the key file {path} does not exist: password_format enc-v1 writes target "
+                "passwords with Harbor's secret key, so key_path must name that file (the "
+                "host's /data/secretkey, /etc/ui/key in Harbor's containers); none is created",
             ) from None
         raise
 

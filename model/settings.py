@@ -55,10 +55,13 @@ class Settings(BaseSettings):
         default=Path("jobservice.key"),
         validation_alias=AliasChoices("key_path", "JOBSERVICE_KEY_PATH", "KEY_PATH"),
     )
-    #: How new target passwords are written: ``enc-v2`` (AES-256-GCM, the default) or
-    #: ``enc-v1`` (Harbor 1.4's AES-CFB under the key file's bytes), for a database a
-    #: Harbor 1.4 UI shares (it reads ``<enc-v1>`` only); ``key_path`` is then Harbor's
-    #: secret key. Both are always read.
+    #: How new and changed target passwords are written: ``enc-v2`` (AES-256-GCM under
+    #: a key derived from ``key_path``, the default) or ``enc-v1`` (Harbor 1.4's
+    #: ``ReversibleEncrypt``: AES-CFB with the key file's bytes as the AES key), for a
+    #: database a Harbor 1.4 UI shares (it reads ``<enc-v1>`` only). With ``enc-v1``,
+    #: ``key_path`` must name Harbor's secret key (the host's ``/data/secretkey``,
+    #: ``/etc/ui/key`` in its containers): the start fails if that file is missing (none
+    #: is created) or does not hold 16, 24 or 32 bytes. Both formats are always read.
     password_format: Literal["enc-v2", "enc-v1"] = "enc-v2"
     #: Workers of the replication pool.
     max_job_workers: int = Field(
