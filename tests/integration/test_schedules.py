@@ -157,15 +157,17 @@ def test_a_schedule_missed_during_a_downtime_fires_once_at_start(
     assert row.next_fire_at is not None and row.next_fire_at.replace(tzinfo=UTC) > utcnow()
 
 
-def test_a_slot_fires_on_exactly_one_of_two_nodes_on_postgresql(
+@pytest.mark.parametrize("server", ["postgres", "mariadb"])
+def test_a_slot_fires_on_exactly_one_of_two_nodes_on_postgresql_and_mariadb(
     make_service: MakeService,
     registry_pair: RegistryPair,
     source_with_two_repositories: str,
-    postgres_url: str,
+    server: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     settings = {
         "registry_url": source_with_two_repositories,
-        "database_url": postgres_url,
+        "database_url": request.getfixturevalue(server).new_database(),
         "poll_interval": 0.1,
     }
     a = make_service(**settings)
