@@ -57,7 +57,8 @@ def main() -> None:
         run = _replicate_through_faults(Path(tmp), args)
     _print(run, args)
     if args.json:
-        args.json.write_text(json.dumps({k: v for k, v in run.items() if k != "log"}, indent=2))
+        numbers = {k: v for k, v in run.items() if k not in ("job_id", "log")}  # printed only
+        args.json.write_text(json.dumps(numbers, indent=2))
     if run["status"] != Status.FINISHED.value or not run["digests_equal"]:
         raise SystemExit(1)
 

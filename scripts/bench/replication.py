@@ -283,11 +283,9 @@ def _print(numbers: dict[str, Any]) -> None:
     print(f"  skopeo copy per tag  {med['skopeo_copy_repository']:.3f} s")
     print(f"  ratio ours/skopeo sync {numbers['ratio_repository_sync']:.2f}  [goal <= 1.0]")
     print(f"  ratio ours/skopeo copy {numbers['ratio_repository_copy']:.2f}")
-    print(f"RSS of the service process: idle {numbers['rss_idle_mb']:.1f} MB; peak while")
-    print(
-        f"  copying the 200 MB image: first round {peak_rss[0]:.1f} MB, "
-        f"highest {max(peak_rss):.1f} MB"
-    )
+    idle = numbers["rss_idle_mb"]
+    print(f"RSS of the service process: idle {idle:.1f} MB; peak while copying the")
+    print(f"  200 MB image: first round {peak_rss[0]:.1f} MB, highest {max(peak_rss):.1f} MB")
     print("  by round: " + ", ".join(f"{mb:.1f}" for mb in peak_rss) + " MB")
     print("  [goal < 150 MB]")
 
