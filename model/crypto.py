@@ -51,15 +51,35 @@ def load_key(path: Path, *, create: bool = True) -> bytes:
     except FileNotFoundError:
         if not create:
             raise ConfigError("key_path", f"key file {path} does not exist") from None
-        key = secrets.token_hex(8).encode()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(key)
+        key = _create_key(path)
     except OSError as exc:
         raise ConfigError("key_path", f"cannot read key file {path}: {exc.strerror}") from None
     if not key:
         raise ConfigError("key_path", f"key file {path} is empty")
+    return key
+
+
+def _create_key(path: Path) -> bytes:
+    """Writes a new key to ``path`` whole or not at all: written to a file of its own,
+    then linked into place, so that several processes starting at once never read a
+    key file half written, and all end up with the one key that won."""
+    key = secrets.token_hex(8).encode()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(key)
+                out.flush()
+                os.fsync(out.fileno())
+            os.link(draft, path)
+        except FileExistsError:
+            key = path.read_bytes().strip()  # another process made it first: its key
+        finally:
+            draft.unlink(missing_ok=True)
+    except OSError as exc:
+        raise ConfigError("key_path", f"cannot write key file {path}: {exc.strerror}") from None
     return key
 
 

@@ -108,3 +108,19 @@ def test_the_enc_v1_format_refuses_a_key_aes_cannot_take_naming_the_setting() ->
     with pytest.raises(ConfigError, match=r"password_format.*enc-v2, enc-v1"):
         SecretBox(KEY, "enc-v3")
     assert SecretBox(b"0123456789").encrypt("x").startswith(V2_PREFIX)
+
+
+def test_processes_creating_the_key_file_at_once_all_read_the_one_key(tmp_path: Path) -> None:
+    import multiprocessing
+
+    path = tmp_path / "keys" / "key"
+    context = multiprocessing.get_context("fork")
+    with context.Pool(8) as pool:
+        keys = pool.map(_load_created, [str(path)] * 32)
+    assert len(set(keys)) == 1 and keys[0] == path.read_bytes()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sorted(p.name for p in path.parent.iterdir()) == ["key"]
+
+
+def _load_created(path: str) -> bytes:
+    return load_key(Path(path))
