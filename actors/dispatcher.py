@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from datetime import datetime
 from typing import Any
 
@@ -98,10 +99,13 @@ class Dispatcher(ServiceActor):
         self._cancel_timer()
         if self._scheduler is not None:
             self._scheduler.stop(block=False)
-        for ref in self.pools.values():
-            ref.stop(block=False)
-        for ref in self.pools.values():
-            ref.actor_stopped.wait(_POOL_STOP_TIMEOUT_S)
+        # A stop's future answers once the pool's on_stop is over (its last writes
+        # made); ``actor_stopped`` is set before on_stop begins.
+        stops = [ref.stop(block=False) for ref in self.pools.values()]
+        deadline = time.monotonic() + _POOL_STOP_TIMEOUT_S
+        for stop in stops:
+            with contextlib.suppress(pykka.Timeout):
+                stop.get(timeout=max(deadline - time.monotonic(), 0.0))
 
     def on_receive(self, message: Any) -> Any:
         """Runs in the dispatcher's thread."""

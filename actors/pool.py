@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from typing import Any
 
 import pykka
@@ -64,6 +65,8 @@ class WorkerPool(ServiceActor):
         self.on_job_end = runtime.on_job_end
         self.workers: dict[int, pykka.ActorRef[Any]] = {}
         self.interrupts: dict[int, Interrupt] = {}
+        #: Set by each slot's worker as its thread's last act (see Worker).
+        self.ended: dict[int, threading.Event] = {}
         self.idle: list[int] = []
         self.running: dict[int, int] = {}  # job id -> slot
         self.draining = False
@@ -93,8 +96,10 @@ class WorkerPool(ServiceActor):
             self._timer.cancel()
         for ref in self.workers.values():
             ref.stop(block=False)
-        for ref in self.workers.values():
-            ref.actor_stopped.wait(_WORKER_STOP_TIMEOUT_S)
+        deadline = time.monotonic() + _WORKER_STOP_TIMEOUT_S
+        for slot in self.workers:
+            self.ended[slot].wait(max(deadline - time.monotonic(), 0.0))
+        self._hear_last_words()
         self._write_again()
         for job_id, write in self.unwritten.items():
             logger.error(
@@ -104,9 +109,26 @@ class WorkerPool(ServiceActor):
                 write.status,
             )
 
+    def _hear_last_words(self) -> None:
+        # A worker's WorkerIdle or WorkerDied told in the instant between this pool
+        # taking its stop message and pykka marking it stopped is in the inbox, which
+        # pykka would drop: each job's last status is handed over here instead.
+        others = []
+        while not self.actor_inbox.empty():  # this thread is the inbox's only reader
+            envelope = self.actor_inbox.get()
+            if isinstance(envelope.message, WorkerIdle | WorkerDied):
+                self.on_receive(envelope.message)
+            else:
+                others.append(envelope)
+        for envelope in others:  # answered by pykka: the pool is stopped
+            self.actor_inbox.put(envelope)
+
     def _start_worker(self, slot: int) -> None:
         interrupt = self.interrupts[slot] = Interrupt()
-        self.workers[slot] = Worker.start(slot, self.kind, self.runtime, self.actor_ref, interrupt)
+        ended = self.ended[slot] = threading.Event()
+        self.workers[slot] = Worker.start(
+            slot, self.kind, self.runtime, self.actor_ref, interrupt, ended
+        )
         self.idle.append(slot)
 
     def on_receive(self, message: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from types import TracebackType
 from typing import Any
 
@@ -30,6 +31,10 @@ class Worker(ServiceActor):
     Tells its pool :class:`WorkerIdle` when the machine holds (with the job's last
     status change, for the pool to write), and :class:`WorkerDied` from
     ``on_failure`` when an exception escapes it.
+
+    Sets ``ended`` as its thread's last act, after ``on_stop`` or ``on_failure``: pykka
+    marks a failed actor stopped *before* ``on_failure`` runs, so the pool waits on
+    this event, not on ``actor_stopped``, for the job's last status to be handed over.
     """
 
     def __init__(
@@ -39,6 +44,7 @@ class Worker(ServiceActor):
         runtime: Runtime,
         pool: pykka.ActorRef[Any],
         interrupt: Interrupt,
+        ended: threading.Event,
     ) -> None:
         super().__init__()
         self.slot = slot
@@ -47,11 +53,15 @@ class Worker(ServiceActor):
         self.retry_policy = runtime.retry_policy
         self.pool = pool
         self.sm = SM(interrupt)
+        self.ended = ended
         self.job: StoredJob | None = None
 
     def on_start(self) -> None:
         """Runs in the worker's thread: network calls made here find its interrupt."""
         self.sm.interrupt.bind()
+
+    def on_stop(self) -> None:
+        self.ended.set()
 
     def on_receive(self, message: Any) -> Any:
         """Runs in the worker's own thread."""
@@ -130,16 +140,21 @@ class Worker(ServiceActor):
     ) -> None:
         """Runs in the worker's thread when an exception escaped ``on_receive``."""
         job = self.job
-        if job is not None:
-            job.logger.opt(exception=(exception_type, exception_value, traceback)).critical(
-                "worker {} died: {!r}", self.slot, exception_value
-            )
         try:
-            self.pool.tell(WorkerDied(self.slot, job.id if job else None, repr(exception_value)))
-        except pykka.ActorDeadError:
             if job is not None:
-                job.logger.error("state error (worker died: {!r})", exception_value)
-                self._write_without_pool(job, LastWrite(Status.ERROR))
+                job.logger.opt(exception=(exception_type, exception_value, traceback)).critical(
+                    "worker {} died: {!r}", self.slot, exception_value
+                )
+            try:
+                self.pool.tell(
+                    WorkerDied(self.slot, job.id if job else None, repr(exception_value))
+                )
+            except pykka.ActorDeadError:
+                if job is not None:
+                    job.logger.error("state error (worker died: {!r})", exception_value)
+                    self._write_without_pool(job, LastWrite(Status.ERROR))
+        finally:
+            self.ended.set()
 
     def _write_without_pool(self, job: StoredJob, write: LastWrite | None) -> None:
         # The pool stopped first (the service is shutting down): the job's last status

@@ -491,31 +491,41 @@ def test_jobs_end_once_run_on_one_worker_at_a_time_and_never_run_after_their_sto
     )
 
 
-def test_a_worker_that_dies_as_the_service_shuts_down_still_ends_its_job_in_error(
-    make_settings: Callable[..., Settings],
+def test_a_worker_that_dies_as_the_service_shuts_down_has_its_error_written_before_shutdown_returns(
+    make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
+    """pykka marks a failed actor stopped before its ``on_failure`` runs: the pool
+    must wait for the dying worker's last word, and the service for the pool's."""
     recorder = Recorder()
     kind = scripted_kind(recorder)
     settings_ = make_settings(max_retries=MAX_RETRIES)
     service = JobService(settings_, [kind]).start()
     job_id = service.submit(KIND, {"script": ["gate-crash"]})
     wait_until(lambda: job_id in recorder.blocked)
+    pool = service._pools[KIND]
     # Hold the dying worker in its on_failure (at its "worker died" log line) until
-    # shutdown has stopped the pool: the order a slow log write or a busy CPU gives.
-    in_on_failure, go_on = threading.Event(), threading.Event()
+    # shutdown has begun to stop the pool, and then as long as shutdown runs (at most
+    # a second): the order a slow log write or a busy CPU gives. Shutdown must wait
+    # for it; a shutdown that returns first leaves the job running.
+    in_on_failure = threading.Event()
+    shutdown = threading.Thread(target=service.shutdown, args=(10,))
 
     def hold(_message: object) -> None:
         in_on_failure.set()
-        go_on.wait(10)
+        wait_until(pool.actor_stopped.is_set, timeout=10)
+        shutdown.join(1.0)
 
     sink = logger.add(hold, level="CRITICAL", filter=lambda r: "died" in r["message"])
     try:
         recorder.open_all_gates(job_id)
         assert in_on_failure.wait(10)
-        service.shutdown(10)
+        shutdown.start()
+        shutdown.join(15)
+        with contextlib.closing(sqlite3.connect(tmp_path / "jobservice.db")) as db:
+            status = db.execute("SELECT status FROM job WHERE id = ?", (job_id,)).fetchone()
     finally:
-        go_on.set()
         logger.remove(sink)
+    assert status == (Status.ERROR,)
     restarted = JobService(settings_, [kind]).start()
     try:
         assert restarted.wait(KIND, job_id, 10) == Status.ERROR

@@ -100,7 +100,12 @@ class StubServer:
 
     def close(self) -> None:
         self.closing.set()
+        # shutdown wakes the acceptor blocked in accept(); once it has returned, no
+        # connection or thread is added behind our back.
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
+        self._acceptor.join(5)
         for conn in self._conns:
             conn.close()
         for thread in self._threads:
