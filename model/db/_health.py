@@ -11,6 +11,7 @@ import os
 import sqlite3
 import time
 import urllib.parse
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
@@ -146,6 +147,19 @@ def server_writable(engine: Engine, timeout_s: float) -> str | None:
     return None
 
 
+def _read_only_flags(cursor: Any, error: type[Exception]) -> tuple[Any, Any]:
+    # The session's flag is tx_read_only on MariaDB and MySQL before 8.0.3, and
+    # transaction_read_only on MySQL since (ER_UNKNOWN_SYSTEM_VARIABLE, 1193).
+    try:
+        cursor.execute("SELECT @@global.read_only, @@session.tx_read_only")
+    except error as exc:
+        if not exc.args or exc.args[0] != 1193:
+            raise
+        cursor.execute("SELECT @@global.read_only, @@session.transaction_read_only")
+    server, session = cursor.fetchone()
+    return server, session
+
+
 def mysql_writable(engine: Engine, timeout_s: float) -> str | None:
     """Why the MySQL (MariaDB) database of ``engine`` cannot take a write now, or None: a
     new connection (connect, read and write timeouts about ``timeout_s``) answers, and
@@ -164,9 +178,7 @@ def mysql_writable(engine: Engine, timeout_s: float) -> str | None:
     except dialect.loaded_dbapi.Error as exc:
         return f"cannot reach the database {where}: {_first_line(exc)}"
     try:
-        cursor = conn.cursor()
-        cursor.execute("SELECT @@global.read_only, @@session.tx_read_only")
-        server, session = cursor.fetchone()
+        server, session = _read_only_flags(conn.cursor(), dialect.loaded_dbapi.Error)
     except dialect.loaded_dbapi.Error as exc:
         return f"the database {where} does not answer: {_first_line(exc)}"
     finally:

@@ -17,7 +17,14 @@ from model.db._health import FileWatch, mysql_writable
 from model.db._writer import Writer
 from model.errors import ConfigError
 
-__all__ = ["ISOLATION", "MINIMUM_MARIADB", "MINIMUM_MYSQL", "MysqlWriter", "unsupported"]
+__all__ = [
+    "ISOLATION",
+    "MINIMUM_MARIADB",
+    "MINIMUM_MYSQL",
+    "MysqlWriter",
+    "skips_locked_rows",
+    "unsupported",
+]
 
 _R = TypeVar("_R")
 
@@ -33,10 +40,13 @@ _LOCK_RETRIES = 3
 _LOCK_ERRORS = frozenset({1205, 1213})
 #: CR_SERVER_GONE_ERROR: the statement was not sent (the connection was closed).
 _NOT_SENT = 2006
-#: The oldest servers whose claims this writer runs: ``FOR UPDATE SKIP LOCKED`` came
-#: in MariaDB 10.6 and MySQL 8.0.1.
-MINIMUM_MARIADB = (10, 6, 0)
+#: The oldest servers this writer runs on: MariaDB 10.2 is the server Harbor 1.4 ships
+#: (10.2.10); MySQL 8.0.1 brought ``FOR UPDATE SKIP LOCKED``.
+MINIMUM_MARIADB = (10, 2, 0)
 MINIMUM_MYSQL = (8, 0, 1)
+#: MariaDB's first version with ``FOR UPDATE SKIP LOCKED``; before it, claims wait for
+#: each other's row locks (see :meth:`model.db._sql.Statements.claim_steps`).
+_SKIP_LOCKED_MARIADB = (10, 6, 0)
 _VERSION = re.compile(r"(\d+)\.(\d+)\.(\d+)")
 
 
@@ -54,7 +64,10 @@ class MysqlWriter(Writer):
 
     Row counts are rows matched, not rows changed (SQLAlchemy connects with
     ``CLIENT_FOUND_ROWS``), so a guarded change that sets a status to itself counts
-    as PostgreSQL's does."""
+    as PostgreSQL's does.
+
+    Every new connection checks the server's version (:func:`unsupported`) and sets
+    :attr:`skip_locked` from it."""
 
     def __init__(self, url: str) -> None:
         engine = sa.create_engine(
@@ -65,7 +78,7 @@ class MysqlWriter(Writer):
             pool_recycle=3600,
             isolation_level=ISOLATION,
         )
-        sa.event.listen(engine, "connect", _mysql_on_connect)
+        sa.event.listen(engine, "connect", self._on_connect)
         super().__init__(engine, FileWatch(None))
         self._hot = sa.create_engine(
             url,
@@ -74,8 +87,20 @@ class MysqlWriter(Writer):
             pool_reset_on_return=None,
             isolation_level=ISOLATION,
         )
-        sa.event.listen(self._hot, "connect", _mysql_on_connect)
+        sa.event.listen(self._hot, "connect", self._on_connect)
         sa.event.listen(self._hot, "connect", _autocommit)
+
+    def _on_connect(self, dbapi_connection: Any, _record: Any) -> None:
+        version = dbapi_connection.get_server_info()
+        reason = unsupported(version)
+        if reason is not None:
+            dbapi_connection.close()
+            raise ConfigError("database_url", reason)
+        self.skip_locked = skips_locked_rows(version)
+        # Times are written as naive UTC: the server's clock (UTC_TIMESTAMP) and
+        # CURRENT_TIMESTAMP read as UTC too, whatever the server's time zone.
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET time_zone = '+00:00'")
 
     def locked(self) -> AbstractContextManager[object]:
         """No lock: the server orders writers."""
@@ -216,37 +241,43 @@ def _code(exc: BaseException) -> int | None:
     return args[0] if args and isinstance(args[0], int) else None
 
 
-def unsupported(server_version: str) -> str | None:
-    """Why a server that reports ``server_version`` (``10.11.6-MariaDB-0+deb12u1``,
-    ``8.0.36``) cannot run this service, or None: its claims need ``FOR UPDATE SKIP
-    LOCKED``. A MariaDB that reports itself to old clients as ``5.5.5-<version>`` is
-    read as ``<version>``."""
+def _read_version(server_version: str) -> tuple[bool, tuple[int, ...], str] | None:
+    """(MariaDB?, version, version as written) of ``10.11.6-MariaDB-0+deb12u1`` or
+    ``8.0.36``, or None; a MariaDB that reports itself to old clients as
+    ``5.5.5-<version>`` is read as ``<version>``."""
     text = server_version.removeprefix("5.5.5-")
-    mariadb = "mariadb" in text.lower()
     found = _VERSION.match(text)
     if found is None:
-        return f"cannot read the database server's version {server_version!r}"
+        return None
     version = tuple(int(part) for part in found.groups())
+    return "mariadb" in text.lower(), version, found.group(0)
+
+
+def unsupported(server_version: str) -> str | None:
+    """Why a server that reports ``server_version`` (``10.11.6-MariaDB-0+deb12u1``,
+    ``8.0.36``) cannot run this service, or None."""
+    read = _read_version(server_version)
+    if read is None:
+        return f"cannot read the database server's version {server_version!r}"
+    mariadb, version, written = read
     least = MINIMUM_MARIADB if mariadb else MINIMUM_MYSQL
     if version >= least:
         return None
     name = "MariaDB" if mariadb else "MySQL"
     wanted = ".".join(str(part) for part in least[: 2 if mariadb else 3])
     return (
-        f"the database server is {name} {found.group(0)}; this jobservice needs {name} "
-        f"{wanted} or later (FOR UPDATE SKIP LOCKED)"
+        f"the database server is {name} {written}; this jobservice needs {name} {wanted} or later"
     )
 
 
-def _mysql_on_connect(dbapi_connection: Any, _record: Any) -> None:
-    reason = unsupported(dbapi_connection.get_server_info())
-    if reason is not None:
-        dbapi_connection.close()
-        raise ConfigError("database_url", reason)
-    # Times are written as naive UTC: the server's clock (UTC_TIMESTAMP) and
-    # CURRENT_TIMESTAMP read as UTC too, whatever the server's time zone.
-    with dbapi_connection.cursor() as cursor:
-        cursor.execute("SET time_zone = '+00:00'")
+def skips_locked_rows(server_version: str) -> bool:
+    """Whether a server that reports ``server_version`` has ``FOR UPDATE SKIP LOCKED``
+    (MariaDB 10.6, MySQL 8.0.1)."""
+    read = _read_version(server_version)
+    if read is None:
+        return False
+    mariadb, version, _ = read
+    return version >= (_SKIP_LOCKED_MARIADB if mariadb else MINIMUM_MYSQL)
 
 
 def _autocommit(dbapi_connection: Any, _record: Any) -> None:

@@ -6,7 +6,7 @@ template per statement with the table and the dialect's differences filled in:
 SQLite's ``sqlite3`` takes ``:name`` parameters, PostgreSQL's psycopg and MySQL's
 PyMySQL ``%(name)s``; PostgreSQL returns a new id with ``RETURNING id`` and claims with
 ``FOR UPDATE SKIP LOCKED``, where SQLite (one writer at a time) needs neither. MySQL
-(MariaDB) has ``FOR UPDATE SKIP LOCKED`` but no ``UPDATE … RETURNING``: its claims and
+(MariaDB) has no ``UPDATE … RETURNING`` (nor, before MariaDB 10.6, ``SKIP LOCKED``): its claims and
 stops of waiting jobs are steps of one transaction (:class:`Steps`): lock the rows,
 change them with the same guard, read them.
 
@@ -81,19 +81,25 @@ _CLAIM = (
 )
 
 #: MySQL's claim, three steps of one transaction (READ COMMITTED): lock up to ``:limit``
-#: of the oldest due jobs, skipping rows another claimant holds; set those ``:ids``
-#: running with the claim's guard; read them. The rows stay locked from the pick to the
-#: commit, so the guard holds for each and a claim takes at most ``:limit`` jobs.
+#: of the oldest due jobs; set those ``:ids`` running with the claim's guard; read back
+#: the rows this claim set (its node, its time). The rows stay locked from the pick to
+#: the commit, so the guard holds for each and a claim takes at most ``:limit`` jobs.
+#: The pick skips rows another claimant holds ({lock}: ``SKIP LOCKED``); a server
+#: without it (MariaDB before 10.6) waits for them instead, and InnoDB's locking read
+#: then sees their committed status: a row another claimant took no longer matches.
 _CLAIM_PICK = (
     "SELECT id FROM {table} WHERE status IN ({claimable}) "
     "AND (status = 'pending' OR next_attempt_at <= :now) {scope}"
-    "ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED"
+    "ORDER BY id LIMIT :limit FOR UPDATE{lock}"
 )
 _CLAIM_TAKE = (
     "UPDATE {table} SET status = 'running', update_time = :now, node_id = :node "
     "WHERE id IN :ids AND status IN ({claimable})"
 )
-_CLAIM_READ = "SELECT * FROM {table} WHERE id IN :ids AND status = 'running'"
+_CLAIM_READ = (
+    "SELECT * FROM {table} WHERE id IN :ids AND status = 'running' "
+    "AND node_id <=> :node AND update_time = :now"
+)
 
 #: One new row with the given columns (each a parameter of its name).
 _INSERT = "INSERT INTO {table} ({names}) VALUES ({marks}){returning}"
@@ -208,11 +214,12 @@ class Statements:
         for an unknown table."""
         return self._claim[(table, scoped)]
 
-    def claim_steps(self, table: str, scoped: bool) -> Steps:
+    def claim_steps(self, table: str, scoped: bool, skip_locked: bool = True) -> Steps:
         """MySQL's :meth:`claim`: the pick (``:now``, ``:limit``, ``:kind`` when
-        ``scoped``), the take (``:ids``, ``:now``, ``:node``) and the read (``:ids``).
-        Raises KeyError for an unknown table."""
-        key = ("claim_steps", table, scoped)
+        ``scoped``), the take (``:ids``, ``:now``, ``:node``) and the read (``:ids``,
+        ``:now``, ``:node``). ``skip_locked``: the server has ``SKIP LOCKED``. Raises
+        KeyError for an unknown table."""
+        key = ("claim_steps", table, scoped, skip_locked)
         found = self._lazy.get(key)
         if found is None:
             _known_table(table)
@@ -220,6 +227,7 @@ class Statements:
                 "table": table,
                 "claimable": _quoted(CLAIMABLE),
                 "scope": "AND kind = :kind " if scoped else "",
+                "lock": " SKIP LOCKED" if skip_locked else "",
             }
             found = self._lazy[key] = Steps(
                 self._text(_CLAIM_PICK.format(**fill)),

@@ -43,6 +43,10 @@ CHECKPOINT_AFTER_COMMITS = 1000
 class Writer(ABC):
     """Writes to one database; safe to share between threads."""
 
+    #: Whether the database skips rows another transaction locked (``SKIP LOCKED``);
+    #: only MySQL's claims read it (:class:`model.db._mysql.MysqlWriter` sets it).
+    skip_locked = True
+
     def __init__(self, engine: Engine, file: FileWatch) -> None:
         #: The engine every connection of the store comes from.
         self.engine = engine

@@ -319,18 +319,18 @@ class Store(JobReads):
         return rows
 
     def _claim_in_steps(self, table: str, kind: str | None, limit: int) -> list[dict[str, Any]]:
-        steps = self._sql.claim_steps(table, kind is not None)
-        assert steps.read is not None
-        read = steps.read
         now = self._sql.now()
         params: dict[str, Any] = {"now": now, "kind": kind, "limit": limit, "node": self.node}
 
         def claim(cur: Any) -> list[dict[str, Any]]:
+            # Chosen on the connection made: the server's version is known by then.
+            steps = self._sql.claim_steps(table, kind is not None, self._writer.skip_locked)
+            assert steps.read is not None
             ids = tuple(int(row[0]) for row in cur.execute(steps.pick, params).fetchall())
             if not ids:
                 return []
             cur.execute(steps.take, {**params, "ids": ids})
-            found = cur.execute(read, {"ids": ids}).fetchall()
+            found = cur.execute(steps.read, {**params, "ids": ids}).fetchall()
             names = [d[0] for d in cur.description]
             return [dict(zip(names, values, strict=True)) for values in found]
 
