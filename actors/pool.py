@@ -310,7 +310,9 @@ class WorkerPool(ServiceActor):
         if self.unwritten.pop(job_id, None) is not None:
             self.kind.make_job(self.ctx, job_id).logger.info("status {} recorded", status)
         if status == Status.RETRYING and write.due is not None:
-            self.dispatcher.tell(Reschedule(write.due))
+            # The dispatcher stops before its pools as the service shuts down: the
+            # retry is then found in the database at the next start.
+            _tell(self.dispatcher, Reschedule(write.due))
         if status != Status.PENDING:
             self.on_job_end(self.kind.name, job_id, status)
 

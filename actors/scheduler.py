@@ -8,6 +8,7 @@ time passed while no node ran, or that another node added).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -75,7 +76,9 @@ class Scheduler(ServiceActor):
             kind = "replication" if row.kind == "replication" else "scan"
             logger.info("{} fired: {} {} jobs queued {}", _name(row), len(ids), kind, ids)
             if ids:
-                self.dispatcher.tell(Schedule(kind))
+                # Stopping with the service: the jobs are queued, the next start runs them.
+                with contextlib.suppress(pykka.ActorDeadError):
+                    self.dispatcher.tell(Schedule(kind))
 
 
 def _name(row: ScheduleRow) -> str:

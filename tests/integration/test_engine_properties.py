@@ -532,3 +532,41 @@ def test_a_worker_that_dies_as_the_service_shuts_down_has_its_error_written_befo
         assert [step.action for step in recorder.steps] == ["gate-crash"]
     finally:
         restarted.shutdown(10)
+
+
+def test_a_retry_recorded_as_the_dispatcher_stops_is_heard_and_leaves_its_pool_alive(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """As the service shuts down the dispatcher stops before its pools, which still
+    record what their workers hand over: a retry among them cannot reach the
+    dispatcher's timer, and must not take its pool down (a pool that died there lost
+    the writes queued behind it, and a job ran again at the next start)."""
+    recorder = Recorder()
+    service = JobService(
+        make_settings(max_retries=MAX_RETRIES, retry_delay=60, retry_delay_max=60),
+        [scripted_kind(recorder)],
+    ).start()
+    dispatcher, pool = service._dispatcher, service._pools[KIND]
+    assert dispatcher is not None
+    heard: list[tuple[int, str]] = []
+    first = service.submit(KIND, {"script": ["gate"]})
+    second = service.submit(KIND, {"script": ["gate-retry"]})
+
+    def listener(_kind: str, job_id: int, status: str) -> None:
+        heard.append((job_id, status))
+        if job_id == first:  # holds the pool until the dispatcher has stopped
+            wait_until(dispatcher.actor_stopped.is_set, timeout=10)
+
+    service.add_job_listener(listener)
+    try:
+        wait_until(lambda: recorder.blocked == {first, second})
+        recorder.gate(first).set()
+        wait_until(lambda: (first, Status.FINISHED) in heard)
+        recorder.gate(second).set()
+        # The second job's retry is handed over behind the held pool.
+        wait_until(lambda: not pool.actor_inbox.empty())
+        dispatcher.stop(block=True, timeout=15)
+        assert (second, Status.RETRYING) in heard
+        assert service.store.status("job", second) == Status.RETRYING
+    finally:
+        service.shutdown(10)
