@@ -82,7 +82,8 @@ _CLAIM = (
 
 #: MySQL's claim, three steps of one transaction (READ COMMITTED): lock up to ``:limit``
 #: of the oldest due jobs; set those ``:ids`` running with the claim's guard; read back
-#: the rows this claim set (its node, its time). The rows stay locked from the pick to
+#: the rows this claim set (its node: not its time, which Harbor's whole-second
+#: ``TIMESTAMP`` columns round). The rows stay locked from the pick to
 #: the commit, so the guard holds for each and a claim takes at most ``:limit`` jobs.
 #: The pick skips rows another claimant holds ({lock}: ``SKIP LOCKED``); a server
 #: without it (MariaDB before 10.6) waits for them instead, and InnoDB's locking read
@@ -96,10 +97,7 @@ _CLAIM_TAKE = (
     "UPDATE {table} SET status = 'running', update_time = :now, node_id = :node "
     "WHERE id IN :ids AND status IN ({claimable})"
 )
-_CLAIM_READ = (
-    "SELECT * FROM {table} WHERE id IN :ids AND status = 'running' "
-    "AND node_id <=> :node AND update_time = :now"
-)
+_CLAIM_READ = "SELECT * FROM {table} WHERE id IN :ids AND status = 'running' AND node_id <=> :node"
 
 #: One new row with the given columns (each a parameter of its name).
 _INSERT = "INSERT INTO {table} ({names}) VALUES ({marks}){returning}"
@@ -217,7 +215,7 @@ class Statements:
     def claim_steps(self, table: str, scoped: bool, skip_locked: bool = True) -> Steps:
         """MySQL's :meth:`claim`: the pick (``:now``, ``:limit``, ``:kind`` when
         ``scoped``), the take (``:ids``, ``:now``, ``:node``) and the read (``:ids``,
-        ``:now``, ``:node``). ``skip_locked``: the server has ``SKIP LOCKED``. Raises
+        ``:node``). ``skip_locked``: the server has ``SKIP LOCKED``. Raises
         KeyError for an unknown table."""
         key = ("claim_steps", table, scoped, skip_locked)
         found = self._lazy.get(key)

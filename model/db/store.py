@@ -329,8 +329,12 @@ class Store(JobReads):
             ids = tuple(int(row[0]) for row in cur.execute(steps.pick, params).fetchall())
             if not ids:
                 return []
-            cur.execute(steps.take, {**params, "ids": ids})
+            taken = cur.execute(steps.take, {**params, "ids": ids}).rowcount
             found = cur.execute(steps.read, {**params, "ids": ids}).fetchall()
+            if len(found) != taken:  # never a job set running that nobody runs
+                raise RuntimeError(
+                    f"claim of {table}: {taken} jobs taken but {len(found)} read back"
+                )
             names = [d[0] for d in cur.description]
             return [dict(zip(names, values, strict=True)) for values in found]
 
