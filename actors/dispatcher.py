@@ -148,7 +148,7 @@ class Dispatcher(ServiceActor):
 
     def _poll(self) -> None:
         for pool in self.pools.values():
-            pool.tell(Wake())
+            pool.tell(Wake(look_first=True))
         self._fire_due()
         self._arm_from_store()
         node = self.runtime.node.id

@@ -101,7 +101,10 @@ class Pools:
 
 @dataclass(frozen=True)
 class Wake:
-    """To a pool: claim due jobs for idle workers."""
+    """To a pool: claim due jobs for idle workers. ``look_first`` (a poll, not a
+    submit): read whether any is due before claiming, which is a write."""
+
+    look_first: bool = False
 
 
 @dataclass(frozen=True)

@@ -134,7 +134,9 @@ class WorkerPool(ServiceActor):
     def on_receive(self, message: Any) -> Any:
         """Runs in the pool's thread."""
         match message:
-            case Wake():
+            case Wake(look_first=look_first):
+                if look_first and self.idle and not self._anything_due():
+                    return None
                 self.maybe_more = True
                 self._fill_soon()
             case Fill():
@@ -214,6 +216,15 @@ class WorkerPool(ServiceActor):
             "state stopped (stop requested while retrying)"
         )
         return LastWrite(Status.STOPPED)
+
+    def _anything_due(self) -> bool:
+        # A poll finds nothing to do most of the time: a read tells, where a claim
+        # takes the database's write lock (SQLite) for nothing. A read that fails is
+        # taken for a yes: the claim then fails too, and says why.
+        try:
+            return self.ctx.store.has_due(self.kind.table, self.kind.scope)
+        except Exception:
+            return True
 
     def _fill_soon(self) -> None:
         # Wake-ups that arrive together (a burst of submits, several workers finishing)

@@ -60,6 +60,12 @@ CLAIMABLE: tuple[str, ...] = (Status.PENDING.value, Status.RETRYING.value)
 #: The status of one job (``:id``).
 _STATUS = "SELECT status FROM {table} WHERE id = :id"
 
+#: Whether a job (of ``:kind`` when scoped) is due: a read, where a claim is a write.
+_DUE = (
+    "SELECT 1 FROM {table} WHERE status IN ({claimable}) "
+    "AND (status = 'pending' OR next_attempt_at <= :now) {scope}LIMIT 1"
+)
+
 #: A guarded status change: ``:status``, ``:now`` (and ``:due``) set where the job
 #: (``:id``) holds one of the statuses in ``{guard}`` (and, fenced, where no other node
 #: than ``:node`` claimed it: a node found dead and still running writes nothing).
@@ -189,12 +195,28 @@ class Statements:
         self._claim = {
             (t, scoped): self._claim_text(t, scoped) for t in JOB_TABLES for scoped in (False, True)
         }
+        self._due = {
+            (t, scoped): self._text(
+                _DUE.format(
+                    table=t,
+                    claimable=_quoted(CLAIMABLE),
+                    scope="AND kind = :kind " if scoped else "",
+                )
+            )
+            for t in JOB_TABLES
+            for scoped in (False, True)
+        }
 
     # -- by name ---------------------------------------------------------------------
 
     def status(self, table: str) -> str:
         """Reads one job's status: ``:id``. Raises KeyError for an unknown table."""
         return self._status[table]
+
+    def due(self, table: str, scoped: bool) -> str:
+        """Reads whether a job is due: ``:now``, and ``:kind`` when ``scoped``. Raises
+        KeyError for an unknown table."""
+        return self._due[(table, scoped)]
 
     def set_status(
         self, table: str, status: str, due: bool, count_attempt: bool, fenced: bool = False

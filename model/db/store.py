@@ -257,6 +257,12 @@ class Store(JobReads):
             raise NotFound(f"{table}", job_id)
         return str(found[0])
 
+    def has_due(self, table: str, kind: str | None = None) -> bool:
+        """Whether a job (of ``kind``) is due: pending, or retrying with its time come.
+        A read, where :meth:`claim_many` is a write."""
+        params = {"now": self._sql.now(), "kind": kind}
+        return self._writer.read_one(self._sql.due(table, kind is not None), params) is not None
+
     def set_status(
         self,
         table: str,

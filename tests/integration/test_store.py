@@ -70,6 +70,23 @@ def test_claims_take_the_oldest_due_job_and_skip_stopped_and_future_retries(stor
     assert store.queue_counts("job", "k") == (0, 1)
 
 
+def test_has_due_reads_what_a_claim_would_take(store: Store) -> None:
+    assert not store.has_due("job", "k")
+    first, second = store.insert_jobs("job", [{"kind": "k", "params": {}}] * 2)
+    assert store.has_due("job", "k") and store.has_due("job")
+    assert not store.has_due("job", "other-kind")
+    store.stop_waiting("job", id=first)
+    store.set_status("job", second, Status.RUNNING)
+    assert not store.has_due("job", "k")
+    store.schedule_retry("job", second, 3600)
+    assert not store.has_due("job", "k")  # retrying, not due for an hour
+    store.set_status("job", second, Status.RUNNING)
+    store.schedule_retry("job", second, 0)
+    assert store.has_due("job", "k")
+    assert store.claim("job", "k") is not None
+    assert not store.has_due("job", "k")
+
+
 def test_concurrent_claimants_never_share_a_job(store: Store) -> None:
     ids = store.insert_jobs("job", [{"kind": "k", "params": {}} for _ in range(200)])
     won: list[list[int]] = [[] for _ in range(4)]
