@@ -77,6 +77,9 @@ class WorkerPool(ServiceActor):
         self.maybe_more = True
         #: Last status changes the database refused, by job id, written again later.
         self.unwritten: dict[int, LastWrite] = {}
+        #: Ends handed over and not yet written: those that come together are written
+        #: in one statement (see _fill_soon).
+        self.ending: list[tuple[int, LastWrite]] = []
         #: Jobs asked to stop after their worker let go of them (see _stop_job).
         self.stop_after: set[int] = set()
         self.claim_failed = False
@@ -100,6 +103,7 @@ class WorkerPool(ServiceActor):
         for slot in self.workers:
             self.ended[slot].wait(max(deadline - time.monotonic(), 0.0))
         self._hear_last_words()
+        self._write_ends()
         self._write_again()
         for job_id, write in self.unwritten.items():
             logger.error(
@@ -141,17 +145,21 @@ class WorkerPool(ServiceActor):
                 self._fill_soon()
             case Fill():
                 self.fill_asked = False
-                self._fill()
+                self._write_ends()
+                if self.maybe_more:
+                    self._fill()
             case WorkerIdle(slot=idle_slot, job_id=job_id, status=status, write=write):
                 self.running.pop(job_id, None)
                 self.idle.append(idle_slot)
                 if job_id in self.stop_after:
                     self.stop_after.discard(job_id)
                     write = self._stopped_instead(job_id, write)
-                if write is not None:
-                    self._write(job_id, write)
-                else:
+                if write is None:
                     self.on_job_end(self.kind.name, job_id, status)
+                elif write.due is None:
+                    self.ending.append((job_id, write))
+                else:
+                    self._write(job_id, write)
                 self._fill_soon()
             case StopJob(job_id=job_id):
                 return self._stop_job(job_id)
@@ -228,14 +236,41 @@ class WorkerPool(ServiceActor):
 
     def _fill_soon(self) -> None:
         # Wake-ups that arrive together (a burst of submits, several workers finishing)
-        # end in one claim for all idle workers: the Fill is queued behind them. With
-        # nothing else in the inbox, the claim is made at once.
-        if self.idle and self.maybe_more and not self.fill_asked and not self.draining:
+        # end in one write of the jobs that ended and one claim for all idle workers:
+        # the Fill is queued behind them. With nothing else in the inbox, both are
+        # made at once.
+        claim = bool(self.idle) and self.maybe_more and not self.draining
+        if (claim or self.ending) and not self.fill_asked:
             if self.actor_inbox.empty():
-                self._fill()
+                self._write_ends()
+                if claim:
+                    self._fill()
             else:
                 self.fill_asked = True
                 self.actor_ref.tell(Fill())
+
+    def _write_ends(self) -> None:
+        """Writes the ends handed over since the last time: one statement for those of
+        one status (each job guarded as alone), one per job for any it did not change
+        (the conflicts and failures of :meth:`_write`)."""
+        ending, self.ending = self.ending, []
+        by_write: dict[LastWrite, list[int]] = {}
+        for job_id, write in ending:
+            by_write.setdefault(write, []).append(job_id)
+        for write, job_ids in by_write.items():
+            written: set[int] = set()
+            if len(job_ids) > 1:
+                try:
+                    written = self.ctx.store.set_statuses(
+                        self.kind.table, job_ids, write.status, count_attempt=write.count_attempt
+                    )
+                except Exception as exc:
+                    logger.debug("{} pool: ends written one by one: {}", self.kind.name, exc)
+            for job_id in job_ids:
+                if job_id in written:
+                    self._written(job_id, write, write.status)
+                else:
+                    self._write(job_id, write)
 
     def _fill(self) -> None:
         if not self.idle or self.draining:
@@ -318,6 +353,10 @@ class WorkerPool(ServiceActor):
             self.unwritten[job_id] = write
             self._again_later()
             return
+        self._written(job_id, write, status)
+
+    def _written(self, job_id: int, write: LastWrite, status: str) -> None:
+        """``write`` landed, or the database holds ``status`` instead."""
         if self.unwritten.pop(job_id, None) is not None:
             self.kind.make_job(self.ctx, job_id).logger.info("status {} recorded", status)
         if status == Status.RETRYING and write.due is not None:

@@ -72,6 +72,16 @@ _DUE = (
 _SET_STATUS = "UPDATE {table} SET {sets} WHERE id = :id AND status IN ({guard}){fence}"
 _FENCE = " AND (node_id = :node OR node_id IS NULL)"
 
+#: :data:`_SET_STATUS` for the jobs ``:ids``, each guarded as one; returns the ids it
+#: changed ({returning}; MySQL has no RETURNING: its row count says whether all were).
+_SET_STATUSES = "UPDATE {table} SET {sets} WHERE {ids} AND status IN ({guard}){fence}{returning}"
+#: The jobs ``:ids``: a list on PostgreSQL, a tuple on MySQL, a JSON array on SQLite.
+_IDS = {
+    "postgresql": "id = ANY(:ids)",
+    "mysql": "id IN :ids",
+    "sqlite": "id IN (SELECT value FROM json_each(:ids))",
+}
+
 #: Takes up to ``:limit`` of the oldest due jobs (of ``:kind`` when scoped) and sets
 #: them running on node ``:node``. The pick is a materialized CTE, run once: a
 #: ``WHERE id IN (SELECT … LIMIT n)`` may be planned as a join that runs the subquery
@@ -212,6 +222,35 @@ class Statements:
     def status(self, table: str) -> str:
         """Reads one job's status: ``:id``. Raises KeyError for an unknown table."""
         return self._status[table]
+
+    def set_statuses(self, table: str, status: str, count_attempt: bool, fenced: bool) -> str:
+        """:meth:`set_status` of several jobs (no due time): ``:ids`` (see
+        :meth:`ids`), ``:status``, ``:now`` (and ``:node``). Returns the ids changed,
+        except on MySQL. Raises KeyError for an unknown table or status."""
+        key = ("set_statuses", table, status, count_attempt, fenced)
+        found = self._lazy.get(key)
+        if found is None:
+            _known_table(table)
+            sets = "status = :status, update_time = :now"
+            if count_attempt:
+                sets += ", attempts = attempts + 1"
+            found = self._lazy[key] = self._text(
+                _SET_STATUSES.format(
+                    table=table,
+                    sets=sets,
+                    ids=_IDS[self.dialect],
+                    guard=_quoted(sorted(ALLOWED_FROM[status])),
+                    fence=_FENCE if fenced else "",
+                    returning="" if self.in_steps else " RETURNING id",
+                )
+            )
+        return found
+
+    def ids(self, ids: Iterable[int]) -> Any:
+        """Job ids as the dialect's ``:ids`` parameter takes them."""
+        if self.sqlite:
+            return "[" + ",".join(str(int(i)) for i in ids) + "]"
+        return list(ids) if self.notifies else tuple(ids)
 
     def due(self, table: str, scoped: bool) -> str:
         """Reads whether a job is due: ``:now``, and ``:kind`` when ``scoped``. Raises

@@ -257,6 +257,26 @@ class Store(JobReads):
             raise NotFound(f"{table}", job_id)
         return str(found[0])
 
+    def set_statuses(
+        self, table: str, job_ids: list[int], status: str, *, count_attempt: bool = False
+    ) -> set[int]:
+        """:meth:`set_status` of several jobs in one statement, each guarded as one;
+        returns the ids it changed. MySQL cannot say which rows changed: when any was
+        refused it reports none (those allowed did change), for each to be written
+        alone. Raises what the database raised."""
+        sql = self._sql
+        node = self.node
+        text = sql.set_statuses(table, status, count_attempt, node is not None)
+        params = {"ids": sql.ids(job_ids), "status": status, "now": sql.now(), "node": node}
+
+        def write(cur: Any) -> set[int]:
+            cur.execute(text, params)
+            if sql.in_steps:
+                return set(job_ids) if cur.rowcount == len(job_ids) else set()
+            return {int(row[0]) for row in cur.fetchall()}
+
+        return self._writer.apply(write)
+
     def has_due(self, table: str, kind: str | None = None) -> bool:
         """Whether a job (of ``kind``) is due: pending, or retrying with its time come.
         A read, where :meth:`claim_many` is a write."""

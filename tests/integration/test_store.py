@@ -70,6 +70,23 @@ def test_claims_take_the_oldest_due_job_and_skip_stopped_and_future_retries(stor
     assert store.queue_counts("job", "k") == (0, 1)
 
 
+def test_statuses_of_several_jobs_change_in_one_write_each_guarded_as_one(
+    store: Store,
+) -> None:
+    ids = store.insert_jobs("job", [{"kind": "k", "params": {}}] * 4)
+    running = [int(row["id"]) for row in store.claim_many("job", "k", 3)]
+    assert store.set_statuses("job", running, Status.FINISHED) == set(running)
+    assert [store.status("job", i) for i in ids] == [Status.FINISHED] * 3 + [Status.PENDING]
+    (pending,) = set(ids) - set(running)
+    store.set_status("job", pending, Status.RUNNING)
+    # A job that may not take the status is left as it is; the others change. MySQL
+    # cannot say which rows changed: it reports none, for each to be written alone.
+    written = store.set_statuses("job", [running[0], pending], Status.ERROR)
+    assert written == (set() if store.engine.dialect.name == "mysql" else {pending})
+    assert store.status("job", running[0]) == Status.FINISHED
+    assert store.status("job", pending) == Status.ERROR
+
+
 def test_has_due_reads_what_a_claim_would_take(store: Store) -> None:
     assert not store.has_due("job", "k")
     first, second = store.insert_jobs("job", [{"kind": "k", "params": {}}] * 2)
