@@ -11,10 +11,9 @@ on MySQL); rows and reads off the hot path go through SQLModel and SQLAlchemy Co
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -23,6 +22,8 @@ from sqlmodel import Session, SQLModel, select
 
 from model.db._health import FILE_CHECK_INTERVAL_S
 from model.db._reads import JobReads
+from model.db._rows import from_columns as _from_columns
+from model.db._rows import to_column as _to_column
 from model.db._sql import ALLOWED_FROM, dialect_of, statements_for
 from model.db._writer import open_writer
 from model.db.nodes import CHANNEL, Nodes
@@ -481,26 +482,3 @@ class Store(JobReads):
         query = sa.select(sa.func.count()).where(t.c.password.like("<enc-%"))
         with self._read() as conn:
             return int(conn.execute(query).scalar() or 0)
-
-
-def _to_column(name: str, value: Any) -> Any:
-    if name == "tags":
-        return ",".join(value)
-    if name == "params" and not isinstance(value, str):  # a str is JSON text already
-        return json.dumps(value, sort_keys=True)
-    return value
-
-
-def _from_columns(row: dict[str, Any]) -> dict[str, Any]:
-    if "tags" in row:
-        row["tags"] = [t for t in (row["tags"] or "").split(",") if t]
-    if "params" in row:
-        text = row["params"]
-        row["params"] = json.loads(text) if text and text != "{}" else {}
-    for name in ("creation_time", "update_time", "next_attempt_at"):
-        value = row.get(name)
-        if isinstance(value, str):
-            row[name] = datetime.fromisoformat(value).replace(tzinfo=UTC)
-        elif isinstance(value, datetime) and value.tzinfo is None:
-            row[name] = value.replace(tzinfo=UTC)
-    return row
