@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pymysql
 import pytest
 from enginekinds import Gate, Tracker, gated_kind, tick_kind
 from mariadb import MariaDBServer, mariadb_server
@@ -23,9 +24,21 @@ def _log(service: JobService, kind: str, job_id: int) -> str:
     return Path(service.log_path(kind, job_id)).read_text()
 
 
+@pytest.mark.parametrize(
+    "reported",
+    [None, "5.5.5-10.2.10-MariaDB"],
+    ids=["skip-locked", "harbor-1.4-mariadb-10.2"],
+)
 def test_two_nodes_on_one_mariadb_database_run_each_job_once(
-    make_service: MakeService, mariadb_url: str
+    make_service: MakeService,
+    mariadb_url: str,
+    reported: str | None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    if reported is not None:  # claims without SKIP LOCKED, as on Harbor 1.4's server
+        monkeypatch.setattr(
+            pymysql.connections.Connection, "get_server_info", lambda _self: reported
+        )
     tracker = Tracker()
     nodes = [
         make_service(

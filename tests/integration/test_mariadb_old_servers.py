@@ -1,6 +1,7 @@
 """Claims on a MariaDB older than 10.6 (Harbor 1.4 ships 10.2.10), which has no
 ``FOR UPDATE SKIP LOCKED``: the pick waits for rows another claimant holds, and never
-returns one that claimant took meanwhile.
+returns one that claimant took meanwhile (two nodes on such a server:
+``test_mariadb_engine.py``).
 
 The server is the tests' real MariaDB; only the version it reports to the driver is
 that of Harbor 1.4's, so the store takes the path it takes on such a server.
@@ -9,16 +10,14 @@ that of Harbor 1.4's, so the store takes the path it takes on such a server.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pymysql
 import pytest
 import sqlalchemy as sa
-from enginekinds import Tracker, tick_kind
 from mariadb import MariaDBServer
 from waiting import wait_until
 
-from actors import JobService
 from model.db import Store
 from model.status import Status
 
@@ -125,26 +124,3 @@ def test_concurrent_claims_never_share_a_job_nor_take_more_than_they_ask_for(
         thread.join(60)
     assert max(sizes) <= 3
     assert sorted(claimed) == ids
-
-
-def test_two_nodes_on_a_server_before_10_6_run_each_job_once(
-    make_service: Callable[..., JobService], harbor_mariadb: str
-) -> None:
-    tracker = Tracker()
-    nodes = [
-        make_service(
-            [tick_kind("slow", tracker, pool_size=2)],
-            database_url=harbor_mariadb,
-            node_name=name,
-            poll_interval=0.1,
-        )
-        for name in ("alpha", "beta")
-    ]
-    ids = nodes[0].submit_many("slow", [{"ticks": 2, "hold": True}] * 12)
-    # Each pool runs two at most: four running at once means both nodes claimed.
-    assert tracker.wait_for(lambda: tracker.running == 4)
-    tracker.gate.set()
-    for job_id in ids:
-        assert nodes[1].wait("slow", job_id, 30) == Status.FINISHED
-    assert tracker.ticks == {job_id: 2 for job_id in ids}  # a job run twice ticks 4 times
-    assert nodes[0].store.status_counts("job", "slow") == {"finished": 12}
