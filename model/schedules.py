@@ -30,6 +30,7 @@ from model.operation import Operation
 from model.replication import replication_rows, source_registry
 from model.scan import scan_row
 from model.settings import Settings
+from model.stamps import aware
 
 __all__ = [
     "KINDS",
@@ -142,7 +143,7 @@ def due(store: Store, now: datetime) -> list[Schedule]:
     return [
         row
         for row in store.list_rows(Schedule, enabled=True)
-        if row.next_fire_at is not None and _aware(row.next_fire_at) <= now
+        if row.next_fire_at is not None and aware(row.next_fire_at) <= now
     ]
 
 
@@ -159,7 +160,7 @@ def fire(store: Store, settings: Settings, schedule: Schedule, now: datetime) ->
         _FIRE_GUARD,
         {
             "id": schedule.id,
-            "due": sql_time(_aware(schedule.next_fire_at)),
+            "due": sql_time(aware(schedule.next_fire_at)),
             "next": sql_time(cron.next_after(now)),
             "yes": True,
         },
@@ -187,7 +188,3 @@ def _jobs(
             if fnmatch.fnmatchcase(repository, schedule.pattern):
                 rows += [scan_row(repository, tag) for tag in client.list_tags(repository)]
     return "img_scan_job", rows, "scan"
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -5,8 +5,9 @@ no-op job's transition)."""
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
-__all__ = ["db_stamp", "log_stamp", "now_us"]
+__all__ = ["aware", "db_stamp", "log_stamp", "now_us"]
 
 # The formatted second last asked for, per separator: (second, text). Replaced whole,
 # so a thread reads either the old pair or the new one.
@@ -39,3 +40,11 @@ def db_stamp(us: int) -> str:
     SQLite, for ``us`` microseconds since the epoch."""
     second, fraction = divmod(us, 1_000_000)
     return f"{_second(second, ' ')}.{fraction:06d}"
+
+
+def aware(value: datetime | str) -> datetime:
+    """A time read from the database, with its zone: the tables hold UTC, which
+    SQLite returns as naive text or datetimes and the servers as naive datetimes."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection, Engine
 from model.db._sql import CLAIMABLE
 from model.db.tables import JOB_TABLES, Schedule, utcnow
 from model.errors import NotFound
+from model.stamps import aware
 from model.status import Status
 
 __all__ = ["JobReads", "job_table"]
@@ -67,7 +68,7 @@ class JobReads:
                     )
                 ).scalar()
                 if value is not None:
-                    value = _aware(value)
+                    value = aware(value)
                     if earliest is None or value < earliest:
                         earliest = value
         return earliest
@@ -80,7 +81,7 @@ class JobReads:
         )
         with self._read() as conn:
             value = conn.execute(query).scalar()
-        return None if value is None else _aware(value)
+        return None if value is None else aware(value)
 
     def queue_counts(self, table: str, kind: str | None = None) -> tuple[int, int]:
         """(queued, delayed): jobs a worker could take now, and retrying jobs not yet due."""
@@ -114,7 +115,3 @@ class JobReads:
             query = query.where(t.c.kind == kind)
         with self._read() as conn:
             return {str(s): int(n) for s, n in conn.execute(query)}
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -20,13 +20,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
 from model.db._writer import Writer
 from model.db.tables import JOB_TABLES, Node, NodeState, utcnow
+from model.stamps import aware
 from model.status import Status
 
 __all__ = ["CHANNEL", "Nodes", "TakenOver"]
@@ -137,14 +138,14 @@ class Nodes:
         older than ``timeout_s``)."""
         t = _node()
         with self._writer.engine.connect() as conn:
-            now = _aware(conn.execute(sa.text(f"SELECT {self._now}"), self._params()).scalar_one())
+            now = aware(conn.execute(sa.text(f"SELECT {self._now}"), self._params()).scalar_one())
             rows = conn.execute(t.select().order_by(t.c.id.desc())).mappings().all()
         result = []
         for row in rows:
             node = dict(row)
             for name in ("started", "heartbeat", "ended"):
                 if node[name] is not None:
-                    node[name] = _aware(node[name])
+                    node[name] = aware(node[name])
             node["age_s"] = max((now - node["heartbeat"]).total_seconds(), 0.0)
             node["dead"] = node["state"] == NodeState.LIVE and node["age_s"] > timeout_s
             result.append(node)
@@ -318,9 +319,3 @@ def _text(value: datetime) -> str:
 def _known(table: str) -> None:
     if table not in JOB_TABLES:
         raise KeyError(table)
-
-
-def _aware(value: datetime | str) -> datetime:
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

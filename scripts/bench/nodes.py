@@ -59,6 +59,7 @@ from procfs import cpu_s, postgres_pids, postmaster_pid, thread_cpu, thread_name
 from servers import new_database, postgres_cluster  # noqa: E402
 
 from model.db import Store, migrations  # noqa: E402
+from model.stamps import aware  # noqa: E402
 from model.status import Status  # noqa: E402
 
 __all__ = ["main"]
@@ -311,7 +312,7 @@ def kill_run(
         rows = job_rows(store, ids)
         runs = journal.read(journal_dir)
         lost, twice = check_once(rows, runs)
-        end = _aware(max(r[4] for r in rows))
+        end = aware(max(r[4] for r in rows))
         return {
             "nodes": nodes_count,
             "jobs": jobs,
@@ -328,11 +329,6 @@ def kill_run(
         }
     finally:
         store.close()
-
-
-def _aware(value: datetime) -> datetime:
-    """``value`` with its zone: the job tables' times are UTC, naive or not."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _running_on(store: Store, ids: list[int], node_id: int | None) -> int:

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from model.db import Store
 from model.db.tables import JOB_TABLES, ImgScanJob, ImgScanOverview, ScanFinding
 from model.kinds import JobKind
+from model.stamps import aware
 from model.status import TERMINAL, Status
 
 __all__ = [
@@ -140,7 +141,7 @@ def ended_per_minute(store: Store, kinds: list[JobKind], minutes: int = 60) -> l
                 t.c.status.in_(sorted(TERMINAL)), t.c.update_time >= since
             )
             for (when,) in conn.execute(query):
-                age = (now - _aware(when)).total_seconds() // 60
+                age = (now - aware(when)).total_seconds() // 60
                 if 0 <= age < minutes:
                     counts[minutes - 1 - int(age)] += 1
     return counts
@@ -202,14 +203,8 @@ def severity_counts(store: Store, digest: str) -> dict[int, int]:
         return {int(s): int(n) for s, n in conn.execute(query)}
 
 
-def _aware(value: datetime | str) -> datetime:
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _aware_row(row: dict[str, Any]) -> dict[str, Any]:
     for name in ("creation_time", "update_time", "next_attempt_at"):
         if row.get(name) is not None:
-            row[name] = _aware(row[name])
+            row[name] = aware(row[name])
     return row
