@@ -130,9 +130,10 @@ class Session:
         none would help.
 
         After a stop of the calling worker's job every request fails at once with
-        :class:`RegistryStopRequested`, except a streamed body being sent, which may
-        finish within :data:`AFTER_STOP_TIMEOUT_S`, and the ``DELETE`` of an upload
-        session, which goes out with at most :data:`AFTER_STOP_TIMEOUT_S`.
+        :class:`RegistryStopRequested`, except a streamed body being sent or an upload
+        session being opened, which may finish within :data:`AFTER_STOP_TIMEOUT_S`,
+        and the ``DELETE`` of an upload session, which goes out with at most
+        :data:`AFTER_STOP_TIMEOUT_S`.
         """
         if request.streamed and request.content_length is None:
             raise ValueError("a streamed body needs its content_length")
@@ -161,10 +162,13 @@ class Session:
             # within a second.
             timeout_s = min(timeout_s or AFTER_STOP_TIMEOUT_S, AFTER_STOP_TIMEOUT_S)
             return stop_exempt(), timeout_s
-        if request.streamed:
+        opens_session = request.method == "POST" and "/blobs/uploads/" in url
+        if request.streamed or opens_session:
             # A body cut halfway leaves the registry holding its bytes under a session
-            # address it no longer accepts, which nothing can then cancel: a stop lets
-            # the body finish briefly, and the answer's address cancels the session.
+            # address it no longer accepts, and a session opened whose answer is cut
+            # is one whose address nobody knows: nothing can then cancel either. A
+            # stop lets such a request finish briefly, and the answer's address
+            # cancels the session (a request begun after the stop still fails at once).
             return stop_grace(AFTER_STOP_TIMEOUT_S), timeout_s
         return nullcontext(), timeout_s
 

@@ -299,6 +299,49 @@ def test_an_upload_the_registry_never_reads_fails_within_a_second_of_the_stop(
     client.close()
 
 
+def test_an_upload_session_opening_as_the_stop_comes_is_cancelled_not_left_behind(
+    make_server: Callable[..., StubServer],
+) -> None:
+    # The registry has made the session and is about to answer when the stop comes:
+    # the answer is let in (briefly), and the session it names is deleted.
+    stopped = threading.Event()
+
+    def slow_to_answer(server: StubServer, conn: socket.socket) -> None:
+        while head := server.head(conn):
+            if head.startswith(b"POST "):
+                server.seen.set()
+                assert stopped.wait(5)
+                conn.sendall(
+                    b"HTTP/1.1 202 Accepted\r\nLocation: /v2/library/app/blobs/uploads/s1\r\n"
+                    b"Docker-Upload-UUID: s1\r\nRange: 0-0\r\nContent-Length: 0\r\n\r\n"
+                )
+            else:
+                conn.sendall(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+
+    server = make_server(slow_to_answer)
+    client = RegistryClient(server.url, timeout_s=60)
+
+    def copy_step() -> None:  # as BlobCopier opens, writes and, on a stop, cancels
+        upload = client.start_upload("library/app")
+        try:
+            upload.write_stream(iter([b"z" * 10]), 10)  # begun after the stop: refused
+        finally:
+            upload.cancel()
+
+    step = StepThread(Interrupt(), JOB, copy_step).start()
+    assert server.seen.wait(5)
+    assert step.interrupt.request(JOB)
+    stopped.set()
+    assert step.ended_within(STOP_LATENCY_S)
+    assert_stopped(step)
+    wait_until(lambda: len(server.requests) == 2, timeout=5)
+    assert server.requests == [
+        "POST /v2/library/app/blobs/uploads/ HTTP/1.1",
+        "DELETE /v2/library/app/blobs/uploads/s1 HTTP/1.1",
+    ]
+    client.close()
+
+
 def stalled(counter: list[int], polls: int = 10) -> Callable[[], bool]:
     """A condition for ``wait_until``: ``counter[0]`` is above 0 and was the same at
     the last ``polls`` polls."""
