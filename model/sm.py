@@ -2,10 +2,11 @@
 
 ``transitions[from] = {to, …}``; ``handlers[state]`` has ``enter() -> next`` and an
 idempotent ``exit()``. Forced states (``error``, ``stopped``, ``canceled``,
-``retrying``) may be entered from anywhere. A handler returning ``_continue`` takes
-the only way out of its state; an empty next state holds the machine. Any exception
-in a handler sends the machine to ``error`` (a :class:`~model.errors.RetryableError`
-to ``retrying``) with the traceback in the job's log.
+``retrying``) may be entered from anywhere. A handler returning :data:`CONTINUE`
+(``"_continue"``) takes the only way out of its state; an empty next state holds the
+machine. Any exception in a handler sends the machine to ``error`` (a
+:class:`~model.errors.RetryableError` to ``retrying``) with the traceback in the job's
+log.
 
 The machine runs either to completion (:meth:`SM.start`) or one transition per call
 (:meth:`SM.begin` then :meth:`SM.step`), which is how a worker actor drives it so
@@ -17,10 +18,10 @@ own thread only.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 
 from model.errors import JobServiceError, RetryableError, StatusConflict, TransitionError
 from model.interrupt import Interrupt
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from loguru import Logger
 
 __all__ = [
+    "CONTINUE",
     "FORCED_STATES",
     "SM",
     "Job",
@@ -39,6 +41,10 @@ __all__ = [
     "StateHandler",
     "StatusUpdater",
 ]
+
+#: A handler's result meaning "stay in the machine": take the only transition out of
+#: this state. Not a status: the machine never stores it.
+CONTINUE: Final = "_continue"
 
 #: States that need no entry in the transition table.
 FORCED_STATES = frozenset({Status.ERROR, Status.STOPPED, Status.CANCELED, Status.RETRYING})
@@ -78,7 +84,7 @@ class StateHandler(Protocol):
     """Runs when the machine enters or leaves one state."""
 
     def enter(self) -> str:
-        """Does the state's work; returns the next state, ``_continue`` or "" to hold."""
+        """Does the state's work; returns the next state, :data:`CONTINUE` or "" to hold."""
         ...
 
     def exit(self) -> None:
@@ -100,7 +106,7 @@ class StatusUpdater:
 
     def enter(self) -> str:
         self.job.update_status(self.status)
-        return "" if self.status in TERMINAL else Status.CONTINUE.value
+        return "" if self.status in TERMINAL else CONTINUE
 
     def exit(self) -> None:
         return None
@@ -196,6 +202,16 @@ class SM:
         self.transitions.setdefault(source, set()).add(target)
         self.handlers[target] = handler
 
+    def wrap_handlers(
+        self, states: Iterable[str], wrap: Callable[[str, StateHandler], StateHandler]
+    ) -> None:
+        """Replaces the handler of each of ``states`` that has one with
+        ``wrap(state, handler)``; a state without a handler keeps none."""
+        for state in states:
+            handler = self.handlers.get(state)
+            if handler is not None:
+                self.handlers[state] = wrap(state, handler)
+
     def remove_transition(self, source: str, target: str) -> None:
         """Removes ``source → target`` (the handler of ``target`` stays)."""
         targets = self.transitions.get(source)
@@ -281,7 +297,7 @@ class SM:
             job.log_state(state, self.current_state or "-")
         handler = self.handlers.get(state)
         self._entering = state
-        next_state = handler.enter() if handler is not None else Status.CONTINUE.value
+        next_state = handler.enter() if handler is not None else CONTINUE
         self._entering = ""
         self.previous_state, self.current_state = self.current_state, state
         return next_state
@@ -316,7 +332,7 @@ class SM:
         if self.stop_requested and self.current_state != Status.STOPPED:
             target, self.desired_state = Status.STOPPED, ""
         try:
-            if target == Status.CONTINUE:
+            if target == CONTINUE:
                 target = self._only_way_out()
             self.next_state = self.enter_state(target)
         except BaseException as exc:
@@ -329,7 +345,7 @@ class SM:
             raise TransitionError(
                 self._job_name(),
                 self.current_state,
-                Status.CONTINUE,
+                CONTINUE,
                 f"_continue needs exactly one way out, there are {len(ways)}",
             )
         return next(iter(ways))

@@ -10,7 +10,7 @@ from model.errors import RetryableError, StopRequested
 from model.interrupt import current
 from model.jobs import KindJob
 from model.kinds import JobKind
-from model.sm import SM, Job, StateHandler, StatusUpdater
+from model.sm import CONTINUE, SM, Job, StateHandler, StatusUpdater
 from model.status import Status
 
 
@@ -55,7 +55,7 @@ class _Noop:
         self.job = job
 
     def enter(self) -> str:
-        return Status.CONTINUE.value
+        return CONTINUE
 
     def exit(self) -> None:
         return None
@@ -186,7 +186,7 @@ class _Gated:
             self.gate.opened.wait(30)
         if self.job.params.get("then") == "retryable":
             raise RetryableError("registry unreachable")
-        return Status.CONTINUE.value
+        return CONTINUE
 
     def exit(self) -> None:
         return None

@@ -147,8 +147,7 @@ class _ServiceCollector(Collector):
         for kind, info in stats.items():
             counts: dict[str, Any] = info["statuses"]
             for status in Status:
-                if status is not Status.CONTINUE:
-                    families["jobs"].add_metric([kind, status.value], counts.get(status.value, 0))
+                families["jobs"].add_metric([kind, status.value], counts.get(status.value, 0))
             for name in ("queued", "delayed", "size", "busy"):
                 families[name].add_metric([kind], info[name])
         yield from families.values()

@@ -9,7 +9,7 @@ take a write.
 
 from __future__ import annotations
 
-from model.db._sql import ALLOWED_FROM
 from model.db.store import Store
+from model.status import ALLOWED_FROM
 
 __all__ = ["ALLOWED_FROM", "Store"]

@@ -11,11 +11,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from model.db._sql import CLAIMABLE
 from model.db.tables import JOB_TABLES, Schedule, utcnow
 from model.errors import NotFound
 from model.stamps import aware
-from model.status import Status
+from model.status import CLAIMABLE, Status
 
 __all__ = ["JobReads", "job_table"]
 

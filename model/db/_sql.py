@@ -27,33 +27,16 @@ import sqlalchemy as sa
 
 from model.db.tables import JOB_TABLES
 from model.stamps import db_stamp, now_us
-from model.status import Status
+from model.status import ALLOWED_FROM, CLAIMABLE
 
 __all__ = [
-    "ALLOWED_FROM",
-    "CLAIMABLE",
+    "ALLOWED_FROM",  # model.status's, for the store
     "DIALECTS",
     "Statements",
     "Steps",
     "dialect_of",
     "statements_for",
 ]
-
-#: For each status, the statuses a job may hold for the change to apply. A status
-#: may be set again to itself where that is harmless (the claim sets ``running``
-#: before the state machine does).
-ALLOWED_FROM: dict[str, frozenset[str]] = {
-    Status.RUNNING: frozenset({Status.PENDING, Status.RETRYING, Status.RUNNING}),
-    Status.FINISHED: frozenset({Status.RUNNING}),
-    Status.ERROR: frozenset({Status.PENDING, Status.RUNNING, Status.RETRYING}),
-    Status.STOPPED: frozenset({Status.PENDING, Status.RUNNING, Status.RETRYING, Status.STOPPED}),
-    Status.CANCELED: frozenset({Status.PENDING, Status.RUNNING, Status.RETRYING}),
-    Status.RETRYING: frozenset({Status.RUNNING}),
-    Status.PENDING: frozenset({Status.RUNNING, Status.PENDING}),
-}
-
-#: The statuses a worker may take a job from (a retrying one once it is due).
-CLAIMABLE: tuple[str, ...] = (Status.PENDING.value, Status.RETRYING.value)
 
 # -- the templates: {table}, {lock}, {scope} … are filled per table and dialect ----------
 

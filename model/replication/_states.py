@@ -102,7 +102,8 @@ class Ending:
 
 def release_on_endings(sm: SM, release: Callable[[str], None]) -> None:
     """Wraps the handlers of the ending states already in ``sm`` with :class:`Ending`."""
-    for state in ENDING_STATES:
-        handler = sm.handlers.get(state)
-        if handler is not None and not isinstance(handler, Ending):
-            sm.handlers[state] = Ending(handler, state, release)
+
+    def ending(state: str, handler: StateHandler) -> StateHandler:
+        return handler if isinstance(handler, Ending) else Ending(handler, state, release)
+
+    sm.wrap_handlers(ENDING_STATES, ending)

@@ -45,6 +45,7 @@ from model.replication._plan import TagPlan, plan_tag
 from model.replication._shared import ReplicationShared
 from model.replication._states import PULL_MANIFEST, PUSH_MANIFEST, TRANSFER_BLOB
 from model.replication._threads import RunThreads
+from model.sm import CONTINUE
 from model.status import Status
 
 __all__ = [
@@ -169,7 +170,7 @@ class TransferRun:
             len(tags),
             ", ".join(tags) or "-",
         )
-        return Status.CONTINUE.value
+        return CONTINUE
 
     def check(self) -> str:
         """Checks that the target answers ``/v2/`` and that the credentials may push to
@@ -178,7 +179,7 @@ class TransferRun:
         label = target_label(self.job)
         who = check_target(target, self.repository, label)
         self.log.info("target {} answers and lets {} push to {}", label, who, self.repository)
-        return Status.CONTINUE.value
+        return CONTINUE
 
     @_marks_progress
     def pull_manifest(self) -> str:

@@ -31,7 +31,7 @@ from model.errors import RetryableError
 from model.jobs import KindJob
 from model.kinds import JobKind
 from model.settings import Settings
-from model.sm import SM, Job, StatusUpdater
+from model.sm import CONTINUE, SM, Job, StatusUpdater
 from model.status import Status
 
 
@@ -56,7 +56,7 @@ class Gate:
 
     def enter(self) -> str:
         Gate.opened.wait(600)
-        return Status.CONTINUE.value
+        return CONTINUE
 
     def exit(self) -> None:
         return None

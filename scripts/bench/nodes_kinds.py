@@ -19,7 +19,7 @@ import journal
 from model.jobs import KindJob
 from model.kinds import JobKind
 from model.settings import Settings
-from model.sm import SM, Job, StatusUpdater
+from model.sm import CONTINUE, SM, Job, StatusUpdater
 from model.status import Status
 
 __all__ = ["KIND", "WORKERS", "kinds"]
@@ -41,7 +41,7 @@ class _Work:
         if ms:
             time.sleep(ms / 1000)
         journal.record(self.job.id)
-        return Status.CONTINUE.value
+        return CONTINUE
 
     def exit(self) -> None:
         return None

@@ -42,7 +42,7 @@ from model.db import Store  # noqa: E402
 from model.jobs import KindJob  # noqa: E402
 from model.kinds import JobKind  # noqa: E402
 from model.settings import Settings  # noqa: E402
-from model.sm import SM, Job, StatusUpdater  # noqa: E402
+from model.sm import CONTINUE, SM, Job, StatusUpdater  # noqa: E402
 from model.status import Status  # noqa: E402
 
 __all__ = ["KIND", "OursEmbedded", "OursProcess", "bench_kind"]
@@ -59,7 +59,7 @@ class _Work:
     def enter(self) -> str:
         params = self.job.params
         journal.run_job(int(params["n"]), float(params.get("sleep", 0.0)))
-        return Status.CONTINUE.value
+        return CONTINUE
 
     def exit(self) -> None:
         return None

@@ -19,7 +19,7 @@ from pathlib import Path
 from model.jobs import KindJob
 from model.kinds import JobKind
 from model.settings import Settings
-from model.sm import SM, Job, StatusUpdater
+from model.sm import CONTINUE, SM, Job, StatusUpdater
 from model.status import Status
 
 __all__ = ["busy_kinds", "recorder"]
@@ -41,7 +41,7 @@ class _Record:
 
     def enter(self) -> str:
         _record(self.job)
-        return Status.CONTINUE.value
+        return CONTINUE
 
     def exit(self) -> None:
         return None
@@ -75,7 +75,7 @@ class _Gate:
         deadline = time.monotonic() + GATE_TIMEOUT_S
         while not gate.exists() and time.monotonic() < deadline:
             threading.Event().wait(0.02)
-        return Status.CONTINUE.value
+        return CONTINUE
 
     def exit(self) -> None:
         return None

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 from model.errors import RetryableError, TransitionError
 from model.joblog import JobLogSink, job_logger
-from model.sm import SM, MachineBroken, Retry, RetryPolicy, StatusUpdater
+from model.sm import CONTINUE, SM, MachineBroken, Retry, RetryPolicy, StatusUpdater
 from model.status import Status
 
 
@@ -75,9 +75,7 @@ class FakeJob:
 class Recorder:
     """A handler that records enter/exit calls into a shared list."""
 
-    def __init__(
-        self, name: str, calls: list[str], result: str | Any = Status.CONTINUE.value
-    ) -> None:
+    def __init__(self, name: str, calls: list[str], result: str | Any = CONTINUE) -> None:
         self.name = name
         self.calls = calls
         self.result = result
@@ -412,3 +410,22 @@ def test_a_stop_requested_from_another_thread_while_a_handler_runs_wins_over_its
     assert job.statuses == [Status.RUNNING, Status.STOPPED]
     assert sm.current_state == Status.STOPPED
     assert "state pull ended by the stop request" in job.log()
+
+
+def test_wrap_handlers_replaces_the_handlers_of_the_states_that_have_one(job: FakeJob) -> None:
+    calls: list[str] = []
+    sm = machine(job, lambda sm, j: sm.add_transition(Status.RUNNING, "a", Recorder("a", calls)))
+    inner = Recorder("wrapped a", calls)
+    seen: list[str] = []
+
+    def wrap(state: str, handler: Any) -> Any:
+        seen.append(state)
+        return inner
+
+    sm.wrap_handlers(["a", "no-such-state"], wrap)
+    assert seen == ["a"]
+    sm.begin(Status.RUNNING)
+    sm.step()
+    sm.step()
+    assert calls == ["enter wrapped a"]
+    assert sm.current_state == "a"

@@ -19,7 +19,7 @@ __all__ = ["router"]
 #: Bytes read from the end of a failed job's log to find its error.
 _ERROR_TAIL_BYTES = 16 * 1024
 #: The statuses as the overview lists them.
-STATUSES = [s.value for s in Status if s is not Status.CONTINUE]
+STATUSES = [s.value for s in Status]
 
 router = APIRouter(dependencies=[Depends(logged_in)])
 
