@@ -81,6 +81,17 @@ def _check_url(url: str) -> None:
         )
 
 
+def _wanted(
+    current: Schedule | None, schedule: str | Keep | None, timezone: str | None
+) -> tuple[str | Keep | None, str]:
+    """The cron expression and time zone a policy's schedule gets from
+    :meth:`Catalog.set_triggers`'s ``schedule`` and ``timezone`` (``current``: its
+    schedule now)."""
+    cron = current.cron if schedule is KEEP and current else schedule
+    zone = timezone or (current.timezone if current else "UTC")
+    return cron, zone
+
+
 class NameTaken(JobServiceError):
     """Another row of the same kind (``what``) has the name ``name`` (its id: ``ident``)."""
 
@@ -142,12 +153,11 @@ class Catalog:
 
     def delete_project(self, ident: int) -> None:
         """Deletes a project no live policy uses; raises :class:`NotFound`, :class:`InUse`."""
-        self.store.get(Project, ident)
-        users = [int(p.id or 0) for p in self.policies(project_id=ident)]
-        if users:
-            message = f"project {ident} is used by replication policies {users}"
-            raise InUse("project", ident, users, message)
-        self.store.delete(Project, ident)
+        self._delete_unused(Project, ident, "project", "project_id")
+
+    def projects_in_use(self) -> set[int]:
+        """The ids of the projects a live policy uses (which cannot be deleted)."""
+        return {p.project_id for p in self.policies()}
 
     # -- targets -----------------------------------------------------------------------
 
@@ -187,12 +197,17 @@ class Catalog:
 
     def delete_target(self, ident: int) -> None:
         """Deletes a target no live policy uses; raises :class:`NotFound`, :class:`InUse`."""
-        self.store.get(ReplicationTarget, ident)
-        users = [int(p.id or 0) for p in self.policies(target_id=ident)]
+        self._delete_unused(ReplicationTarget, ident, "target", "target_id")
+
+    def _delete_unused(self, model: type[SQLModel], ident: int, what: str, column: str) -> None:
+        """Deletes the row ``ident`` of ``model`` unless a live policy's ``column`` names
+        it; raises :class:`NotFound`, :class:`InUse`."""
+        self.store.get(model, ident)
+        users = [int(p.id or 0) for p in self.policies(**{column: ident})]
         if users:
-            message = f"target {ident} is used by replication policies {users}"
-            raise InUse("target", ident, users, message)
-        self.store.delete(ReplicationTarget, ident)
+            message = f"{what} {ident} is used by replication policies {users}"
+            raise InUse(what, ident, users, message)
+        self.store.delete(model, ident)
 
     def _encrypt(self, password: str) -> str:
         if len(password.encode("utf-8", "surrogatepass")) > MAX_TARGET_PASSWORD_BYTES:
@@ -216,20 +231,56 @@ class Catalog:
             raise NotFound("replication policy", ident)
         return row
 
-    def add_policy(self, **values: Any) -> ReplicationPolicy:
-        """Adds a policy; raises :class:`NotFound` (its project or target, ``field``
-        naming which), :class:`NameTaken`."""
+    def add_policy(
+        self,
+        *,
+        schedule: str | None = None,
+        timezone: str = "UTC",
+        on_push: bool = False,
+        on_delete: bool = False,
+        **values: Any,
+    ) -> ReplicationPolicy:
+        """Adds a policy (``values``: its columns) with its triggers (as
+        :meth:`set_triggers`'s). Everything is checked before anything is written:
+        raises :class:`~model.errors.InvalidRequest` naming ``schedule`` or ``timezone``,
+        :class:`NotFound` (its project or target, ``field`` naming which),
+        :class:`NameTaken`."""
+        if schedule is not None:
+            parse(schedule, timezone)
         self._check_references(values.get("project_id"), values.get("target_id"))
         self._check_policy_name(values["name"], None)
-        return self.store.add(ReplicationPolicy(**values))
+        policy = self.store.add(ReplicationPolicy(**values))
+        assert policy.id is not None
+        self.set_triggers(
+            policy.id, schedule=schedule, timezone=timezone, on_push=on_push, on_delete=on_delete
+        )
+        return policy
 
-    def update_policy(self, ident: int, **values: Any) -> ReplicationPolicy:
-        """Sets ``values`` on a live policy; raises :class:`NotFound`, :class:`NameTaken`."""
-        self.policy(ident)
+    def update_policy(
+        self,
+        ident: int,
+        *,
+        schedule: str | Keep | None = KEEP,
+        timezone: str | None = None,
+        on_push: bool | None = None,
+        on_delete: bool | None = None,
+        **values: Any,
+    ) -> ReplicationPolicy:
+        """Sets ``values`` (columns) and the triggers (as :meth:`set_triggers`'s: left
+        out, kept) of a live policy. Everything is checked before anything is written:
+        raises :class:`~model.errors.InvalidRequest` naming ``schedule`` or ``timezone``,
+        :class:`NotFound`, :class:`NameTaken`."""
+        self._check_schedule(ident, schedule, timezone)
+        policy = self.policy(ident)
         self._check_references(values.get("project_id"), values.get("target_id"))
         if "name" in values:
             self._check_policy_name(values["name"], ident)
-        return self.store.update(ReplicationPolicy, ident, **values)
+        if values:
+            policy = self.store.update(ReplicationPolicy, ident, **values)
+        self.set_triggers(
+            ident, schedule=schedule, timezone=timezone, on_push=on_push, on_delete=on_delete
+        )
+        return policy
 
     def delete_policy(self, ident: int) -> None:
         """Marks a live policy without unfinished jobs deleted (its row stays for its
@@ -274,8 +325,7 @@ class Catalog:
         policy = self.policy(policy_id) if check else None
         current = self._policy_schedule(policy_id)
         if schedule is not KEEP or timezone is not None:
-            cron = current.cron if schedule is KEEP and current else schedule
-            zone = timezone or (current.timezone if current else "UTC")
+            cron, zone = _wanted(current, schedule, timezone)
             if cron is None:
                 if current is not None and current.id is not None:
                     self.store.delete(Schedule, current.id)
@@ -322,6 +372,17 @@ class Catalog:
                     policy_id=policy_id, namespace=project.name, on_push=push, on_deletion=delete
                 )
             )
+
+    def _check_schedule(
+        self, policy_id: int, schedule: str | Keep | None, timezone: str | None
+    ) -> None:
+        """Raises :class:`~model.errors.InvalidRequest` if :meth:`set_triggers` would
+        refuse ``schedule`` and ``timezone`` (the current ones where left out)."""
+        if schedule is KEEP and timezone is None:
+            return
+        cron, zone = _wanted(self._policy_schedule(policy_id), schedule, timezone)
+        if isinstance(cron, str):
+            parse(cron, zone)
 
     def _policy_schedule(self, policy_id: int) -> Schedule | None:
         found = self.store.list_rows(Schedule, kind="replication", policy_id=policy_id)

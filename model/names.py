@@ -7,7 +7,17 @@ from collections.abc import Iterable
 
 from model.errors import InvalidRequest
 
-__all__ = ["check_id", "check_kind_name", "check_repository", "check_tags"]
+__all__ = [
+    "RESERVED_KIND_NAMES",
+    "check_id",
+    "check_kind_name",
+    "check_repository",
+    "check_tags",
+]
+
+#: Names no job kind may have: the pool statistics, an object keyed by kind, have
+#: these keys for the nodes sharing the database and their totals.
+RESERVED_KIND_NAMES = ("nodes", "totals")
 
 # The distribution spec's grammar for repository names and tags.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -55,7 +65,14 @@ def check_tags(values: Iterable[object], field: str = "tags") -> list[str]:
 
 
 def check_kind_name(value: str) -> str:
-    """A job kind name: lowercase letter, then letters, digits, ``_`` or ``-``."""
+    """A job kind name: lowercase letter, then letters, digits, ``_`` or ``-``; not one
+    of :data:`RESERVED_KIND_NAMES`."""
     if not _KIND.fullmatch(value):
         raise InvalidRequest("kind", f"{value!r} is not a valid kind name")
+    if value in RESERVED_KIND_NAMES:
+        raise InvalidRequest(
+            "kind",
+            f"{value!r} is reserved: the pool statistics (GET /api/stats) keep the names "
+            f"{', '.join(map(repr, RESERVED_KIND_NAMES))} for the nodes and their totals",
+        )
     return value

@@ -5,8 +5,7 @@ the field it names in one table (:data:`ANSWERS`), answered as a JSON
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import psycopg
@@ -28,6 +27,7 @@ from model.errors import (
     UnknownKind,
 )
 from model.registry import RegistryError
+from model.scan import ImageNotFound
 
 __all__ = [
     "ANSWERS",
@@ -39,8 +39,9 @@ __all__ = [
     "Answer",
     "Problem",
     "add_error_handlers",
+    "answer",
+    "error_field",
     "error_response",
-    "naming",
 ]
 
 #: Headers of a 503: when to ask again, in seconds.
@@ -48,8 +49,8 @@ RETRY_LATER = {"Retry-After": "5"}
 
 
 class Problem(Exception):
-    """An answer other than 2xx that no domain error names (an image missing from the
-    source registry, a job without a log), raised by a route."""
+    """An answer other than 2xx that no domain error names (a job without a log),
+    raised by a route."""
 
     def __init__(self, code: int, message: str, field: str | None = None) -> None:
         super().__init__(message)
@@ -77,8 +78,14 @@ class Answer(NamedTuple):
     status: int | None
     #: The input the answer names, from the exception.
     field: Callable[[Any], str | None] = lambda _exc: None
-    #: The message; None: the exception's own text.
-    message: str | None = None
+    #: The message: a text, one made of the exception, or None: the exception's own text.
+    message: str | Callable[[Any], str] | None = None
+
+    def text(self, exc: Exception) -> str:
+        """The message answered for ``exc``."""
+        if callable(self.message):
+            return self.message(exc)
+        return self.message or str(exc)
 
 
 def _named(field: str) -> Callable[[Any], str | None]:
@@ -92,6 +99,11 @@ ANSWERS: dict[type[Exception], Answer] = {
     UnknownKind: Answer(404, _named("kind")),
     InvalidRequest: Answer(400, lambda exc: exc.field),
     NotFound: Answer(404, lambda exc: exc.field or "id"),
+    ImageNotFound: Answer(
+        404,
+        _named("tag"),
+        lambda exc: f"image {exc.repository}:{exc.reference} is not in the source registry",
+    ),
     NameTaken: Answer(409, _named("name")),
     InUse: Answer(409, _named("id")),
     StatusConflict: Answer(409),
@@ -126,11 +138,24 @@ def add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _crashed)
 
 
+def answer(exc: Exception) -> Answer | None:
+    """How the API answers ``exc`` (its class's line in :data:`ANSWERS`, else the
+    nearest base's), or None: not a refusal the table names."""
+    return next((ANSWERS[cls] for cls in type(exc).__mro__ if cls in ANSWERS), None)
+
+
+def error_field(exc: Exception) -> str | None:
+    """The input the API's answer to ``exc`` names, if any (:data:`ANSWERS`)."""
+    found = answer(exc)
+    return found.field(exc) if found is not None else None
+
+
 def _answer(_request: Request, exc: Exception) -> Response:
-    answer = next(ANSWERS[cls] for cls in type(exc).__mro__ if cls in ANSWERS)
-    code = answer.status if answer.status is not None else int(getattr(exc, "code", 500))
+    found = answer(exc)
+    assert found is not None  # registered for the classes of ANSWERS only
+    code = found.status if found.status is not None else int(getattr(exc, "code", 500))
     headers = RETRY_LATER if code == 503 else None
-    return error_response(code, answer.message or str(exc), answer.field(exc), headers=headers)
+    return error_response(code, found.text(exc), found.field(exc), headers=headers)
 
 
 #: Pydantic's error types for a body that is not an object.
@@ -233,15 +258,3 @@ LOG_TEXT: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "The log"},
     **NOT_FOUND,
 }
-
-
-@contextmanager
-def naming(field: str) -> Iterator[None]:
-    """Within: a :class:`NotFound` that names no input gets ``field`` (the input of the
-    request that named the missing row)."""
-    try:
-        yield
-    except NotFound as exc:
-        if exc.field is None:
-            exc.field = field
-        raise

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from model.db import Store
-from model.errors import InvalidRequest
+from model.errors import InvalidRequest, NotFound
 from model.names import check_id, check_repository, check_tags
 from model.operation import Operation
 from model.registry import RegistryClient
@@ -29,15 +29,19 @@ def replication_rows(
 ) -> list[dict[str, Any]]:
     """The rows of the replication jobs of ``policy_id``: one for ``repository`` or, with
     none, one per repository of the policy's project (``list_repositories``, by default
-    the source registry's catalog). Raises :class:`~model.errors.NotFound` for an
-    unknown policy, :class:`InvalidRequest` naming the bad field."""
+    the source registry's catalog). Raises :class:`~model.errors.NotFound` naming
+    ``policy_id`` for an unknown policy (or one whose target or project is gone),
+    :class:`InvalidRequest` naming the bad field."""
     check_id(policy_id, "policy_id")
     if operation not in tuple(Operation):
         raise InvalidRequest(
             "operation", f"must be one of {', '.join(Operation)}, got {operation!r}"
         )
     tag_list = check_tags(tags)
-    _policy, _target, project = store.policy_with_target(policy_id)
+    try:
+        _policy, _target, project = store.policy_with_target(policy_id)
+    except NotFound as exc:
+        raise NotFound(exc.what, exc.ident, field=exc.field or "policy_id") from None
     if repository is None:
         lister = list_repositories or (lambda name: _catalog(settings, name))
         repositories = [check_repository(r) for r in lister(project.name)]

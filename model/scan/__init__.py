@@ -43,7 +43,7 @@ from model.scan._errors import (
     ScannerFailed,
     ScannerUnavailable,
 )
-from model.scan._submit import scan_row
+from model.scan._submit import image_digest, scan_row
 from model.scan._workflow import (
     TRANSITIONS,
     ScanState,
@@ -62,6 +62,7 @@ __all__ = [
     "ScannerUnavailable",
     "add_transitions",
     "close_shared",
+    "image_digest",
     "open_shared",
     "scan_row",
 ]

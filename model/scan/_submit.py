@@ -6,8 +6,19 @@ from typing import Any
 
 from model.errors import InvalidRequest
 from model.names import check_repository, check_tags
+from model.registry import RegistryClient
+from model.scan._errors import ImageNotFound
 
-__all__ = ["scan_row"]
+__all__ = ["image_digest", "scan_row"]
+
+
+def image_digest(client: RegistryClient, repository: str, tag: str) -> str:
+    """The digest of ``repository:tag`` in the registry of ``client``; raises
+    :class:`ImageNotFound` when it is not there."""
+    digest = client.manifest_digest(repository, tag)
+    if digest is None:
+        raise ImageNotFound(client.url, repository, tag)
+    return digest
 
 
 def scan_row(repository: str, tag: str, digest: str | None = None) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from model.catalog import (
     Catalog,
     InUse,
     NameTaken,
+    Triggers,
 )
 from model.crypto import SecretBox
 from model.db import Store
@@ -55,6 +56,7 @@ def test_rows_a_policy_uses_are_in_use_and_a_missing_reference_names_its_field(
     with pytest.raises(NotFound) as missing:
         catalog.add_policy(name="x", project_id=project.id, target_id=999)
     assert missing.value.field == "target_id"
+    assert catalog.projects_in_use() == {project.id}
     with pytest.raises(InUse) as used:
         catalog.delete_project(int(project.id or 0))
     assert used.value.users == [policy.id]
@@ -63,8 +65,46 @@ def test_rows_a_policy_uses_are_in_use_and_a_missing_reference_names_its_field(
     catalog.delete_policy(int(policy.id or 0))
     with pytest.raises(NotFound):
         catalog.policy(int(policy.id or 0))
+    assert catalog.projects_in_use() == set()
     catalog.delete_target(int(target.id or 0))
     catalog.delete_project(int(project.id or 0))
+
+
+def test_a_policy_and_its_triggers_are_checked_before_anything_is_written(
+    catalog: Catalog,
+) -> None:
+    project = catalog.add_project("library", public=True)
+    target = catalog.add_target("dr", "http://dr:5000", "", "", insecure=False)
+    refs = {"project_id": project.id, "target_id": target.id}
+    with pytest.raises(InvalidRequest) as bad:
+        catalog.add_policy(name="nightly", schedule="not cron", **refs)
+    assert bad.value.field == "schedule"
+    with pytest.raises(InvalidRequest):
+        catalog.add_policy(name="nightly", schedule="0 2 * * *", timezone="Nowhere/City", **refs)
+    assert catalog.policies() == [] and catalog.schedules() == []
+    policy = catalog.add_policy(
+        name="nightly", schedule="0 2 * * *", timezone="Europe/Paris", on_push=True, **refs
+    )
+    ident = int(policy.id or 0)
+    triggers = catalog.triggers(ident)
+    assert (triggers.schedule, triggers.timezone, triggers.on_push) == (
+        "0 2 * * *",
+        "Europe/Paris",
+        True,
+    )
+    # A bad schedule or time zone (with the schedule kept) changes neither the policy
+    # nor its triggers.
+    with pytest.raises(InvalidRequest):
+        catalog.update_policy(ident, name="renamed", schedule="61 * * * *")
+    with pytest.raises(InvalidRequest):
+        catalog.update_policy(ident, name="renamed", timezone="Nowhere/City")
+    assert catalog.policy(ident).name == "nightly"
+    assert catalog.triggers(ident) == triggers
+    updated = catalog.update_policy(ident, name="renamed", schedule=None, on_push=False)
+    assert updated.name == "renamed"
+    assert catalog.triggers(ident) == Triggers()
+    with pytest.raises(NotFound):
+        catalog.update_policy(999, on_delete=True)
 
 
 def test_a_target_url_or_password_beyond_harbors_columns_is_refused_naming_it(

@@ -31,6 +31,8 @@ mapping = {"one": one}
 mixed = [one, "two"]
 named_replication = JobKind("replication", _transitions)
 bad_name = JobKind("Not A Name!", _transitions)
+named_nodes = JobKind("nodes", _transitions)
+named_totals = JobKind("totals", _transitions)
 empty_pool = JobKind("empty", _transitions, 0)
 unknown_pool = JobKind("unknown", _transitions, "no_such_setting")
 
@@ -179,6 +181,8 @@ def test_a_callable_that_fails_is_a_config_error_with_its_error(kinds_module: st
         (["named_replication"], "a kind named 'replication' is already registered"),
         (["one", "pair"], "a kind named 'one' is already registered"),
         (["bad_name"], "Not A Name!"),
+        (["named_nodes"], "'nodes' is reserved: the pool statistics"),
+        (["named_totals"], "'totals' is reserved: the pool statistics"),
         (["empty_pool"], "kind 'empty' needs a pool size >= 1, got 0"),
         (["unknown_pool"], "pool_size 'no_such_setting' is not a setting"),
     ],

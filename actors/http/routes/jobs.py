@@ -17,7 +17,7 @@ from fastapi.responses import StreamingResponse
 from fastapi.routing import APIRoute
 
 from actors.http.deps import AUTH, JobId, Kind, Offset, ServiceDep
-from actors.http.errors import BAD_GATEWAY, ERRORS, LOG_TEXT, NOT_FOUND, Problem, naming
+from actors.http.errors import BAD_GATEWAY, ERRORS, LOG_TEXT, NOT_FOUND, Problem
 from actors.http.schemas import (
     JobIds,
     JobOut,
@@ -31,6 +31,7 @@ from actors.service import JobService
 from model.db.tables import GenericJob, ReplicationPolicy
 from model.errors import NotFound
 from model.operation import Operation
+from model.scan import image_digest
 
 __all__ = ["JsonBodyRoute", "router"]
 
@@ -95,8 +96,7 @@ def replicate(service: ServiceDep, body: ReplicationRequest) -> JobIds:
         operation, tags = Operation.TRANSFER, []
     else:
         operation, tags = body.operation or Operation.TRANSFER, body.tags or []
-    with naming("policy_id"):
-        ids = service.replicate(body.policy_id, repository, tags, operation)
+    ids = service.replicate(body.policy_id, repository, tags, operation)
     return JobIds(job_ids=ids)
 
 
@@ -123,11 +123,7 @@ def replication_log(service: ServiceDep, job_id: JobId, offset: Offset = 0) -> R
 def scan(service: ServiceDep, body: ScanRequest) -> ScanJobId:
     """Queues a scan of ``repository:tag``, which must be in the source registry."""
     with service.source_registry() as client:
-        digest = client.manifest_digest(body.repository, body.tag)
-    if digest is None:
-        raise Problem(
-            404, f"image {body.repository}:{body.tag} is not in the source registry", "tag"
-        )
+        digest = image_digest(client, body.repository, body.tag)
     return ScanJobId(job_id=service.scan(body.repository, body.tag, digest))
 
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Response
 
 from actors.http.deps import AUTH, CatalogDep, RowId, ServiceDep
-from actors.http.errors import ERRORS, IN_USE, NOT_FOUND, Problem
+from actors.http.errors import ERRORS, IN_USE, NOT_FOUND
 from actors.http.schemas import (
     DIGEST_PATTERN,
     ImageScan,
@@ -30,9 +30,9 @@ from actors.http.schemas import (
     TargetOut,
     TargetUpdate,
 )
-from model import schedules
 from model.catalog import KEEP, Catalog, Keep
 from model.db.tables import ImgScanOverview, ReplicationPolicy, ReplicationTarget, ScanFinding
+from model.errors import NotFound
 
 __all__ = ["router"]
 
@@ -49,7 +49,7 @@ def image_scan(
     """The latest scan of an image: overview and findings."""
     overviews = service.store.list_rows(ImgScanOverview, image_digest=digest)
     if not overviews:
-        raise Problem(404, f"image {digest} has not been scanned", "digest")
+        raise NotFound("scan of image", digest, field="digest")
     overview = overviews[0]
     findings = service.store.list_rows(ScanFinding, image_digest=digest)
     return ImageScan(
@@ -111,14 +111,7 @@ def list_targets(catalog: CatalogDep) -> list[TargetOut]:
 
 @router.post("/targets", status_code=201, tags=["targets"])
 def add_target(catalog: CatalogDep, body: TargetIn) -> TargetOut:
-    row = catalog.add_target(
-        name=body.name,
-        url=body.url,
-        username=body.username,
-        password=body.password.get_secret_value(),
-        insecure=body.insecure,
-    )
-    return _target_out(row)
+    return _target_out(catalog.add_target(**body.plain()))
 
 
 @router.get("/targets/{id}", tags=["targets"])
@@ -128,9 +121,7 @@ def get_target(catalog: CatalogDep, ident: RowId) -> TargetOut:
 
 @router.put("/targets/{id}", tags=["targets"])
 def update_target(catalog: CatalogDep, ident: RowId, body: TargetUpdate) -> TargetOut:
-    values = body.model_dump(exclude_none=True, exclude={"password"})
-    password = body.password.get_secret_value() if body.password is not None else None
-    return _target_out(catalog.update_target(ident, password=password, **values))
+    return _target_out(catalog.update_target(ident, **body.plain()))
 
 
 @router.delete("/targets/{id}", status_code=204, tags=["targets"])
@@ -163,19 +154,7 @@ def list_policies(catalog: CatalogDep) -> list[PolicyOut]:
 @router.post("/policies/replication", status_code=201, tags=["policies"])
 def add_policy(catalog: CatalogDep, body: PolicyIn) -> PolicyOut:
     """Adds a policy with its triggers (a bad schedule or time zone writes nothing)."""
-    triggers = {"schedule", "timezone", "on_push", "on_delete"}
-    if body.schedule is not None:
-        schedules.parse(body.schedule, body.timezone)
-    policy = catalog.add_policy(**body.model_dump(exclude=triggers))
-    assert policy.id is not None
-    catalog.set_triggers(
-        policy.id,
-        schedule=body.schedule,
-        timezone=body.timezone,
-        on_push=body.on_push,
-        on_delete=body.on_delete,
-    )
-    return _policy_out(catalog, policy)
+    return _policy_out(catalog, catalog.add_policy(**body.model_dump()))
 
 
 @router.get("/policies/replication/{id}", tags=["policies"])
@@ -185,22 +164,11 @@ def get_policy(catalog: CatalogDep, ident: RowId) -> PolicyOut:
 
 @router.put("/policies/replication/{id}", tags=["policies"])
 def update_policy(catalog: CatalogDep, ident: RowId, body: PolicyUpdate) -> PolicyOut:
-    """Changes a policy; ``schedule`` ``""`` removes its schedule."""
-    triggers = {"schedule", "timezone", "on_push", "on_delete"}
+    """Changes a policy; ``schedule`` ``""`` removes its schedule (a bad schedule or
+    time zone writes nothing)."""
     schedule: str | Keep | None = KEEP if body.schedule is None else body.schedule or None
-    if isinstance(schedule, str):
-        current = catalog.triggers(ident).timezone
-        schedules.parse(schedule, body.timezone or current)
-    values = body.model_dump(exclude_none=True, exclude=triggers)
-    policy = catalog.update_policy(ident, **values) if values else catalog.policy(ident)
-    catalog.set_triggers(
-        ident,
-        schedule=schedule,
-        timezone=body.timezone,
-        on_push=body.on_push,
-        on_delete=body.on_delete,
-    )
-    return _policy_out(catalog, policy)
+    values = body.model_dump(exclude_none=True, exclude={"schedule"})
+    return _policy_out(catalog, catalog.update_policy(ident, schedule=schedule, **values))
 
 
 def _policy_out(catalog: Catalog, policy: ReplicationPolicy) -> PolicyOut:

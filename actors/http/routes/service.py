@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from actors.http.deps import AUTH, MetricsDep, ServiceDep
-from actors.http.errors import ERRORS, Problem
+from actors.http.errors import ERRORS
 from actors.http.schemas import (
     Health,
     NodeOut,
@@ -46,14 +46,6 @@ def stats(
     size and busy per kind at its beat), and ``totals``: size and busy per kind summed
     over the live nodes not overdue."""
     pools = service.stats()
-    taken = sorted({"nodes", "totals"} & set(pools))
-    if taken:
-        # The pools share the object's keys with these two.
-        raise Problem(
-            500,
-            f"a job kind is named {taken[0]!r}, a name /api/stats keeps for the nodes: "
-            "rename the kind (GET /api/nodes lists the nodes)",
-        )
     out = StatsOut.model_validate({kind: PoolStatsOut(**info) for kind, info in pools.items()})
     if nodes:
         live = [row for row in service.nodes() if row["state"] == "live"]

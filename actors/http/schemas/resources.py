@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr
 
@@ -53,6 +53,11 @@ class TargetIn(_In):
     password: Password = SecretStr("")
     insecure: bool = False
 
+    def plain(self) -> dict[str, Any]:
+        """The arguments of :meth:`~model.catalog.Catalog.add_target`: the password in
+        plain text."""
+        return {**self.model_dump(), "password": self.password.get_secret_value()}
+
 
 class TargetUpdate(_In):
     """Changes to a target; a field left out keeps its value (the password too)."""
@@ -62,6 +67,12 @@ class TargetUpdate(_In):
     username: Username | None = None
     password: Password | None = None
     insecure: bool | None = None
+
+    def plain(self) -> dict[str, Any]:
+        """The arguments of :meth:`~model.catalog.Catalog.update_target`: the fields
+        given, the password in plain text (None: kept)."""
+        password = self.password.get_secret_value() if self.password is not None else None
+        return {**self.model_dump(exclude_none=True), "password": password}
 
 
 class TargetOut(_Out):

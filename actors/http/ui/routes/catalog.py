@@ -8,12 +8,14 @@ form with the message next to the field it names.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
+from actors.http.errors import error_field
 from actors.http.schemas import (
     MAX_ID,
     PolicyIn,
@@ -49,13 +51,33 @@ def _checked(model: type[BaseModel], values: dict[str, Any]) -> tuple[Any, dict[
         return None, errors
 
 
-def _refusal(exc: Exception) -> dict[str, str]:
-    """The field message of a catalog refusal."""
-    if isinstance(exc, NameTaken):
-        return {"name": f"name: {exc}"}
-    if isinstance(exc, NotFound | InvalidRequest) and exc.field:
-        return {exc.field: f"{exc.field}: {exc}"}
+def _refusal(exc: Exception, model: type[BaseModel]) -> dict[str, str]:
+    """The message of a catalog refusal, next to the field of ``model`` the API's answer
+    names (:data:`~actors.http.errors.ANSWERS`), else the form's."""
+    field = error_field(exc)
+    if field is not None and field in model.model_fields:
+        return {field: f"{field}: {exc}"}
     return {"form": str(exc)}
+
+
+def _submit(
+    model: type[BaseModel],
+    values: dict[str, Any],
+    save: Callable[[Any], Response],
+    refused: Callable[[dict[str, str]], Response],
+    errors: dict[str, str] | None = None,
+) -> Response:
+    """A form's POST: ``values`` checked by ``model`` and given to ``save``, which
+    changes the catalog and answers; on a refusal (the form's ``errors``, the model's,
+    or the catalog's), the form again by ``refused`` with the messages."""
+    body, more = _checked(model, values) if not errors else (None, {})
+    errors = {**(errors or {}), **more}
+    if body is not None:
+        try:
+            return save(body)
+        except (NameTaken, NotFound, InvalidRequest) as exc:
+            errors = _refusal(exc, model)
+    return refused(errors)
 
 
 def _id(text: str, name: str, errors: dict[str, str]) -> int | None:
@@ -82,13 +104,12 @@ def _projects(
     status_code: int = 200,
 ) -> Response:
     rows = catalog.projects()
-    used = {p.project_id for p in catalog.policies()}
     return pages.render(
         request,
         "projects.html",
         status_code,
         projects=rows,
-        used=used,
+        used=catalog.projects_in_use(),
         errors=errors,
         values=values,
     )
@@ -97,14 +118,17 @@ def _projects(
 @router.post("/projects")
 def add_project(request: Request, pages: PagesDep, catalog: CatalogDep, form: FormDep) -> Response:
     values = {"name": form.get("name"), "public": form.flag("public")}
-    body, errors = _checked(ProjectIn, values)
-    if body is not None:
-        try:
-            row = catalog.add_project(body.name, body.public)
-            return redirect("/ui/projects", done="added", name=row.name)
-        except (NameTaken, NotFound, InvalidRequest) as exc:
-            errors = _refusal(exc)
-    return _projects(request, pages, catalog, errors, values, 400)
+
+    def save(body: ProjectIn) -> Response:
+        row = catalog.add_project(body.name, body.public)
+        return redirect("/ui/projects", done="added", name=row.name)
+
+    return _submit(
+        ProjectIn,
+        values,
+        save,
+        lambda errors: _projects(request, pages, catalog, errors, values, 400),
+    )
 
 
 @router.get("/projects/{id}")
@@ -119,14 +143,19 @@ def update_project(
 ) -> Response:
     row = catalog.project(ident)
     values = {"name": form.get("name"), "public": form.flag("public")}
-    body, errors = _checked(ProjectUpdate, values)
-    if body is not None:
-        try:
-            catalog.update_project(ident, **body.model_dump(exclude_none=True))
-            return redirect("/ui/projects", done="saved", name=body.name)
-        except (NameTaken, NotFound, InvalidRequest) as exc:
-            errors = _refusal(exc)
-    return pages.render(request, "project.html", 400, project=row, errors=errors, values=values)
+
+    def save(body: ProjectUpdate) -> Response:
+        catalog.update_project(ident, **body.model_dump(exclude_none=True))
+        return redirect("/ui/projects", done="saved", name=body.name)
+
+    return _submit(
+        ProjectUpdate,
+        values,
+        save,
+        lambda errors: pages.render(
+            request, "project.html", 400, project=row, errors=errors, values=values
+        ),
+    )
 
 
 @router.post("/projects/{id}/delete")
@@ -173,21 +202,18 @@ def _target_values(form: Form) -> dict[str, Any]:
 @router.post("/targets")
 def add_target(request: Request, pages: PagesDep, catalog: CatalogDep, form: FormDep) -> Response:
     values = _target_values(form)
-    body, errors = _checked(TargetIn, {**values, "password": form.raw("password")})
-    if body is not None:
-        try:
-            row = catalog.add_target(
-                name=body.name,
-                url=body.url,
-                username=body.username,
-                password=body.password.get_secret_value(),
-                insecure=body.insecure,
-            )
-            return redirect("/ui/targets", done="added", name=row.name)
-        except (NameTaken, NotFound, InvalidRequest) as exc:
-            errors = _refusal(exc)
+
+    def save(body: TargetIn) -> Response:
+        row = catalog.add_target(**body.plain())
+        return redirect("/ui/targets", done="added", name=row.name)
+
     # The password is never sent back, not even into its own field.
-    return _targets(request, pages, catalog, errors, values, 400)
+    return _submit(
+        TargetIn,
+        {**values, "password": form.raw("password")},
+        save,
+        lambda errors: _targets(request, pages, catalog, errors, values, 400),
+    )
 
 
 @router.get("/targets/{id}")
@@ -208,16 +234,19 @@ def update_target(
         checked["password"] = ""
     elif form.raw("password"):
         checked["password"] = form.raw("password")
-    body, errors = _checked(TargetUpdate, checked)
-    if body is not None:
-        changes = body.model_dump(exclude_none=True, exclude={"password"})
-        password = body.password.get_secret_value() if body.password is not None else None
-        try:
-            catalog.update_target(ident, password=password, **changes)
-            return redirect("/ui/targets", done="saved", name=body.name)
-        except (NameTaken, NotFound, InvalidRequest) as exc:
-            errors = _refusal(exc)
-    return pages.render(request, "target.html", 400, target=row, errors=errors, values=values)
+
+    def save(body: TargetUpdate) -> Response:
+        catalog.update_target(ident, **body.plain())
+        return redirect("/ui/targets", done="saved", name=body.name)
+
+    return _submit(
+        TargetUpdate,
+        checked,
+        save,
+        lambda errors: pages.render(
+            request, "target.html", 400, target=row, errors=errors, values=values
+        ),
+    )
 
 
 @router.post("/targets/{id}/delete")
@@ -275,15 +304,18 @@ def _policies(
 def add_policy(request: Request, pages: PagesDep, catalog: CatalogDep, form: FormDep) -> Response:
     errors: dict[str, str] = {}
     values = _policy_values(form, errors)
-    body, more = _checked(PolicyIn, values) if not errors else (None, {})
-    errors.update(more)
-    if body is not None:
-        try:
-            row = catalog.add_policy(**body.model_dump())
-            return redirect(f"/ui/policies/{row.id}", done="added")
-        except (NameTaken, NotFound, InvalidRequest) as exc:
-            errors = _refusal(exc)
-    return _policies(request, pages, catalog, errors, values, 400)
+
+    def save(body: PolicyIn) -> Response:
+        row = catalog.add_policy(**body.model_dump())
+        return redirect(f"/ui/policies/{row.id}", done="added")
+
+    return _submit(
+        PolicyIn,
+        values,
+        save,
+        lambda errors: _policies(request, pages, catalog, errors, values, 400),
+        errors,
+    )
 
 
 @router.get("/policies/{id}")
@@ -329,15 +361,18 @@ def update_policy(
     row = catalog.policy(ident)
     errors: dict[str, str] = {}
     values = _policy_values(form, errors)
-    body, more = _checked(PolicyUpdate, values) if not errors else (None, {})
-    errors.update(more)
-    if body is not None:
-        try:
-            catalog.update_policy(ident, **body.model_dump(exclude_none=True))
-            return redirect(f"/ui/policies/{ident}", done="saved")
-        except (NameTaken, NotFound, InvalidRequest) as exc:
-            errors = _refusal(exc)
-    return _policy(request, pages, service, catalog, row, errors, values, 400)
+
+    def save(body: PolicyUpdate) -> Response:
+        catalog.update_policy(ident, **body.model_dump(exclude_none=True))
+        return redirect(f"/ui/policies/{ident}", done="saved")
+
+    return _submit(
+        PolicyUpdate,
+        values,
+        save,
+        lambda errors: _policy(request, pages, service, catalog, row, errors, values, 400),
+        errors,
+    )
 
 
 @router.post("/policies/{id}/replicate")
