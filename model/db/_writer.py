@@ -4,8 +4,10 @@ Each writer makes the store's engine (with its dialect's connection settings) an
 writes of two kinds: plain DBAPI statements on the engine's hot path
 (:meth:`Writer.apply`), and SQLAlchemy transactions (:meth:`Writer.transaction`,
 :meth:`Writer.session`) for the rest. On SQLite both kinds take the same lock of this
-process, and every write transaction starts with ``BEGIN IMMEDIATE``, so writers wait
-for SQLite's lock instead of failing with "database is locked".
+process: a few single statements run in autocommit (SQLite takes its write lock as
+each starts), anything larger or atomic in a transaction that starts with
+``BEGIN IMMEDIATE``, so writers wait for SQLite's lock instead of failing with
+"database is locked".
 """
 
 from __future__ import annotations
@@ -117,7 +119,7 @@ class SqliteWriter(Writer):
     every :data:`CHECKPOINT_EVERY_S` or after :data:`CHECKPOINT_AFTER_COMMITS`
     commits), never by a commit: SQLite's automatic checkpoint (off on this writer's
     connections) runs in the thread whose commit fills 1,000 pages of WAL and makes it
-    wait for three ``fdatasync`` calls, 4 to 8 ms on this project's disks, with the
+    wait for three ``fdatasync`` calls with the
     write lock held. A passive checkpoint takes no lock that a writer waits for."""
 
     def __init__(self, url: str) -> None:

@@ -4,9 +4,10 @@ Every status change is one guarded ``UPDATE â€¦ WHERE id = :id AND status IN (â€
 also sets ``update_time``; a change that matches no row raises
 :class:`~model.errors.StatusConflict`. The engine's writes and its status read are plain
 DBAPI statements (:mod:`model.db._sql`) run by the dialect's writer
-(:mod:`model.db._writer`: on SQLite, WAL, a busy timeout, and write transactions that
-start with ``BEGIN IMMEDIATE`` under one lock of this process; :mod:`model.db._mysql`
-on MySQL); rows and reads off the hot path go through SQLModel and SQLAlchemy Core.
+(:mod:`model.db._writer`: on SQLite, WAL, a busy timeout and one write lock of this
+process, small batches in autocommit and larger ones in a ``BEGIN IMMEDIATE``
+transaction; :mod:`model.db._mysql` on MySQL); rows and reads off the hot path go
+through SQLModel and SQLAlchemy Core.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
 @functools.cache
 def ssl_context(verify: bool = True) -> ssl.SSLContext:
     """One TLS context per process for each ``verify`` value, shared by every client
-    (building one loads the CA bundle, some 50 ms; a context may be shared by threads).
+    (building one loads the CA bundle, which is slow; a context may be shared by threads).
     ``verify=False`` checks neither the certificate nor the host name."""
     return httpx.create_ssl_context(verify=verify)
 

@@ -24,7 +24,7 @@ def http_transport() -> Transport:
     and whose blocked requests a stop of the job cuts short (:mod:`model.net`).
 
     A scan opens its clients again in each state (every exit closes them), and building
-    a TLS context (loading the CA bundle) costs some 50 ms a time.
+    a TLS context (loading the CA bundle) would be paid again each time.
     """
     return Transport()
 

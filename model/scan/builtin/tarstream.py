@@ -7,8 +7,8 @@ seeking (a plain, seekable file) or by decompressing into a discarded block, so 
 data never becomes more than one block of Python bytes at a time.
 
 Why not :mod:`tarfile`: its stream mode (``r|*``) keeps every ``TarInfo`` in
-``members``, copies its whole buffer on each header read, and parses a header in about
-28 µs where this reader needs about 5; layers of small files are header-bound. Formats
+``members``, copies its whole buffer on each header read, and parses a header several
+times slower than this reader; layers of small files are header-bound. Formats
 read: ustar, GNU (long names, base-256 numbers, old sparse headers) and pax (``path``,
 ``linkpath``, ``size``); global pax headers are skipped.
 """
