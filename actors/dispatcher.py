@@ -12,7 +12,7 @@ from typing import Any
 import pykka
 from loguru import logger
 
-from actors.base import Clock, Runtime, ServiceActor
+from actors.base import Clock, Runtime, ServiceActor, ask
 from actors.messages import (
     Beat,
     FireDue,
@@ -174,11 +174,10 @@ class Dispatcher(ServiceActor):
         loads: dict[str, Any] = {}
         for name, pool in self.pools.items():
             try:
-                status = pool.ask(PoolStats(), timeout=_POOL_STATS_TIMEOUT_S)
+                status = ask(pool, PoolStats(), PoolStatus, _POOL_STATS_TIMEOUT_S)
             except (pykka.ActorDeadError, pykka.Timeout):
                 continue
-            if isinstance(status, PoolStatus):
-                loads[name] = {"size": status.size, "busy": status.busy}
+            loads[name] = {"size": status.size, "busy": status.busy}
         try:
             taken = self.runtime.node.beat(loads)
         except Exception as exc:

@@ -33,6 +33,7 @@ __all__ = [
     "Step",
     "StopJob",
     "StopRequested",
+    "Stopping",
     "Tick",
     "Wake",
     "WorkerDied",
@@ -115,9 +116,17 @@ class Fill:
 @dataclass(frozen=True)
 class StopJob:
     """Ask a pool: stop ``job_id`` (its worker's interrupt is set; the step it runs
-    returns); answers True (a ``bool``) when one of its workers runs that job."""
+    returns); answers :class:`Stopping`."""
 
     job_id: int
+
+
+@dataclass(frozen=True)
+class Stopping:
+    """Reply to :class:`StopJob`: whether one of the pool's workers runs the job (and
+    now stops it)."""
+
+    running: bool
 
 
 @dataclass(frozen=True)

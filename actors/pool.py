@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections import deque
 from typing import Any
 
 import pykka
@@ -20,6 +21,7 @@ from actors.messages import (
     Reschedule,
     Run,
     StopJob,
+    Stopping,
     StopRequested,
     Wake,
     WorkerDied,
@@ -67,6 +69,8 @@ class WorkerPool(ServiceActor):
         self.interrupts: dict[int, Interrupt] = {}
         #: Set by each slot's worker as its thread's last act (see Worker).
         self.ended: dict[int, threading.Event] = {}
+        #: What workers told this pool after it stopped taking messages (see Worker).
+        self.last_words: deque[WorkerIdle | WorkerDied] = deque()
         self.idle: list[int] = []
         self.running: dict[int, int] = {}  # job id -> slot
         self.draining = False
@@ -116,7 +120,10 @@ class WorkerPool(ServiceActor):
     def _hear_last_words(self) -> None:
         # A worker's WorkerIdle or WorkerDied told in the instant between this pool
         # taking its stop message and pykka marking it stopped is in the inbox, which
-        # pykka would drop: each job's last status is handed over here instead.
+        # pykka would drop; one told later is in last_words: each job's last status is
+        # handed over here instead, in the order told. A worker still running after
+        # the wait hands over nothing: its job stays running, for the next start or
+        # another node to take.
         others = []
         while not self.actor_inbox.empty():  # this thread is the inbox's only reader
             envelope = self.actor_inbox.get()
@@ -126,12 +133,14 @@ class WorkerPool(ServiceActor):
                 others.append(envelope)
         for envelope in others:  # answered by pykka: the pool is stopped
             self.actor_inbox.put(envelope)
+        while self.last_words:
+            self.on_receive(self.last_words.popleft())
 
     def _start_worker(self, slot: int) -> None:
         interrupt = self.interrupts[slot] = Interrupt()
         ended = self.ended[slot] = threading.Event()
         self.workers[slot] = Worker.start(
-            slot, self.kind, self.runtime, self.actor_ref, interrupt, ended
+            slot, self.kind, self.runtime, self.actor_ref, interrupt, ended, self.last_words
         )
         self.idle.append(slot)
 
@@ -162,7 +171,7 @@ class WorkerPool(ServiceActor):
                     self._write(job_id, write)
                 self._fill_soon()
             case StopJob(job_id=job_id):
-                return self._stop_job(job_id)
+                return Stopping(self._stop_job(job_id))
             case StopRequested(job_id=job_id):
                 if not self._stop_job(job_id):
                     self._stop_waiting(job_id)
@@ -238,10 +247,11 @@ class WorkerPool(ServiceActor):
         # Wake-ups that arrive together (a burst of submits, several workers finishing)
         # end in one write of the jobs that ended and one claim for all idle workers:
         # the Fill is queued behind them. With nothing else in the inbox, both are
-        # made at once.
+        # made at once, and always once the pool drains (a stopped pool cannot tell
+        # itself a Fill).
         claim = bool(self.idle) and self.maybe_more and not self.draining
         if (claim or self.ending) and not self.fill_asked:
-            if self.actor_inbox.empty():
+            if self.draining or self.actor_inbox.empty():
                 self._write_ends()
                 if claim:
                     self._fill()

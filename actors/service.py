@@ -26,8 +26,10 @@ from actors.messages import (
     PoolStats,
     PoolStatus,
     Release,
+    Released,
     Schedule,
     StopJob,
+    Stopping,
     Wake,
 )
 from actors.node import Membership
@@ -156,9 +158,14 @@ class JobService:
             with contextlib.suppress(pykka.ActorDeadError, pykka.Timeout):
                 workers += ask(pool, Drain(), Drained, _left(deadline)).workers
         releases = [w.ask(Release(), block=False) for w in workers if w.is_alive()]
+        handed_back = []
         for future in releases:
             with contextlib.suppress(pykka.ActorDeadError, pykka.Timeout):
-                future.get(timeout=_left(deadline))
+                released = future.get(timeout=_left(deadline))
+                if isinstance(released, Released) and released.job_id is not None:
+                    handed_back.append(released.job_id)
+        if handed_back:
+            logger.info("shutting down: {} running job(s) handed back", len(handed_back))
         self._dispatcher.stop(block=True, timeout=max(_left(deadline), 1.0))
         self._dispatcher = None
         self._node.leave(self._pools)
@@ -341,7 +348,7 @@ class JobService:
         # Asked, not told: once the pool answers, the stop sits in the worker's inbox
         # ahead of the job's next transition.
         try:
-            return ask(self._pools[kind.name], StopJob(job_id), bool, _ASK_TIMEOUT_S)
+            return ask(self._pools[kind.name], StopJob(job_id), Stopping, _ASK_TIMEOUT_S).running
         except (pykka.ActorDeadError, pykka.Timeout) as exc:
             logger.error("cannot route stop of {} job {}: {!r}", kind.name, job_id, exc)
             return False
@@ -431,7 +438,8 @@ class JobService:
     def stats(self) -> dict[str, dict[str, Any]]:
         """Per pool: size, busy workers, queued jobs (due now) and delayed ones
         (retrying, not yet due), jobs whose last status the database refused (written
-        again until it lands), and the number of its jobs per status."""
+        again until it lands), whether its claims fail (it claims again until they
+        work), and the number of its jobs per status."""
         ctx = self._context()
         result: dict[str, dict[str, Any]] = {}
         for kind in self.kinds:
@@ -444,6 +452,7 @@ class JobService:
                 "queued": queued,
                 "delayed": delayed,
                 "unrecorded": pool.unrecorded,
+                "claim_failing": pool.claim_failing,
                 "statuses": ctx.store.status_counts(kind.table, kind.scope),
             }
         return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import deque
 from types import TracebackType
 from typing import Any
 
@@ -30,7 +31,9 @@ class Worker(ServiceActor):
 
     Tells its pool :class:`WorkerIdle` when the machine holds (with the job's last
     status change, for the pool to write), and :class:`WorkerDied` from
-    ``on_failure`` when an exception escapes it.
+    ``on_failure`` when an exception escapes it. The pool writes every job's end; the
+    worker never does. A pool that is stopping takes no more messages: the worker then
+    leaves the message in ``last_words``, which the pool reads once its workers ended.
 
     Sets ``ended`` as its thread's last act, after ``on_stop`` or ``on_failure``: pykka
     marks a failed actor stopped *before* ``on_failure`` runs, so the pool waits on
@@ -45,6 +48,7 @@ class Worker(ServiceActor):
         pool: pykka.ActorRef[Any],
         interrupt: Interrupt,
         ended: threading.Event,
+        last_words: deque[WorkerIdle | WorkerDied],
     ) -> None:
         super().__init__()
         self.slot = slot
@@ -54,6 +58,7 @@ class Worker(ServiceActor):
         self.pool = pool
         self.sm = SM(interrupt)
         self.ended = ended
+        self.last_words = last_words
         self.job: StoredJob | None = None
 
     def on_start(self) -> None:
@@ -109,10 +114,13 @@ class Worker(ServiceActor):
             # being recorded: it still wins.
             job.logger.info("state stopped (stop requested while retrying)")
             write = LastWrite(Status.STOPPED)
+        self._to_pool(WorkerIdle(self.slot, job.id, job.status, write))
+
+    def _to_pool(self, message: WorkerIdle | WorkerDied) -> None:
         try:
-            self.pool.tell(WorkerIdle(self.slot, job.id, job.status, write))
-        except pykka.ActorDeadError:
-            self._write_without_pool(job, write)
+            self.pool.tell(message)
+        except pykka.ActorDeadError:  # the pool is stopping: it reads them at the end
+            self.last_words.append(message)
 
     def _release(self) -> int | None:
         job, self.job = self.job, None
@@ -123,8 +131,8 @@ class Worker(ServiceActor):
         status = Status.STOPPED if stop_requested else Status.PENDING
         try:
             state = self.sm.release(status)
-            if status in TERMINAL:  # kept for a pool, which takes no more: written here
-                self._write_without_pool(job, job.last_write)
+            if status in TERMINAL:  # kept for the pool to write, as every end
+                self._to_pool(WorkerIdle(self.slot, job.id, job.status, job.last_write))
             job.logger.info(
                 "service shutting down in state {}: job handed back as {}", state, status
             )
@@ -145,33 +153,6 @@ class Worker(ServiceActor):
                 job.logger.opt(exception=(exception_type, exception_value, traceback)).critical(
                     "worker {} died: {!r}", self.slot, exception_value
                 )
-            try:
-                self.pool.tell(
-                    WorkerDied(self.slot, job.id if job else None, repr(exception_value))
-                )
-            except pykka.ActorDeadError:
-                if job is not None:
-                    job.logger.error("state error (worker died: {!r})", exception_value)
-                    self._write_without_pool(job, LastWrite(Status.ERROR))
+            self._to_pool(WorkerDied(self.slot, job.id if job else None, repr(exception_value)))
         finally:
             self.ended.set()
-
-    def _write_without_pool(self, job: StoredJob, write: LastWrite | None) -> None:
-        # The pool stopped first (the service is shutting down): the job's last status
-        # is written here, once; if that fails it stays running for the next start.
-        if write is None:
-            return
-        try:
-            self.ctx.store.set_status(
-                job.table,
-                job.id,
-                write.status,
-                next_attempt_at=write.due,
-                count_attempt=write.count_attempt,
-            )
-        except Exception as exc:
-            job.logger.error(
-                "cannot record status {}: {}; the job stays running for the next start",
-                write.status,
-                exc,
-            )

@@ -28,7 +28,7 @@ from sqlmodel import Session
 
 from model.db._health import FileWatch, server_writable, sqlite_writable
 
-__all__ = ["PendingWrite", "PostgresWriter", "SqliteWriter", "Writer", "open_writer"]
+__all__ = ["PendingWrite", "PostgresWriter", "SqliteWriter", "Writer"]
 
 _R = TypeVar("_R")
 
@@ -365,18 +365,6 @@ class PostgresWriter(Writer):
     def check_writable(self, timeout_s: float) -> str | None:
         """A new connection answers, and its transactions are not read-only."""
         return server_writable(self.engine, timeout_s)
-
-
-def open_writer(url: str) -> Writer:
-    """The writer of the database at ``url`` (a SQLAlchemy URL): SQLite, PostgreSQL or
-    MySQL/MariaDB."""
-    if url.startswith("sqlite"):
-        return SqliteWriter(url)
-    if url.startswith(("mysql", "mariadb")):
-        from model.db._mysql import MysqlWriter  # PyMySQL only where it is used
-
-        return MysqlWriter(url)
-    return PostgresWriter(url)
 
 
 def _run(op: PendingWrite, cursor: Any, *, done: bool = True) -> bool:

@@ -22,11 +22,11 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, select
 
 from model.db._health import FILE_CHECK_INTERVAL_S
+from model.db._open import open_writer
 from model.db._reads import JobReads
 from model.db._rows import from_columns as _from_columns
 from model.db._rows import to_column as _to_column
 from model.db._sql import ALLOWED_FROM, dialect_of, statements_for
-from model.db._writer import open_writer
 from model.db.nodes import CHANNEL, Nodes
 from model.db.tables import (
     ImgScanOverview,

@@ -383,6 +383,7 @@ def test_stats_report_each_pool_and_healthz_is_ok(client: TestClient) -> None:
         "queued": 0,
         "delayed": 0,
         "unrecorded": 0,
+        "claim_failing": False,
         "statuses": {},
     }
     assert client.get("/healthz").status_code == 200

@@ -17,6 +17,8 @@ from postgres import PostgresCluster, postgres_cluster
 from waiting import wait_until
 
 from actors import JobService
+from actors.base import ask
+from actors.messages import PoolStats, PoolStatus
 from model.db import Store
 from model.status import Status
 
@@ -178,6 +180,9 @@ def test_ends_and_claims_refused_while_postgresql_is_down_land_once_it_is_back(
             ),
             timeout=20,
         )
+    # The idle workers' claims fail too, and the pool says so.
+    pool = service._pools["gated"]
+    wait_until(lambda: ask(pool, PoolStats(), PoolStatus, 5).claim_failing, timeout=20)
     own_postgres.start()
 
     # No submit wakes the pool: the pool's own timer writes the ends and claims again.

@@ -9,13 +9,13 @@ import pytest
 from waiting import wait_until
 
 from model.db._mysql import MysqlWriter
+from model.db._open import open_writer
 from model.db._writer import (
     OWN_TRANSACTIONS_MAX,
     PendingWrite,
     PostgresWriter,
     SqliteWriter,
     Writer,
-    open_writer,
 )
 
 

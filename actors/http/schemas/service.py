@@ -21,6 +21,10 @@ class PoolStatsOut(BaseModel):
         description="Jobs whose last status the database refused; the pool writes them "
         "again until they land",
     )
+    claim_failing: bool = Field(
+        default=False,
+        description="The pool's last claim failed; it claims again until claims work",
+    )
     statuses: dict[str, int]
 
 

@@ -26,9 +26,9 @@ from actors.http.schemas import (
     TargetUpdate,
 )
 from actors.http.ui._deps import CatalogDep, Form, FormDep, PagesDep, ServiceDep, logged_in
-from actors.http.ui._queries import JobFilter, job_page
 from actors.http.ui._render import Pages, redirect
 from model.catalog import Catalog, NameTaken
+from model.db.dashboard import JobFilter, job_page
 from model.errors import InvalidRequest, NotFound
 
 __all__ = ["router"]

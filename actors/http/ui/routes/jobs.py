@@ -11,11 +11,11 @@ from starlette.responses import Response
 from actors.http.schemas import MAX_ID
 from actors.http.ui._deps import FormDep, PagesDep, ServiceDep, logged_in
 from actors.http.ui._joblog import read_log, read_log_from
-from actors.http.ui._queries import JobFilter, job_page
 from actors.http.ui._render import redirect
 from actors.http.ui.routes.overview import STATUSES
 from actors.service import JobService
 from model.catalog import Catalog
+from model.db.dashboard import JobFilter, job_page
 from model.db.tables import ReplicationPolicy
 from model.status import TERMINAL
 

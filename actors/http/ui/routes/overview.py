@@ -10,8 +10,8 @@ from starlette.responses import RedirectResponse, Response
 
 from actors.http.ui._deps import PagesDep, ServiceDep, logged_in
 from actors.http.ui._joblog import read_log
-from actors.http.ui._queries import ended_per_minute, last_failures
 from actors.service import JobService
+from model.db.dashboard import ended_per_minute, last_failures
 from model.status import Status
 
 __all__ = ["router"]

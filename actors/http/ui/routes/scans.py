@@ -11,8 +11,8 @@ from starlette.responses import Response
 
 from actors.http.schemas import DIGEST_PATTERN, REPOSITORY_PATTERN, TAG_PATTERN
 from actors.http.ui._deps import FormDep, PagesDep, ServiceDep, logged_in
-from actors.http.ui._queries import scanned_images, severity_counts
 from actors.http.ui._render import SEVERITIES, redirect
+from model.db.dashboard import scanned_images, severity_counts
 from model.db.tables import ImgScanOverview, ScanFinding
 
 __all__ = ["router"]

@@ -1,29 +1,29 @@
-"""The dashboard's reads that no :class:`~model.db.Store` method answers: the jobs of
-every kind in one filtered, paged list, the jobs ended per minute, the last failures,
-the scanned images and their severity counts.
+"""The dashboard's reads: the jobs of every kind in one filtered, paged list, the jobs
+ended per minute, the last failures, the scanned images and their severity counts.
 
-Read-only SQLAlchemy Core statements on the store's engine (SQLite and PostgreSQL
-alike); every write the dashboard makes goes through :class:`~actors.service.JobService`
-or :class:`~model.catalog.Catalog`.
+Read-only SQLAlchemy Core statements on the store's engine (every dialect alike); the
+dashboard writes only through the job service and :class:`~model.catalog.Catalog`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 
-from model.db import Store
+from model.db.store import Store
 from model.db.tables import JOB_TABLES, ImgScanJob, ImgScanOverview, ScanFinding
-from model.kinds import JobKind
 from model.stamps import aware
 from model.status import TERMINAL, Status
 
 __all__ = [
+    "PAGE_SIZE",
     "JobFilter",
     "JobPage",
+    "ListedKind",
     "ended_per_minute",
     "job_page",
     "last_failures",
@@ -33,6 +33,21 @@ __all__ = [
 
 #: Rows of the jobs table per page.
 PAGE_SIZE = 25
+
+
+class ListedKind(Protocol):
+    """What the list needs of a job kind (:class:`model.kinds.JobKind` has it): its
+    name, its table, and the ``kind`` column value its rows carry there (None when the
+    table is the kind's own)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def table(self) -> str: ...
+
+    @property
+    def scope(self) -> str | None: ...
 
 
 def _table(name: str) -> sa.Table:
@@ -65,7 +80,7 @@ class JobPage:
         return max(1, -(-self.total // PAGE_SIZE))
 
 
-def _select(kind: JobKind, wanted: JobFilter) -> sa.Select[Any] | None:
+def _select(kind: ListedKind, wanted: JobFilter) -> sa.Select[Any] | None:
     """The jobs of ``kind`` that ``wanted`` lets through, in the list's columns; None
     when the filter rules the whole kind out."""
     t = _table(kind.table)
@@ -104,7 +119,7 @@ def _select(kind: JobKind, wanted: JobFilter) -> sa.Select[Any] | None:
     return query
 
 
-def job_page(store: Store, kinds: list[JobKind], wanted: JobFilter, page: int) -> JobPage:
+def job_page(store: Store, kinds: Sequence[ListedKind], wanted: JobFilter, page: int) -> JobPage:
     """Page ``page`` (from 1) of the jobs of ``kinds`` that ``wanted`` lets through,
     newest first."""
     chosen = [k for k in kinds if not wanted.kind or k.name == wanted.kind]
@@ -126,7 +141,7 @@ def job_page(store: Store, kinds: list[JobKind], wanted: JobFilter, page: int) -
     return JobPage(out, page, total)
 
 
-def ended_per_minute(store: Store, kinds: list[JobKind], minutes: int = 60) -> list[int]:
+def ended_per_minute(store: Store, kinds: Sequence[ListedKind], minutes: int = 60) -> list[int]:
     """The number of jobs (of every kind) that ended in each of the last ``minutes``
     minutes, oldest first: a job counts in the minute of its last update, if it holds
     a terminal status."""
@@ -147,12 +162,16 @@ def ended_per_minute(store: Store, kinds: list[JobKind], minutes: int = 60) -> l
     return counts
 
 
-def last_failures(store: Store, kinds: list[JobKind], limit: int = 5) -> list[dict[str, Any]]:
+def last_failures(
+    store: Store, kinds: Sequence[ListedKind], limit: int = 5
+) -> list[dict[str, Any]]:
     """The ``limit`` jobs that most recently ended in ``error``, newest first (kind,
     id, repository, update_time)."""
     selects = [
         s for s in (_select(k, JobFilter(status=Status.ERROR)) for k in kinds) if s is not None
     ]
+    if not selects:
+        return []
     union = sa.union_all(*selects).subquery("failed")
     with store.engine.connect() as conn:
         rows = conn.execute(
