@@ -42,12 +42,10 @@ from model.jobs import JobContext
 from model.kinds import JobKind, KindRegistry
 from model.names import check_id
 from model.operation import Operation
-from model.registry import RegistryClient
 from model.replication import (
     RepositoryLister,
     replication_rows,
     replication_stats,
-    source_registry,
 )
 from model.scan import scan_row
 from model.settings import Settings
@@ -300,10 +298,6 @@ class JobService:
             except pykka.ActorDeadError as exc:
                 logger.error("{} pool was not woken: {!r}", kind, exc)
 
-    def source_registry(self) -> RegistryClient:
-        """A client of the source registry (``registry_url`` and its credentials)."""
-        return source_registry(self.settings)
-
     # -- control -----------------------------------------------------------------------
 
     def stop(self, kind: str, job_id: int) -> str:
@@ -353,22 +347,30 @@ class JobService:
             logger.error("cannot route stop of {} job {}: {!r}", kind.name, job_id, exc)
             return False
 
+    def stop_where(self, kind: str, reason: str, /, **equal: Any) -> list[int]:
+        """Stops every job of ``kind`` whose columns equal ``equal``: the pending and
+        retrying ones become ``stopped`` at once (``reason`` in their logs), running ones
+        get a stop request. Returns the ids it acted on; raises :class:`InvalidRequest`
+        naming a column the kind's table does not have."""
+        ctx = self._context()
+        job_kind = self.kinds[kind]
+        if job_kind.scope is not None:
+            equal["kind"] = job_kind.scope
+        stopped = ctx.store.stop_waiting(job_kind.table, **equal)
+        for job_id in stopped:
+            job_kind.make_job(ctx, job_id).logger.info("state stopped ({})", reason)
+            self._job_ended(kind, job_id, Status.STOPPED)
+        running = ctx.store.job_ids(job_kind.table, [Status.RUNNING], **equal)
+        for job_id in running:
+            self._stop_running(job_kind, job_id)
+        return stopped + running
+
     def stop_policy(self, policy_id: int) -> list[int]:
         """The original's stop action: the policy's pending and retrying jobs become
         ``stopped``, running ones get a stop request. Returns the ids it acted on."""
-        ctx = self._context()
         check_id(policy_id, "policy_id")
-        ctx.store.get(ReplicationPolicy, policy_id)
-        stopped = ctx.store.stop_waiting("replication_job", policy_id=policy_id)
-        for job_id in stopped:
-            self.kinds["replication"].make_job(ctx, job_id).logger.info(
-                "state stopped (policy stopped)"
-            )
-            self._job_ended("replication", job_id, Status.STOPPED)
-        running = ctx.store.job_ids("replication_job", [Status.RUNNING], policy_id=policy_id)
-        for job_id in running:
-            self._stop_running(self.kinds["replication"], job_id)
-        return stopped + running
+        self._context().store.get(ReplicationPolicy, policy_id)
+        return self.stop_where("replication", "policy stopped", policy_id=policy_id)
 
     def status(self, kind: str, job_id: int) -> str:
         """The job's status; raises :class:`NotFound`."""

@@ -8,6 +8,7 @@ kinds, whose jobs live in the generic ``job`` table.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,60 +90,34 @@ class JobKind:
             self.on_close(ctx)
 
 
-def _replication_transitions(sm: SM, job: Job) -> None:
-    from model.replication import add_transitions
+def _lazy(module: str, name: str) -> Callable[..., None]:
+    """``module.name``, imported when called: the kinds' packages import this module."""
 
-    add_transitions(sm, job)
+    def call(*args: Any) -> None:
+        getattr(importlib.import_module(module), name)(*args)
 
-
-def _replication_open(ctx: JobContext) -> None:
-    from model.replication import open_shared
-
-    open_shared(ctx)
-
-
-def _replication_close(ctx: JobContext) -> None:
-    from model.replication import close_shared
-
-    close_shared(ctx)
-
-
-def _scan_transitions(sm: SM, job: Job) -> None:
-    from model.scan import add_transitions
-
-    add_transitions(sm, job)
-
-
-def _scan_open(ctx: JobContext) -> None:
-    from model.scan import open_shared
-
-    open_shared(ctx)
-
-
-def _scan_close(ctx: JobContext) -> None:
-    from model.scan import close_shared
-
-    close_shared(ctx)
+    call.__qualname__ = call.__name__ = f"{module}.{name}"
+    return call
 
 
 BUILTIN_KINDS = (
     JobKind(
         "replication",
-        _replication_transitions,
+        _lazy("model.replication", "add_transitions"),
         "max_job_workers",
         RepJob,
         "replication_job",
-        on_open=_replication_open,
-        on_close=_replication_close,
+        on_open=_lazy("model.replication", "open_shared"),
+        on_close=_lazy("model.replication", "close_shared"),
     ),
     JobKind(
         "scan",
-        _scan_transitions,
+        _lazy("model.scan", "add_transitions"),
         "scan_workers",
         ScanJob,
         "img_scan_job",
-        on_open=_scan_open,
-        on_close=_scan_close,
+        on_open=_lazy("model.scan", "open_shared"),
+        on_close=_lazy("model.scan", "close_shared"),
     ),
 )
 

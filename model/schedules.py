@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-from model.db import Store
+from model.db import Guard, Store
 from model.db.tables import ReplicationPolicy, Schedule, utcnow
 from model.errors import InvalidRequest
 from model.operation import Operation
@@ -44,11 +44,6 @@ __all__ = [
 
 #: The kinds of schedule: a replication policy's run, or scans of a repository pattern.
 KINDS = ("replication", "scan")
-
-_FIRE_GUARD = (
-    "UPDATE schedule SET next_fire_at = :next, last_fired_at = :now, update_time = :now "
-    "WHERE id = :id AND next_fire_at = :due AND enabled = :yes"
-)
 
 
 @dataclass(frozen=True)
@@ -157,7 +152,7 @@ def fire(store: Store, settings: Settings, schedule: Schedule, now: datetime) ->
     table, rows, kind = _jobs(store, settings, schedule)
     sql_time = store.sql_time
     guard = (
-        _FIRE_GUARD,
+        Guard.SCHEDULE_SLOT,
         {
             "id": schedule.id,
             "due": sql_time(aware(schedule.next_fire_at)),

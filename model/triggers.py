@@ -14,7 +14,7 @@ read, and the jobs each event queues.
   (an index's children), repositories of a project without such policies.
 
 Each event's jobs are inserted in one transaction with the event's first sighting
-(:data:`FIRST_SIGHTING`, a row of ``registry_event``): an event delivered twice (the
+(:attr:`model.db.Guard.FIRST_SIGHTING`, a row of ``registry_event``): an event delivered twice (the
 registry retries until it sees a 2xx) queues its jobs once. The deletions of one
 request share one sighting: distribution 2.8 answers a ``DELETE`` of a manifest with a
 ``ManifestDeleted`` event then one ``TagDeleted`` per tag that pointed at it, and the
@@ -31,7 +31,7 @@ from typing import Any
 
 from loguru import logger
 
-from model.db import Store
+from model.db import Guard, Store
 from model.db.tables import Project, ReplicationImmediateTrigger, ReplicationPolicy
 from model.errors import InvalidRequest
 from model.jobs import RepJob, ScanJob
@@ -41,7 +41,6 @@ from model.registry import MANIFEST_MEDIA_TYPES, is_digest
 
 __all__ = [
     "EVENTS_MEDIA_TYPE",
-    "FIRST_SIGHTING",
     "Action",
     "Event",
     "EventJobs",
@@ -55,11 +54,6 @@ __all__ = [
 EVENTS_MEDIA_TYPE = "application/vnd.docker.distribution.events.v1+json"
 #: Longest event id kept (the ``registry_event.id`` column).
 MAX_EVENT_ID_CHARS = 128
-#: The guard of an event's jobs: records the event, or changes no row when it was
-#: recorded already (SQLite and PostgreSQL alike). ``:now`` is the store's.
-FIRST_SIGHTING = (
-    "INSERT INTO registry_event (id, received) VALUES (:id, :now) ON CONFLICT (id) DO NOTHING"
-)
 #: Prefix of the sighting shared by the deletions of one registry request.
 _REQUEST_KEY = "request:"
 
@@ -285,7 +279,7 @@ def queue_events(store: Store, events: Sequence[Event]) -> Queued:
                 (RepJob.table, jobs.replication, "replication"),
                 (ScanJob.table, jobs.scan, "scan"),
             ],
-            guard=(FIRST_SIGHTING, {"id": event.sighting}),
+            guard=(Guard.FIRST_SIGHTING, {"id": event.sighting}),
         )
         if found is None:
             queued.duplicates += 1

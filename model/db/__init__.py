@@ -9,7 +9,8 @@ take a write.
 
 from __future__ import annotations
 
+from model.db._sql import Guard
 from model.db.store import Store
 from model.status import ALLOWED_FROM
 
-__all__ = ["ALLOWED_FROM", "Store"]
+__all__ = ["ALLOWED_FROM", "Guard", "Store"]

@@ -21,17 +21,19 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
 from model.db.tables import JOB_TABLES
 from model.stamps import db_stamp, now_us
-from model.status import ALLOWED_FROM, CLAIMABLE
+from model.status import ALLOWED_FROM, CLAIMABLE, Status
 
 __all__ = [
     "ALLOWED_FROM",  # model.status's, for the store
     "DIALECTS",
+    "Guard",
     "Statements",
     "Steps",
     "dialect_of",
@@ -40,13 +42,22 @@ __all__ = [
 
 # -- the templates: {table}, {lock}, {scope} … are filled per table and dialect ----------
 
+
+def _with_statuses(template: str) -> str:
+    """``template`` with ``{pending}``, ``{running}`` and ``{stopped}`` written as the
+    SQL strings of those statuses (the other fields stay for the dialect's turn)."""
+    for status in (Status.PENDING, Status.RUNNING, Status.STOPPED):
+        template = template.replace(f"{{{status.value}}}", f"'{status.value}'")
+    return template
+
+
 #: The status of one job (``:id``).
 _STATUS = "SELECT status FROM {table} WHERE id = :id"
 
 #: Whether a job (of ``:kind`` when scoped) is due: a read, where a claim is a write.
-_DUE = (
+_DUE = _with_statuses(
     "SELECT 1 FROM {table} WHERE status IN ({claimable}) "
-    "AND (status = 'pending' OR next_attempt_at <= :now) {scope}LIMIT 1"
+    "AND (status = {pending} OR next_attempt_at <= :now) {scope}LIMIT 1"
 )
 
 #: A guarded status change: ``:status``, ``:now`` (and ``:due``) set where the job
@@ -70,12 +81,12 @@ _IDS = {
 #: ``WHERE id IN (SELECT … LIMIT n)`` may be planned as a join that runs the subquery
 #: again for each row, and with ``SKIP LOCKED`` each run picks other rows, so such a
 #: claim took many more than ``n`` jobs.
-_CLAIM = (
+_CLAIM = _with_statuses(
     "WITH picked AS MATERIALIZED (SELECT id FROM {table} "
     "WHERE status IN ({claimable}) "
-    "AND (status = 'pending' OR next_attempt_at <= :now) {scope}"
+    "AND (status = {pending} OR next_attempt_at <= :now) {scope}"
     "ORDER BY id LIMIT :limit{lock}) "
-    "UPDATE {table} SET status = 'running', update_time = :now, node_id = :node "
+    "UPDATE {table} SET status = {running}, update_time = :now, node_id = :node "
     "WHERE id IN (SELECT id FROM picked) AND status IN ({claimable}) RETURNING *"
 )
 
@@ -87,24 +98,26 @@ _CLAIM = (
 #: The pick skips rows another claimant holds ({lock}: ``SKIP LOCKED``); a server
 #: without it (MariaDB before 10.6) waits for them instead, and InnoDB's locking read
 #: then sees their committed status: a row another claimant took no longer matches.
-_CLAIM_PICK = (
+_CLAIM_PICK = _with_statuses(
     "SELECT id FROM {table} WHERE status IN ({claimable}) "
-    "AND (status = 'pending' OR next_attempt_at <= :now) {scope}"
+    "AND (status = {pending} OR next_attempt_at <= :now) {scope}"
     "ORDER BY id LIMIT :limit FOR UPDATE{lock}"
 )
-_CLAIM_TAKE = (
-    "UPDATE {table} SET status = 'running', update_time = :now, node_id = :node "
+_CLAIM_TAKE = _with_statuses(
+    "UPDATE {table} SET status = {running}, update_time = :now, node_id = :node "
     "WHERE id IN :ids AND status IN ({claimable})"
 )
-_CLAIM_READ = "SELECT * FROM {table} WHERE id IN :ids AND status = 'running' AND node_id <=> :node"
+_CLAIM_READ = _with_statuses(
+    "SELECT * FROM {table} WHERE id IN :ids AND status = {running} AND node_id <=> :node"
+)
 
 #: One new row with the given columns (each a parameter of its name).
 _INSERT = "INSERT INTO {table} ({names}) VALUES ({marks}){returning}"
 
 #: Every waiting job whose columns equal the ``:eq_<column>`` parameters is stopped;
 #: returns their ids.
-_STOP_WAITING = (
-    "UPDATE {table} SET status = 'stopped', update_time = :now "
+_STOP_WAITING = _with_statuses(
+    "UPDATE {table} SET status = {stopped}, update_time = :now "
     "WHERE status IN ({claimable}){equal} RETURNING id"
 )
 
@@ -112,10 +125,28 @@ _STOP_WAITING = (
 #: MySQL's :data:`_STOP_WAITING`: lock the waiting jobs (waiting for rows another
 #: transaction holds, then reading their committed status), then stop those ``:ids``.
 _STOP_WAITING_PICK = "SELECT id FROM {table} WHERE status IN ({claimable}){equal} FOR UPDATE"
-_STOP_WAITING_TAKE = (
-    "UPDATE {table} SET status = 'stopped', update_time = :now "
+_STOP_WAITING_TAKE = _with_statuses(
+    "UPDATE {table} SET status = {stopped}, update_time = :now "
     "WHERE id IN :ids AND status IN ({claimable})"
 )
+
+
+class Guard(StrEnum):
+    """The statement that guards a queueing (:meth:`model.db.Store.queue`), run first in
+    its transaction: it changes one row, or none when another node or an earlier
+    delivery got there first (then nothing is queued). ``:now`` is the store's."""
+
+    #: Records the registry event ``:id`` (SQLite's and PostgreSQL's ``ON CONFLICT``,
+    #: MySQL's ``INSERT IGNORE``: see :meth:`Statements.text`).
+    FIRST_SIGHTING = (
+        "INSERT INTO registry_event (id, received) VALUES (:id, :now) ON CONFLICT (id) DO NOTHING"
+    )
+    #: Moves schedule ``:id`` (enabled: ``:yes``) from the slot ``:due`` to ``:next``.
+    SCHEDULE_SLOT = (
+        "UPDATE schedule SET next_fire_at = :next, last_fired_at = :now, update_time = :now "
+        "WHERE id = :id AND next_fire_at = :due AND enabled = :yes"
+    )
+
 
 #: The dialects the store knows: SQLite, PostgreSQL, and MySQL (MariaDB).
 DIALECTS = ("sqlite", "postgresql", "mysql")

@@ -218,7 +218,7 @@ class Nodes:
             "status = :running AND (node_id IS NULL OR node_id NOT IN "
             "(SELECT id FROM node WHERE state = :live))"
         )
-        job_params = {**params, "pending": Status.PENDING.value, "running": "running"}
+        job_params = {**params, "pending": Status.PENDING.value, "running": Status.RUNNING.value}
         # MySQL has no UPDATE … RETURNING: the rows are locked as they are read
         # (a second node taking over at once waits, then finds them pending),
         # and the update changes exactly those.

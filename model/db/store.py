@@ -26,9 +26,10 @@ from model.db._open import open_writer
 from model.db._reads import JobReads
 from model.db._rows import from_columns as _from_columns
 from model.db._rows import to_column as _to_column
-from model.db._sql import ALLOWED_FROM, dialect_of, statements_for
+from model.db._sql import ALLOWED_FROM, Guard, dialect_of, statements_for
 from model.db.nodes import CHANNEL, Nodes
 from model.db.tables import (
+    JOB_TABLES,
     ImgScanOverview,
     Project,
     ReplicationPolicy,
@@ -36,7 +37,7 @@ from model.db.tables import (
     ScanFinding,
     utcnow,
 )
-from model.errors import ConfigError, NotFound, StatusConflict
+from model.errors import ConfigError, InvalidRequest, NotFound, StatusConflict
 from model.status import Status
 
 __all__ = ["ALLOWED_FROM", "Store"]
@@ -191,15 +192,15 @@ class Store(JobReads):
     def queue(
         self,
         batches: Sequence[tuple[str, Sequence[Mapping[str, Any]], str | None]],
-        guard: tuple[str, Mapping[str, Any]] | None = None,
+        guard: tuple[Guard, Mapping[str, Any]] | None = None,
     ) -> list[list[int]] | None:
         """Inserts pending jobs of several tables in one transaction: each batch is
         (table, rows, the kind to wake on other nodes or None). Returns the ids of each
         batch, in order.
 
-        ``guard``: a statement (``:name`` parameters; ``:now`` is given) run first, in
-        the same transaction; when it changes no row nothing is written and the answer
-        is None (another node fired the schedule, the event was seen already)."""
+        ``guard``: a :class:`Guard` and its parameters (``:now`` is given), run first
+        in the same transaction; when it changes no row nothing is written and the
+        answer is None (another node fired the schedule, the event was seen already)."""
         sql = self._sql
         now = sql.now()
         statements: list[list[tuple[str, dict[str, Any]]]] = []
@@ -383,7 +384,11 @@ class Store(JobReads):
 
     def stop_waiting(self, table: str, **equal: Any) -> list[int]:
         """Sets every pending or retrying job whose columns equal ``equal`` to ``stopped``;
-        returns their ids."""
+        returns their ids. Raises :class:`InvalidRequest` for a column ``table`` lacks."""
+        columns = JOB_TABLES[table].__table__.c  # type: ignore[attr-defined]
+        for name in equal:
+            if name not in columns:
+                raise InvalidRequest(name, f"{table} has no column {name!r}")
         params = {"now": self._sql.now(), **{f"eq_{k}": v for k, v in equal.items()}}
         if self._sql.in_steps:
             steps = self._sql.stop_waiting_steps(table, tuple(equal))

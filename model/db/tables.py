@@ -15,6 +15,7 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
 from model.operation import Operation
+from model.status import CLAIMABLE, Status
 
 __all__ = [
     "JOB_TABLES",
@@ -103,14 +104,15 @@ class JSONText(TypeDecorator[Any]):
 def _claim_index(name: str, *columns: str) -> sa.Index:
     """A partial index over the jobs a pool may claim, so a claim stays O(log n) however
     many finished jobs the table holds."""
-    claimable = sa.text("status IN ('pending', 'retrying')")
+    listed = ", ".join(f"'{status}'" for status in CLAIMABLE)
+    claimable = sa.text(f"status IN ({listed})")
     return sa.Index(name, *columns, sqlite_where=claimable, postgresql_where=claimable)
 
 
 def _running_index(name: str) -> sa.Index:
     """A partial index over running jobs by node, so a take-over finds a dead node's jobs
     without reading the finished ones."""
-    running = sa.text("status = 'running'")
+    running = sa.text(f"status = '{Status.RUNNING.value}'")
     return sa.Index(name, "node_id", sqlite_where=running, postgresql_where=running)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import json
 import time
+from typing import TypedDict, Unpack
 
 import httpx
 
@@ -25,6 +26,16 @@ __all__ = [
     "error_from_transport",
     "parse_retry_after",
 ]
+
+
+class _Where(TypedDict, total=False):
+    """What a :class:`RegistryError` names besides the registry (see there)."""
+
+    repository: str | None
+    reference: str | None
+    status: int | None
+    code: str | None
+    detail: str | None
 
 
 class RegistryError(JobServiceError):
@@ -145,23 +156,11 @@ class RegistryUnavailableError(RegistryError, RetryableError):
         what: str,
         *,
         registry: str,
-        repository: str | None = None,
-        reference: str | None = None,
-        status: int | None = None,
-        code: str | None = None,
-        detail: str | None = None,
         retry_after: float | None = None,
+        **where: Unpack[_Where],
     ) -> None:
         self.retry_after = retry_after
-        super().__init__(
-            what,
-            registry=registry,
-            repository=repository,
-            reference=reference,
-            status=status,
-            code=code,
-            detail=detail,
-        )
+        super().__init__(what, registry=registry, **where)
         # RetryableError.__init__ ran through the cooperative super() chain with no delay.
         self.retry_after = retry_after
 

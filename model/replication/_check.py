@@ -29,28 +29,23 @@ def check_target(target: RegistryClient, repository: str, label: str) -> str:
         retrying(target.ping)
     except RegistryAuthError as exc:
         refused = f"the credentials of user {user!r}" if user else "anonymous access"
-        raise TargetCheckError(
-            f"target {label} refused {refused} (HTTP {exc.status}): {exc}",
-            target=target.url,
-            status=exc.status,
-            code=exc.code,
-        ) from None
+        raise _failed(target, f"target {label} refused {refused}", exc) from None
     except RegistryUnavailableError:
         raise
     except RegistryError as exc:
-        raise TargetCheckError(
-            f"target {label} does not answer GET /v2/ as a registry (HTTP {exc.status}): {exc}",
-            target=target.url,
-            status=exc.status,
-            code=exc.code,
+        raise _failed(
+            target, f"target {label} does not answer GET /v2/ as a registry", exc
         ) from None
     try:
         retrying(lambda: target.start_upload(repository).cancel())
     except RegistryAuthError as exc:
-        raise TargetCheckError(
-            f"target {label} does not let {who} push to {repository} (HTTP {exc.status}): {exc}",
-            target=target.url,
-            status=exc.status,
-            code=exc.code,
+        raise _failed(
+            target, f"target {label} does not let {who} push to {repository}", exc
         ) from None
     return who
+
+
+def _failed(target: RegistryClient, what: str, exc: RegistryError) -> TargetCheckError:
+    return TargetCheckError(
+        f"{what} (HTTP {exc.status}): {exc}", target=target.url, status=exc.status, code=exc.code
+    )

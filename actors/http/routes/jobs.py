@@ -31,6 +31,7 @@ from actors.service import JobService
 from model.db.tables import GenericJob, ReplicationPolicy
 from model.errors import NotFound
 from model.operation import Operation
+from model.replication import source_registry
 from model.scan import image_digest
 
 __all__ = ["JsonBodyRoute", "router"]
@@ -122,7 +123,7 @@ def replication_log(service: ServiceDep, job_id: JobId, offset: Offset = 0) -> R
 @router.post("/scan", responses={**NOT_FOUND, **BAD_GATEWAY})
 def scan(service: ServiceDep, body: ScanRequest) -> ScanJobId:
     """Queues a scan of ``repository:tag``, which must be in the source registry."""
-    with service.source_registry() as client:
+    with source_registry(service.settings) as client:
         digest = image_digest(client, body.repository, body.tag)
     return ScanJobId(job_id=service.scan(body.repository, body.tag, digest))
 

@@ -83,6 +83,11 @@ def sort_key(ecosystem: str) -> Callable[[str], Any]:
     return _KEYS[scheme(ecosystem)]
 
 
+def _order(a: Any, b: Any) -> int:
+    """-1, 0 or 1 as ``a`` sorts before, with or after ``b``."""
+    return -1 if a < b else (1 if a > b else 0)
+
+
 # -- dpkg ------------------------------------------------------------------------------
 
 
@@ -95,8 +100,7 @@ def _dpkg_key(version: str) -> DpkgVersion:
 
 def compare_dpkg(a: str, b: str) -> int:
     """``dpkg --compare-versions`` order of ``a`` and ``b`` as -1, 0 or 1."""
-    va, vb = _dpkg_key(a), _dpkg_key(b)
-    return -1 if va < vb else (1 if va > vb else 0)
+    return _order(_dpkg_key(a), _dpkg_key(b))
 
 
 # -- PEP 440 ---------------------------------------------------------------------------
@@ -111,8 +115,7 @@ def _pep440_key(version: str) -> Pep440Version:
 
 def compare_pep440(a: str, b: str) -> int:
     """PEP 440 order of ``a`` and ``b`` as -1, 0 or 1."""
-    va, vb = _pep440_key(a), _pep440_key(b)
-    return -1 if va < vb else (1 if va > vb else 0)
+    return _order(_pep440_key(a), _pep440_key(b))
 
 
 # -- apk -------------------------------------------------------------------------------

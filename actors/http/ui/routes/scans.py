@@ -14,6 +14,7 @@ from actors.http.ui._deps import FormDep, PagesDep, ServiceDep, logged_in
 from actors.http.ui._render import SEVERITIES, redirect
 from model.db.dashboard import scanned_images, severity_counts
 from model.db.tables import ImgScanOverview, ScanFinding
+from model.replication import source_registry
 
 __all__ = ["router"]
 
@@ -49,7 +50,7 @@ def scan(request: Request, pages: PagesDep, service: ServiceDep, form: FormDep) 
     if not re.match(TAG_PATTERN, values["tag"]):
         errors["tag"] = "tag: letters, digits, '_', '.' or '-', at most 128"
     if not errors:
-        with service.source_registry() as client:
+        with source_registry(service.settings) as client:
             digest = client.manifest_digest(values["repository"], values["tag"])
         if digest is None:
             errors["tag"] = (
