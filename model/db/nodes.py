@@ -13,6 +13,7 @@ machine).
 On PostgreSQL, nodes tell each other of new work and of stops with ``NOTIFY`` on
 :data:`CHANNEL`; payloads are ``wake <kind> <node>`` and ``stop <kind> <job id>``.
 MySQL has no notifications: its nodes, as SQLite's, learn of both at their polls.
+The statements themselves are in :mod:`model.db._sql_nodes`.
 """
 
 from __future__ import annotations
@@ -20,22 +21,16 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
+from model.db._sql_nodes import CHANNEL, node_statements
 from model.db._writer import Writer
 from model.db.tables import JOB_TABLES, Node, NodeState, utcnow
 from model.stamps import aware
-from model.status import Status
 
 __all__ = ["CHANNEL", "Nodes", "TakenOver"]
-
-#: The PostgreSQL notification channel of every node of one database.
-CHANNEL = "jobservice"
-#: Rows of nodes that ended longer ago than this are deleted at a take-over.
-_FORGET_AFTER = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -51,34 +46,16 @@ class TakenOver:
 
 
 class Nodes:
-    """The node table of one store (see :attr:`model.db.Store.nodes`)."""
+    """The node table of one store (see :attr:`model.db.Store.nodes`); its SQL is in
+    :mod:`model.db._sql_nodes`."""
 
     def __init__(self, writer: Writer, dialect: str) -> None:
         self._writer = writer
         self._dialect = dialect
-        self._sqlite = dialect == "sqlite"
-        # Now, ``:timeout`` seconds ago, and when ended nodes are forgotten, in the
-        # statements: parameters on SQLite, the server's clock elsewhere.
-        if dialect == "sqlite":
-            self._now, self._cutoff, self._forget = ":now", ":cutoff", ":forget"
-        elif dialect == "mysql":
-            self._now = "UTC_TIMESTAMP(6)"
-            self._cutoff = f"({self._now} - INTERVAL :timeout_us MICROSECOND)"
-            self._forget = f"({self._now} - INTERVAL {_FORGET_AFTER.days} DAY)"
-        else:
-            self._now = "(now() AT TIME ZONE 'UTC')"
-            self._cutoff = f"({self._now} - make_interval(secs => :timeout))"
-            self._forget = f"({self._now} - make_interval(days => {_FORGET_AFTER.days}))"
+        self._sql = node_statements(dialect)
 
     def _params(self, **values: Any) -> dict[str, Any]:
-        if self._sqlite:
-            now = utcnow().replace(tzinfo=None)
-            values["now"] = _text(now)
-            values["cutoff"] = _text(now - timedelta(seconds=float(values.get("timeout", 0))))
-            values["forget"] = _text(now - _FORGET_AFTER)
-        elif self._dialect == "mysql":
-            values["timeout_us"] = round(float(values.get("timeout", 0)) * 1_000_000)
-        return values
+        return self._sql.time_params(**values)
 
     # -- this node ---------------------------------------------------------------------
 
@@ -86,7 +63,7 @@ class Nodes:
         """Inserts a live node and returns its id."""
         t = _node()
         with self._writer.transaction() as conn:
-            now: Any = utcnow() if self._sqlite else sa.literal_column(self._now)
+            now: Any = utcnow() if self._dialect == "sqlite" else sa.literal_column(self._sql.now)
             inserted = conn.execute(
                 t.insert().values(
                     name=name,
@@ -107,28 +84,17 @@ class Nodes:
     def beat(self, node: int, pools: Mapping[str, Any]) -> bool:
         """Records a beat of ``node`` with its pools' load; False when the node is no
         longer live (another node found it dead and took its jobs over)."""
-        text = sa.text(
-            f"UPDATE node SET heartbeat = {self._now}, pools = :pools "
-            "WHERE id = :id AND state = :live"
-        )
         params = self._params(
             id=node, pools=json.dumps(dict(pools), sort_keys=True), live=NodeState.LIVE
         )
         with self._writer.transaction() as conn:
-            return conn.execute(text, params).rowcount == 1
+            return conn.execute(sa.text(self._sql.beat), params).rowcount == 1
 
     def end(self, node: int) -> None:
-        """Marks ``node`` stopped (its jobs handed back), and forgets nodes that ended
-        long ago."""
+        """Marks ``node`` stopped (its jobs handed back)."""
         params = self._params(id=node, stopped=NodeState.STOPPED, live=NodeState.LIVE)
         with self._writer.transaction() as conn:
-            conn.execute(
-                sa.text(
-                    f"UPDATE node SET state = :stopped, ended = {self._now} "
-                    "WHERE id = :id AND state = :live"
-                ),
-                params,
-            )
+            conn.execute(sa.text(self._sql.end), params)
 
     # -- the others ----------------------------------------------------------------------
 
@@ -138,7 +104,7 @@ class Nodes:
         older than ``timeout_s``)."""
         t = _node()
         with self._writer.engine.connect() as conn:
-            now = aware(conn.execute(sa.text(f"SELECT {self._now}"), self._params()).scalar_one())
+            now = aware(conn.execute(sa.text(self._sql.clock), self._params()).scalar_one())
             rows = conn.execute(t.select().order_by(t.c.id.desc())).mappings().all()
         result = []
         for row in rows:
@@ -162,13 +128,9 @@ class Nodes:
 
     def others_live(self, node: int, timeout_s: float) -> int:
         """How many other nodes are live, their beat younger than ``timeout_s``."""
-        text = sa.text(
-            "SELECT count(*) FROM node WHERE state = :live AND id <> :id "
-            f"AND heartbeat >= {self._cutoff}"
-        )
         params = self._params(live=NodeState.LIVE, id=node, timeout=timeout_s)
         with self._writer.engine.connect() as conn:
-            return int(conn.execute(text, params).scalar_one())
+            return int(conn.execute(sa.text(self._sql.others_live), params).scalar_one())
 
     def take_over(
         self, node: int, name: str, timeout_s: float, dead: Iterable[int] = ()
@@ -177,34 +139,26 @@ class Nodes:
         older than ``timeout_s`` and the nodes ``dead`` (known gone: their process
         ended), then hands back as ``pending`` every running job of a node that is not
         live (or of no node), claimed by ``node`` from then on so that a dead node
-        that still runs writes nothing to it. One transaction."""
-        dead = list(dead)
+        that still runs writes nothing to it; and forgets nodes that ended long ago.
+        One transaction."""
         params = self._params(
             id=node,
             name=name,
             live=NodeState.LIVE,
             gone=NodeState.GONE,
             timeout=timeout_s,
-            dead=dead or [-1],
+            dead=list(dead) or [-1],
         )
-        mark = sa.text(
-            f"UPDATE node SET state = :gone, ended = {self._now}, ended_by = :name "
-            f"WHERE state = :live AND id <> :id AND (heartbeat < {self._cutoff} "
-            "OR id IN :dead)"
-        ).bindparams(sa.bindparam("dead", expanding=True))
-        forget = sa.text(f"DELETE FROM node WHERE state <> :live AND ended < {self._forget}")
+        mark = sa.text(self._sql.mark_gone).bindparams(sa.bindparam("dead", expanding=True))
         taken: list[TakenOver] = []
         with self._writer.transaction() as conn:
             conn.execute(mark, params)
             names = {
-                int(i): str(n)
-                for i, n in conn.execute(
-                    sa.text("SELECT id, name FROM node WHERE state <> :live"), params
-                )
+                int(i): str(n) for i, n in conn.execute(sa.text(self._sql.ended_names), params)
             }
             for table in JOB_TABLES:
                 taken += self._hand_back(conn, table, params, names)
-            conn.execute(forget, params)
+            conn.execute(sa.text(self._sql.forget), params)
         return taken
 
     def _hand_back(
@@ -212,41 +166,25 @@ class Nodes:
     ) -> list[TakenOver]:
         """Hands back as ``pending`` the running jobs of ``table`` whose node is not live
         (or that no node claimed), claimed by ``params["id"]``; what it handed back."""
-        taken: list[TakenOver] = []
-        kind = ", kind" if table == "job" else ""
-        orphaned = (
-            "status = :running AND (node_id IS NULL OR node_id NOT IN "
-            "(SELECT id FROM node WHERE state = :live))"
-        )
-        job_params = {**params, "pending": Status.PENDING.value, "running": Status.RUNNING.value}
+        sql = self._sql.tables[table]
+        scoped = table == "job"
         # MySQL has no UPDATE … RETURNING: the rows are locked as they are read
         # (a second node taking over at once waits, then finds them pending),
         # and the update changes exactly those.
-        lock = " FOR UPDATE" if self._dialect == "mysql" else ""
         ran_on = {
-            int(row[0]): (row[1], str(row[2]) if kind else None)
-            for row in conn.execute(
-                sa.text(f"SELECT id, node_id{kind} FROM {table} WHERE {orphaned}{lock}"),
-                job_params,
-            )
+            int(row[0]): (row[1], str(row[2]) if scoped else None)
+            for row in conn.execute(sa.text(sql.orphaned), params)
         }
-        hand_back = (
-            f"UPDATE {table} SET status = :pending, update_time = {self._now}, "
-            f"node_id = :id WHERE {orphaned}"
-        )
         handed_back: Iterable[int]
-        if not lock:
-            handed_back = conn.execute(sa.text(f"{hand_back} RETURNING id"), job_params).scalars()
+        if self._dialect != "mysql":
+            handed_back = conn.execute(sa.text(sql.hand_back), params).scalars()
         elif ran_on:
-            conn.execute(
-                sa.text(f"{hand_back} AND id IN :ids").bindparams(
-                    sa.bindparam("ids", expanding=True)
-                ),
-                {**job_params, "ids": list(ran_on)},
-            )
+            hand_back = sa.text(sql.hand_back).bindparams(sa.bindparam("ids", expanding=True))
+            conn.execute(hand_back, {**params, "ids": list(ran_on)})
             handed_back = list(ran_on)
         else:
             handed_back = []
+        taken = []
         for job_id in sorted(int(i) for i in handed_back):
             node_id, job_kind = ran_on.get(job_id, (None, None))
             was = None if node_id is None else names.get(int(node_id), f"#{node_id}")
@@ -258,22 +196,15 @@ class Nodes:
     def request_stop(self, table: str, job_id: int) -> int | None:
         """Records a stop request on a ``running`` job; returns the node running it, or
         None when the job is not running (any more)."""
-        _known(table)
-        change = f"UPDATE {table} SET stop_requested = :yes WHERE id = :id AND status = :running"
-        params = {"yes": True, "id": job_id, "running": Status.RUNNING.value}
+        sql = self._sql.tables[table]
+        params = {"yes": True, "id": job_id}
         with self._writer.transaction() as conn:
             if self._dialect == "mysql":  # no UPDATE … RETURNING: lock, read, change
-                row = conn.execute(
-                    sa.text(
-                        f"SELECT node_id FROM {table} WHERE id = :id AND status = :running "
-                        "FOR UPDATE"
-                    ),
-                    params,
-                ).first()
+                row = conn.execute(sa.text(sql.request_stop_lock), params).first()
                 if row is not None:
-                    conn.execute(sa.text(change), params)
+                    conn.execute(sa.text(sql.request_stop), params)
             else:
-                row = conn.execute(sa.text(f"{change} RETURNING node_id"), params).first()
+                row = conn.execute(sa.text(sql.request_stop), params).first()
         return None if row is None else (int(row[0]) if row[0] is not None else -1)
 
     def stop_requests(self, node: int) -> list[tuple[str, int, str | None]]:
@@ -281,16 +212,9 @@ class Nodes:
         node was asked to stop."""
         found: list[tuple[str, int, str | None]] = []
         with self._writer.engine.connect() as conn:
-            for table in JOB_TABLES:
-                kind = ", kind" if table == "job" else ""
-                rows = conn.execute(
-                    sa.text(
-                        f"SELECT id{kind} FROM {table} WHERE status = :running "
-                        "AND node_id = :id AND stop_requested = :yes"
-                    ),
-                    {"running": Status.RUNNING.value, "id": node, "yes": True},
-                ).all()
-                found += [(table, int(r[0]), str(r[1]) if kind else None) for r in rows]
+            for table, sql in self._sql.tables.items():
+                rows = conn.execute(sa.text(sql.stop_requests), {"id": node, "yes": True}).all()
+                found += [(table, int(r[0]), str(r[1]) if table == "job" else None) for r in rows]
         return found
 
     def notify(self, payloads: Iterable[str]) -> None:
@@ -301,21 +225,8 @@ class Nodes:
             return
         with self._writer.transaction() as conn:
             for payload in payloads:
-                conn.execute(
-                    sa.text("SELECT pg_notify(:channel, :payload)"),
-                    {"channel": CHANNEL, "payload": payload},
-                )
+                conn.execute(sa.text(self._sql.notify), {"channel": CHANNEL, "payload": payload})
 
 
 def _node() -> sa.Table:
     return Node.__table__  # type: ignore[attr-defined]
-
-
-def _text(value: datetime) -> str:
-    """A naive UTC time as SQLite holds SQLAlchemy's ``DateTime``."""
-    return value.isoformat(" ", "microseconds")
-
-
-def _known(table: str) -> None:
-    if table not in JOB_TABLES:
-        raise KeyError(table)
