@@ -16,10 +16,19 @@ from typing import Any
 from model.db.tables import JOB_TABLES, utcnow
 from model.status import Status
 
-__all__ = ["CHANNEL", "FORGET_AFTER", "NodeStatements", "TableStatements", "node_statements"]
+__all__ = [
+    "CHANNEL",
+    "FORGET_AFTER",
+    "LISTEN",
+    "NodeStatements",
+    "TableStatements",
+    "node_statements",
+]
 
 #: The PostgreSQL notification channel of every node of one database.
 CHANNEL = "jobservice"
+#: What a node's listening connection runs (PostgreSQL).
+LISTEN = f"LISTEN {CHANNEL}"
 #: Rows of nodes that ended longer ago than this are deleted at a take-over.
 FORGET_AFTER = timedelta(days=7)
 

@@ -19,7 +19,7 @@ import psycopg
 import sqlalchemy as sa
 from loguru import logger
 
-from model.db.nodes import CHANNEL
+from model.db._sql_nodes import LISTEN
 
 __all__ = ["Listener"]
 
@@ -31,10 +31,11 @@ _CONNECT_TIMEOUT_S = 5
 
 
 class Listener:
-    """Calls ``on_payload(payload)`` for each notification on :data:`CHANNEL` of the
-    PostgreSQL database at the SQLAlchemy ``url``, and ``on_connect()`` each time it
-    starts listening (the first time included). Both run in the listener's thread.
-    At another database's ``url`` it does nothing (:attr:`listens` is False)."""
+    """Calls ``on_payload(payload)`` for each notification on the nodes' channel
+    (:data:`~model.db._sql_nodes.CHANNEL`) of the PostgreSQL database at the SQLAlchemy
+    ``url``, and ``on_connect()`` each time it starts listening (the first time
+    included). Both run in the listener's thread. At another database's ``url`` it
+    does nothing (:attr:`listens` is False)."""
 
     def __init__(
         self,
@@ -71,7 +72,7 @@ class Listener:
                 with psycopg.connect(
                     self._conninfo, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S
                 ) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
+                    conn.execute(LISTEN)
                     if failing:
                         logger.info("listening for other nodes again on {}", self._safe)
                     failing, backoff = False, _BACKOFF_FIRST_S
