@@ -165,10 +165,8 @@ class Dispatcher(ServiceActor):
                 found.tell(StopRequested(job_id))
 
     def _pool_of(self, table: str, kind: str | None) -> pykka.ActorRef[Any] | None:
-        for candidate in self.runtime.kinds:
-            if candidate.table == table and (kind is None or candidate.name == kind):
-                return self.pools.get(candidate.name)
-        return None
+        found = self.runtime.kinds.of_row(table, kind)
+        return None if found is None else self.pools.get(found.name)
 
     def _beat(self) -> None:
         loads: dict[str, Any] = {}

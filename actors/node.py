@@ -21,7 +21,7 @@ from loguru import logger
 
 from model.db.nodes import TakenOver
 from model.jobs import JobContext
-from model.kinds import SHARED_TABLE, JobKind, KindRegistry
+from model.kinds import KindRegistry
 
 __all__ = ["Membership"]
 
@@ -140,7 +140,7 @@ class Membership:
         by_node: dict[str | None, int] = {}
         for job in taken:
             by_node[job.dead_node] = by_node.get(job.dead_node, 0) + 1
-            kind = self._kind_of(job)
+            kind = self.kinds.of_row(job.table, job.kind)
             if kind is not None:
                 kind.make_job(self.ctx, job.job_id).logger.warning(
                     "node {} is gone: job handed back as pending by node {}",
@@ -166,12 +166,6 @@ class Membership:
             for node, pid in self.nodes.live_on(self.host, local)
             if pid == self.pid or not _alive(pid)
         ]
-
-    def _kind_of(self, job: TakenOver) -> JobKind | None:
-        for kind in self.kinds:
-            if kind.table == job.table and (job.table != SHARED_TABLE or kind.name == job.kind):
-                return kind
-        return None
 
 
 def _alive(pid: int) -> bool:

@@ -153,3 +153,11 @@ class KindRegistry:
     def names(self) -> list[str]:
         """Every registered kind's name."""
         return list(self._kinds)
+
+    def of_row(self, table: str, kind: str | None) -> JobKind | None:
+        """The kind of a job row of ``table`` whose ``kind`` column holds ``kind`` (None
+        outside the shared table); None when no registered kind has such jobs."""
+        for candidate in self._kinds.values():
+            if candidate.table == table and (candidate.scope is None or candidate.name == kind):
+                return candidate
+        return None

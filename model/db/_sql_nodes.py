@@ -38,9 +38,11 @@ _PENDING = f"'{Status.PENDING.value}'"
 
 @dataclass(frozen=True)
 class TableStatements:
-    """What spans nodes in one job table (``{kind}``: its ``kind`` column, shared table
-    only)."""
+    """What spans nodes in one job table."""
 
+    #: Whether the table holds several kinds (a ``kind`` column): the reads below then
+    #: return it after the id.
+    scoped: bool
     #: The running jobs of no live node (or of no node), with their node (and kind);
     #: locked as read on MySQL, which has no ``UPDATE … RETURNING``.
     orphaned: str
@@ -120,7 +122,8 @@ def node_statements(dialect: str) -> NodeStatements:
 
 
 def _table_statements(table: str, dialect: str, now: str) -> TableStatements:
-    kind = ", kind" if table == "job" else ""
+    scoped = "kind" in JOB_TABLES[table].__table__.c  # type: ignore[attr-defined]
+    kind = ", kind" if scoped else ""
     orphaned = (
         f"status = {_RUNNING} AND (node_id IS NULL OR node_id NOT IN "
         "(SELECT id FROM node WHERE state = :live))"
@@ -134,6 +137,7 @@ def _table_statements(table: str, dialect: str, now: str) -> TableStatements:
         f"UPDATE {table} SET stop_requested = :yes WHERE id = :id AND status = {_RUNNING}"
     )
     return TableStatements(
+        scoped=scoped,
         orphaned=f"SELECT id, node_id{kind} FROM {table} WHERE {orphaned}"
         + (" FOR UPDATE" if mysql else ""),
         hand_back=f"{hand_back} AND id IN :ids" if mysql else f"{hand_back} RETURNING id",

@@ -167,7 +167,7 @@ class Nodes:
         """Hands back as ``pending`` the running jobs of ``table`` whose node is not live
         (or that no node claimed), claimed by ``params["id"]``; what it handed back."""
         sql = self._sql.tables[table]
-        scoped = table == "job"
+        scoped = sql.scoped
         # MySQL has no UPDATE … RETURNING: the rows are locked as they are read
         # (a second node taking over at once waits, then finds them pending),
         # and the update changes exactly those.
@@ -214,7 +214,7 @@ class Nodes:
         with self._writer.engine.connect() as conn:
             for table, sql in self._sql.tables.items():
                 rows = conn.execute(sa.text(sql.stop_requests), {"id": node, "yes": True}).all()
-                found += [(table, int(r[0]), str(r[1]) if table == "job" else None) for r in rows]
+                found += [(table, int(r[0]), str(r[1]) if sql.scoped else None) for r in rows]
         return found
 
     def notify(self, payloads: Iterable[str]) -> None:
