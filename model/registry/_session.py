@@ -162,13 +162,15 @@ class Session:
             # within a second.
             timeout_s = min(timeout_s or AFTER_STOP_TIMEOUT_S, AFTER_STOP_TIMEOUT_S)
             return stop_exempt(), timeout_s
-        opens_session = request.method == "POST" and "/blobs/uploads/" in url
-        if request.streamed or opens_session:
-            # A body cut halfway leaves the registry holding its bytes under a session
-            # address it no longer accepts, and a session opened whose answer is cut
-            # is one whose address nobody knows: nothing can then cancel either. A
-            # stop lets such a request finish briefly, and the answer's address
-            # cancels the session (a request begun after the stop still fails at once).
+        if request.streamed or "/blobs/uploads/" in url:
+            # A request that changes an upload session, cut halfway, leaves it in a
+            # state nobody can clean up: a body cut halfway leaves the registry holding
+            # its bytes under an address it no longer accepts, a session opened whose
+            # answer is cut is one whose address nobody knows, and a commit cut while
+            # the registry moves the blob can leave the session's data behind. A stop
+            # lets such a request finish briefly; what it answers is then committed, or
+            # cancelled at the address it names (a request begun after the stop still
+            # fails at once).
             return stop_grace(AFTER_STOP_TIMEOUT_S), timeout_s
         return nullcontext(), timeout_s
 

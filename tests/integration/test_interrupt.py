@@ -342,6 +342,52 @@ def test_an_upload_session_opening_as_the_stop_comes_is_cancelled_not_left_behin
     client.close()
 
 
+def test_an_upload_committing_as_the_stop_comes_is_let_finish_not_cut(
+    make_server: Callable[..., StubServer],
+) -> None:
+    # The registry is committing the blob when the stop comes: its answer is let in
+    # (briefly), so the session ends committed instead of cut halfway through.
+    stopped = threading.Event()
+
+    def slow_to_commit(server: StubServer, conn: socket.socket) -> None:
+        while head := server.head(conn):
+            if head.startswith(b"POST "):
+                conn.sendall(
+                    b"HTTP/1.1 202 Accepted\r\nLocation: /v2/library/app/blobs/uploads/s1\r\n"
+                    b"Docker-Upload-UUID: s1\r\nRange: 0-0\r\nContent-Length: 0\r\n\r\n"
+                )
+            elif head.startswith(b"PUT "):
+                server.seen.set()
+                assert stopped.wait(5)
+                conn.sendall(
+                    b"HTTP/1.1 201 Created\r\nDocker-Content-Digest: "
+                    + DIGEST.encode()
+                    + b"\r\nContent-Length: 0\r\n\r\n"
+                )
+            else:
+                conn.sendall(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+
+    server = make_server(slow_to_commit)
+    client = RegistryClient(server.url, timeout_s=60)
+    committed: list[str] = []
+
+    def commit_step() -> None:  # as BlobCopier commits and, on a stop, cancels
+        upload = client.start_upload("library/app")
+        try:
+            committed.append(upload.commit(DIGEST))
+        finally:
+            upload.cancel()
+
+    step = StepThread(Interrupt(), JOB, commit_step).start()
+    assert server.seen.wait(5)
+    assert step.interrupt.request(JOB)
+    stopped.set()
+    assert step.ended_within(STOP_LATENCY_S)
+    assert step.error is None and committed == [DIGEST]
+    assert [r.split(" ")[0] for r in server.requests] == ["POST", "PUT"]
+    client.close()
+
+
 def stalled(counter: list[int], polls: int = 10) -> Callable[[], bool]:
     """A condition for ``wait_until``: ``counter[0]`` is above 0 and was the same at
     the last ``polls`` polls."""
