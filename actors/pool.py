@@ -154,9 +154,7 @@ class WorkerPool(ServiceActor):
                 self._fill_soon()
             case Fill():
                 self.fill_asked = False
-                self._write_ends()
-                if self.maybe_more:
-                    self._fill()
+                self._end_and_fill(self.maybe_more)
             case WorkerIdle(slot=idle_slot, job_id=job_id, status=status, write=write):
                 self.running.pop(job_id, None)
                 self.idle.append(idle_slot)
@@ -252,21 +250,58 @@ class WorkerPool(ServiceActor):
         claim = bool(self.idle) and self.maybe_more and not self.draining
         if (claim or self.ending) and not self.fill_asked:
             if self.draining or self.actor_inbox.empty():
-                self._write_ends()
-                if claim:
-                    self._fill()
+                self._end_and_fill(claim)
             else:
                 self.fill_asked = True
                 self.actor_ref.tell(Fill())
 
+    def _end_and_fill(self, claim: bool) -> None:
+        """Writes the ends handed over since the last time and, when ``claim``, claims
+        jobs for every idle worker: in one round trip when the ends are of one kind (the
+        usual case; see :meth:`Store.end_and_claim`)."""
+        by_write = self._take_ends()
+        if not (claim and self.idle and not self.draining):
+            self._write_grouped(by_write)
+            return
+        if len(by_write) != 1 or not self.ctx.store.ends_with_claims:
+            self._write_grouped(by_write)
+            self._fill()
+            return
+        ((write, job_ids),) = by_write.items()
+        wanted = len(self.idle)
+        try:
+            written, rows = self.ctx.store.end_and_claim(
+                self.kind.table,
+                self.kind.scope,
+                job_ids,
+                write.status,
+                count_attempt=write.count_attempt,
+                limit=wanted,
+            )
+        except Exception as exc:
+            # Either part may have failed: each is made again on its own, and says why.
+            logger.debug("{} pool: ends and claim made apart: {}", self.kind.name, exc)
+            self._write_one_by_one(write, job_ids, set())
+            self._fill()
+            return
+        self._write_one_by_one(write, job_ids, written)
+        self._claimed(rows, wanted)
+
     def _write_ends(self) -> None:
-        """Writes the ends handed over since the last time: one statement for those of
-        one status (each job guarded as alone), one per job for any it did not change
-        (the conflicts and failures of :meth:`_write`)."""
+        """Writes the ends handed over since the last time (see :meth:`_write_grouped`)."""
+        self._write_grouped(self._take_ends())
+
+    def _take_ends(self) -> dict[LastWrite, list[int]]:
         ending, self.ending = self.ending, []
         by_write: dict[LastWrite, list[int]] = {}
         for job_id, write in ending:
             by_write.setdefault(write, []).append(job_id)
+        return by_write
+
+    def _write_grouped(self, by_write: dict[LastWrite, list[int]]) -> None:
+        """One statement for the ends of one status (each job guarded as alone), one
+        per job for any it did not change (the conflicts and failures of
+        :meth:`_write`)."""
         for write, job_ids in by_write.items():
             written: set[int] = set()
             if len(job_ids) > 1:
@@ -276,11 +311,15 @@ class WorkerPool(ServiceActor):
                     )
                 except Exception as exc:
                     logger.debug("{} pool: ends written one by one: {}", self.kind.name, exc)
-            for job_id in job_ids:
-                if job_id in written:
-                    self._written(job_id, write, write.status)
-                else:
-                    self._write(job_id, write)
+            self._write_one_by_one(write, job_ids, written)
+
+    def _write_one_by_one(self, write: LastWrite, job_ids: list[int], written: set[int]) -> None:
+        """``write`` landed for the jobs in ``written``; each of the others is written alone."""
+        for job_id in job_ids:
+            if job_id in written:
+                self._written(job_id, write, write.status)
+            else:
+                self._write(job_id, write)
 
     def _fill(self) -> None:
         if not self.idle or self.draining:
@@ -298,6 +337,10 @@ class WorkerPool(ServiceActor):
             self.claim_failed = True
             self._again_later()
             return
+        self._claimed(rows, wanted)
+
+    def _claimed(self, rows: list[dict[str, Any]], wanted: int) -> None:
+        """Runs the jobs a claim for ``wanted`` idle workers took."""
         if self.claim_failed:
             logger.info("{} pool: claims work again", self.kind.name)
             self.claim_failed = False

@@ -90,6 +90,23 @@ _CLAIM = _with_statuses(
     "WHERE id IN (SELECT id FROM picked) AND status IN ({claimable}) RETURNING *"
 )
 
+#: PostgreSQL: :data:`_SET_STATUSES` of the jobs ``:ids`` (its ``{end}``) and
+#: :data:`_CLAIM` in one statement, one round trip: a pool's ends and its next claim.
+#: One row at least: the ids the end changed (``ended_ids``, NULL for none), then the
+#: claimed rows' columns (NULL when it claimed none). The two changes touch disjoint
+#: rows (running ones, claimable ones).
+_END_AND_CLAIM = _with_statuses(
+    "WITH ended AS ({end}), "
+    "picked AS MATERIALIZED (SELECT id FROM {table} "
+    "WHERE status IN ({claimable}) "
+    "AND (status = {pending} OR next_attempt_at <= :now) {scope}"
+    "ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED), "
+    "claimed AS (UPDATE {table} SET status = {running}, update_time = :now, node_id = :node "
+    "WHERE id IN (SELECT id FROM picked) AND status IN ({claimable}) RETURNING *) "
+    "SELECT (SELECT array_agg(id) FROM ended) AS ended_ids, claimed.* "
+    "FROM (VALUES (1)) AS one LEFT JOIN claimed ON true"
+)
+
 #: MySQL's claim, three steps of one transaction (READ COMMITTED): lock up to ``:limit``
 #: of the oldest due jobs; set those ``:ids`` running with the claim's guard; read back
 #: the rows this claim set (its node: not its time, which Harbor's whole-second
@@ -245,17 +262,31 @@ class Statements:
         found = self._lazy.get(key)
         if found is None:
             _known_table(table)
-            sets = "status = :status, update_time = :now"
-            if count_attempt:
-                sets += ", attempts = attempts + 1"
+            returning = "" if self.in_steps else " RETURNING id"
             found = self._lazy[key] = self._text(
-                _SET_STATUSES.format(
+                self._set_many(table, status, count_attempt, fenced, returning)
+            )
+        return found
+
+    def end_and_claim(
+        self, table: str, status: str, count_attempt: bool, fenced: bool, scoped: bool
+    ) -> str | None:
+        """PostgreSQL: :meth:`set_statuses` and :meth:`claim` in one statement
+        (:data:`_END_AND_CLAIM`; the parameters of both); None on the other dialects.
+        Raises KeyError for an unknown table or status."""
+        if self.dialect != "postgresql":
+            return None
+        key = ("end_and_claim", table, status, count_attempt, fenced, scoped)
+        found = self._lazy.get(key)
+        if found is None:
+            _known_table(table)
+            end = self._set_many(table, status, count_attempt, fenced, " RETURNING id")
+            found = self._lazy[key] = self._text(
+                _END_AND_CLAIM.format(
+                    end=end,
                     table=table,
-                    sets=sets,
-                    ids=_IDS[self.dialect],
-                    guard=_quoted(sorted(ALLOWED_FROM[status])),
-                    fence=_FENCE if fenced else "",
-                    returning="" if self.in_steps else " RETURNING id",
+                    claimable=_quoted(CLAIMABLE),
+                    scope="AND kind = :kind " if scoped else "",
                 )
             )
         return found
@@ -393,6 +424,21 @@ class Statements:
         return self._text(sql)
 
     # -- building ----------------------------------------------------------------------
+
+    def _set_many(
+        self, table: str, status: str, count_attempt: bool, fenced: bool, returning: str
+    ) -> str:
+        sets = "status = :status, update_time = :now"
+        if count_attempt:
+            sets += ", attempts = attempts + 1"
+        return _SET_STATUSES.format(
+            table=table,
+            sets=sets,
+            ids=_IDS[self.dialect],
+            guard=_quoted(sorted(ALLOWED_FROM[status])),
+            fence=_FENCE if fenced else "",
+            returning=returning,
+        )
 
     def _text(self, sql: str) -> str:
         return sql if self.sqlite else re.sub(r":(\w+)", r"%(\1)s", sql)

@@ -19,10 +19,11 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, SQLModel, select
+from sqlmodel import Session, SQLModel
 
 from model.db._health import FILE_CHECK_INTERVAL_S
 from model.db._open import open_writer
+from model.db._plain import PlainRows
 from model.db._reads import JobReads
 from model.db._rows import from_columns as _from_columns
 from model.db._rows import to_column as _to_column
@@ -31,8 +32,6 @@ from model.db.nodes import CHANNEL, Nodes
 from model.db.tables import (
     JOB_TABLES,
     ImgScanOverview,
-    Project,
-    ReplicationPolicy,
     ReplicationTarget,
     ScanFinding,
     utcnow,
@@ -45,7 +44,7 @@ __all__ = ["ALLOWED_FROM", "Store"]
 _T = TypeVar("_T", bound=SQLModel)
 
 
-class Store(JobReads):
+class Store(JobReads, PlainRows):
     """Database access for one service, at the SQLAlchemy ``url`` (SQLite, PostgreSQL
     or MySQL/MariaDB). Safe to share between threads."""
 
@@ -62,6 +61,9 @@ class Store(JobReads):
         #: Whether other live nodes share the database (PostgreSQL): submits then
         #: notify them (see :meth:`insert_jobs`).
         self.notify_others = False
+        #: Whether :meth:`end_and_claim` is one statement (PostgreSQL: one round trip
+        #: where two calls make two).
+        self.ends_with_claims = self._sql.dialect == "postgresql"
         #: The ``node`` table and the statements that span nodes.
         self.nodes = Nodes(self._writer, self._sql.dialect)
 
@@ -93,86 +95,6 @@ class Store(JobReads):
     def close(self) -> None:
         """Closes every pooled connection."""
         self._writer.close()
-
-    # -- plain rows ------------------------------------------------------------------
-
-    def add(self, row: _T) -> _T:
-        """Inserts ``row`` and returns it with its id."""
-        with self.session() as session:
-            session.add(row)
-            session.flush()
-            session.refresh(row)
-            session.expunge(row)
-        return row
-
-    def get(self, model: type[_T], ident: int) -> _T:
-        """The row of ``model`` with ``ident``; raises :class:`NotFound`."""
-        with Session(self.engine) as session:
-            row = session.get(model, ident)
-            if row is None:
-                raise NotFound(model.__tablename__, ident)  # type: ignore[arg-type]
-            session.expunge(row)
-            return row
-
-    def find(self, model: type[_T], ident: int) -> _T | None:
-        """The row of ``model`` with ``ident``, or None."""
-        with Session(self.engine) as session:
-            row = session.get(model, ident)
-            if row is not None:
-                session.expunge(row)
-            return row
-
-    def list_rows(self, model: type[_T], **equal: Any) -> list[_T]:
-        """Every row of ``model`` whose columns equal ``equal``, by id."""
-        with Session(self.engine) as session:
-            query = select(model)
-            for column, value in equal.items():
-                query = query.where(getattr(model, column) == value)
-            rows = list(session.exec(query.order_by(model.id)))  # type: ignore[attr-defined]
-            for row in rows:
-                session.expunge(row)
-            return rows
-
-    def update(self, model: type[_T], ident: int, **values: Any) -> _T:
-        """Sets ``values`` on one row (and ``update_time`` where it has one)."""
-        with self.session() as session:
-            row = session.get(model, ident)
-            if row is None:
-                raise NotFound(model.__tablename__, ident)  # type: ignore[arg-type]
-            for column, value in values.items():
-                setattr(row, column, value)
-            if hasattr(row, "update_time"):
-                row.update_time = utcnow()
-            session.flush()
-            session.refresh(row)
-            session.expunge(row)
-            return row
-
-    def delete(self, model: type[_T], ident: int) -> None:
-        """Deletes one row; raises :class:`NotFound`."""
-        with self.session() as session:
-            row = session.get(model, ident)
-            if row is None:
-                raise NotFound(model.__tablename__, ident)  # type: ignore[arg-type]
-            session.delete(row)
-
-    def policy_with_target(
-        self, policy_id: int
-    ) -> tuple[ReplicationPolicy, ReplicationTarget, Project]:
-        """A policy with its target and project; raises :class:`NotFound` naming the missing one."""
-        with Session(self.engine) as session:
-            policy = session.get(ReplicationPolicy, policy_id)
-            if policy is None or policy.deleted:
-                raise NotFound("replication policy", policy_id)
-            target = session.get(ReplicationTarget, policy.target_id)
-            if target is None:
-                raise NotFound("replication target", policy.target_id)
-            project = session.get(Project, policy.project_id)
-            if project is None:
-                raise NotFound("project", policy.project_id)
-            for row in (policy, target, project):
-                session.expunge(row)
-            return policy, target, project
 
     # -- jobs: plain DBAPI statements (:mod:`model.db._sql`) run by the writer ----------
     # insert_jobs, status, set_status and claim_many are the engine's hot path, where
@@ -279,6 +201,54 @@ class Store(JobReads):
             return {int(row[0]) for row in cur.fetchall()}
 
         return self._writer.apply(write)
+
+    def end_and_claim(
+        self,
+        table: str,
+        kind: str | None,
+        ended: list[int],
+        status: str,
+        *,
+        count_attempt: bool = False,
+        limit: int = 1,
+    ) -> tuple[set[int], list[dict[str, Any]]]:
+        """:meth:`set_statuses` of ``ended`` to ``status``, then :meth:`claim_many` of up
+        to ``limit`` jobs (of ``kind``): what each returns. One statement on PostgreSQL
+        (one round trip, one transaction; :attr:`ends_with_claims`), the two calls
+        elsewhere."""
+        sql = self._sql
+        node = self.node
+        text = sql.end_and_claim(table, status, count_attempt, node is not None, kind is not None)
+        if text is None:
+            written = (
+                self.set_statuses(table, ended, status, count_attempt=count_attempt)
+                if ended
+                else set()
+            )
+            return written, self.claim_many(table, kind, limit)
+        params = {
+            "ids": sql.ids(ended),
+            "status": status,
+            "now": sql.now(),
+            "node": node,
+            "kind": kind,
+            "limit": limit,
+        }
+
+        def run(cur: Any) -> tuple[set[int], list[dict[str, Any]]]:
+            cur.execute(text, params)
+            found = cur.fetchall()
+            names = [d[0] for d in cur.description]
+            rows = [dict(zip(names, values, strict=True)) for values in found]
+            written = {int(i) for i in rows[0].pop("ended_ids") or ()}
+            for row in rows[1:]:
+                row.pop("ended_ids")
+            return written, [row for row in rows if row["id"] is not None]
+
+        written, claimed = self._writer.apply(run)
+        rows = [_from_columns(row) for row in claimed]
+        rows.sort(key=lambda row: int(row["id"]))
+        return written, rows
 
     def has_due(self, table: str, kind: str | None = None) -> bool:
         """Whether a job (of ``kind``) is due: pending, or retrying with its time come.
