@@ -5,8 +5,8 @@
 Prints jobs/s, submit-to-finished latency (p50/p99), CPU time per job, peak RSS; the
 RSS that 100,000 queued jobs add; and the threads and RSS of 10,000 jobs waiting to
 retry. The database and the job logs live in a temporary folder under ``--dir``
-(default: the system's temporary folder); its file system is printed, as creating one
-log file per job costs several times more on a busy disk than on tmpfs.
+(default: the system's temporary folder); its file system and what creating a file
+costs there are printed, as every job creates its log file (see ``scratch.py``).
 
     .venv/bin/python scripts/bench/engine.py [--jobs 10000] [--workers 8] [--dir D] [--json FILE]
 """
@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import scratch
 from loguru import logger
 
 from actors import JobService
@@ -120,41 +121,15 @@ def settings_in(folder: Path, **values: Any) -> Settings:
     )
 
 
-def file_system(folder: Path) -> str:
-    """The type of the file system holding ``folder`` (the longest mount point above it)."""
-    best, kind = "", "?"
-    with open("/proc/mounts") as mounts:
-        for line in mounts:
-            _device, mount_point, fs_type = line.split()[:3]
-            inside = str(folder).startswith(mount_point.rstrip("/") + "/")
-            if (inside or str(folder) == mount_point) and len(mount_point) > len(best):
-                best, kind = mount_point, fs_type
-    return kind
-
-
-def file_create_us(folder: Path, files: int = 200) -> float:
-    """What creating and writing one small file in ``folder`` costs now, in us: a job log
-    per job makes this a part of every job, and on a disk that has just deleted many
-    files (ext4 mounted with ``discard``) it is many times what it is on a fresh one."""
-    probe = folder / "probe"
-    probe.mkdir()
-    started = time.perf_counter()
-    for n in range(files):
-        fd = os.open(probe / f"job_{n}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.write(fd, b"2026-01-01T00:00:00.000+00:00 [INFO] state running (from pending)\n")
-        os.close(fd)
-    return (time.perf_counter() - started) / files * 1e6
-
-
 def throughput(jobs: int, workers: int, batch: bool = False) -> dict[str, Any]:
     """``jobs`` submitted one ``submit`` at a time (an insert transaction each), or with
     one ``submit_many`` when ``batch``; timed until a job listener has seen them all
     end (then every one is checked to be ``finished``)."""
     with (
-        tempfile.TemporaryDirectory() as tmp,
-        JobService(settings_in(Path(tmp)), [noop_kind(workers)]) as svc,
+        scratch.folder("bench-engine-") as tmp,
+        JobService(settings_in(tmp), [noop_kind(workers)]) as svc,
     ):
-        create_us = file_create_us(Path(tmp))
+        create_us = scratch.file_create_us(tmp)
         ended = Counter(jobs)
         svc.add_job_listener(ended.count)
         svc.stats()  # every actor has started once its pool answers
@@ -185,15 +160,15 @@ def throughput(jobs: int, workers: int, batch: bool = False) -> dict[str, Any]:
         "cpu_us_per_job": round(cpu_s / jobs * 1e6),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "folder": tempfile.gettempdir(),
-        "file_system": file_system(Path(tempfile.gettempdir()).resolve()),
+        "file_system": scratch.file_system(Path(tempfile.gettempdir()).resolve()),
         "file_create_us": round(create_us, 1),
     }
 
 
 def queued_memory(jobs: int) -> dict[str, Any]:
     with (
-        tempfile.TemporaryDirectory() as tmp,
-        JobService(settings_in(Path(tmp)), [gated_kind(8)]) as svc,
+        scratch.folder("bench-engine-") as tmp,
+        JobService(settings_in(tmp), [gated_kind(8)]) as svc,
     ):
         before = rss_mb()
         for start in range(0, jobs, 10_000):
@@ -213,8 +188,8 @@ def queued_memory(jobs: int) -> dict[str, Any]:
 def waiting_retries(jobs: int) -> dict[str, Any]:
     settings = dict(retry_delay=3600.0, retry_delay_max=3600.0)
     with (
-        tempfile.TemporaryDirectory() as tmp,
-        JobService(settings_in(Path(tmp), **settings), [failing_kind(8)]) as svc,
+        scratch.folder("bench-engine-") as tmp,
+        JobService(settings_in(tmp, **settings), [failing_kind(8)]) as svc,
     ):
         svc.stats()  # every actor has started once its pool answers
         threads_before, rss_before = threading.active_count(), rss_mb()

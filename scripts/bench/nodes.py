@@ -10,7 +10,8 @@ folder). Every node is live and has run a warm-up job before the clock starts.
 
 - *throughput*: ``--jobs`` no-op jobs submitted one at a time from this process (one
   insert transaction per job with its ``NOTIFY``, ``Store.insert_jobs(wake=…)`` with
-  ``notify_others``). Aggregate jobs/s from the first job's ``creation_time`` to the
+  ``notify_others``). Before each run, what creating a file costs in the logs'
+  folder (see :mod:`scratch`). Aggregate jobs/s from the first job's ``creation_time`` to the
   last job's ``update_time`` (its ``finished`` write); latency p50/p99 per job, the
   same two columns of its row; the jobs each node ran (``node_id``); CPU seconds per
   job of the nodes, PostgreSQL's processes and this process.
@@ -36,7 +37,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -52,6 +52,7 @@ for extra in (ROOT, BENCH):
         sys.path.insert(0, str(extra))
 
 import journal  # noqa: E402
+import scratch  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 from nodes_kinds import KIND  # noqa: E402
 from nodes_print import print_results  # noqa: E402
@@ -236,6 +237,7 @@ def throughput(
             before = {"nodes": sum(cpu_s(n.pid) for n in nodes), "postgres": sum(map(cpu_s, pg))}
             before["bench"] = cpu_s(os.getpid())
             warm_lines = journal.count(journal_dir)
+            create_us = scratch.file_create_us(work / "logs")
             row = {"kind": KIND, "params": {}}
             started = time.monotonic()
             ids = [store.insert_jobs("job", [row], wake=KIND)[0] for _ in range(jobs)]
@@ -280,6 +282,7 @@ def throughput(
             "cpu_s": cpu,
             "cpu_ms_per_job": {k: round(v * 1000 / jobs, 3) for k, v in cpu.items()},
             "node_thread_cpu_s": threads,
+            "file_create_us": create_us,
         }
     finally:
         store.close()
@@ -363,10 +366,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if pg_port is None:
             cluster = stack.enter_context(postgres_cluster())
             pg_port, pg_dir = cluster.port, cluster.folder
-        base = Path(tempfile.mkdtemp(prefix="bench-nodes-", dir=args.dir))
-        stack.callback(shutil.rmtree, base, True)
-        for count in counts:
-            work = base / f"throughput-{count}"
+        base = stack.enter_context(scratch.folder("bench-nodes-", args.dir))
+        for run_no, count in enumerate(counts, 1):
+            work = base / f"throughput-{run_no}-{count}"
             work.mkdir()
             print(f"{count} node(s), {args.jobs:,} jobs …", flush=True)
             result["throughput"].append(throughput(pg_port, pg_dir, work, count, args.jobs))

@@ -31,10 +31,11 @@ def print_results(result: dict[str, Any]) -> None:
                 f"{ms['nodes']:.2f} / {ms['postgres']:.2f} / {ms['bench']:.2f}",
                 str(len(t["lost"])),
                 str(len(t["ran_twice"])),
+                f"{t.get('file_create_us', 0):,.0f}",
             ]
         )
     header = ["nodes", "jobs", "jobs/s", "submits/s", "p50 ms", "p99 ms", "ran per node"]
-    header += ["CPU ms/job nodes/pg/bench", "lost", "twice"]
+    header += ["CPU ms/job nodes/pg/bench", "lost", "twice", "new file us"]
     print(_table(header, rows))
     for t in result["throughput"]:
         for name, threads in t["node_thread_cpu_s"].items():

@@ -76,6 +76,7 @@ for extra in (ROOT, BENCH):
 
 import journal  # noqa: E402
 import psutil  # noqa: E402
+import scratch  # noqa: E402
 from servers import new_database, postgres_cluster, redis_server  # noqa: E402
 
 __all__ = ["SYSTEMS", "durability", "main", "paced", "throughput"]
@@ -400,6 +401,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         system = _make(args.system, args.mode, work, args.workers, env, urls)
         stack.callback(system.close)
         warm_s = warm_up(system, folder)
+        create_us = scratch.file_create_us(work / "probe")
         tracer = None
         if args.trace and args.system.startswith("ours-"):
             import enginetrace
@@ -431,8 +433,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 system, folder, args.jobs, args.sleep, args.kill_after, args.idle, warm_s
             )
     result.update(system=args.system, mode=args.mode, workers=args.workers, warm_up_s=warm_s)
+    result["file_create_us"] = create_us
     if not args.keep:
-        shutil.rmtree(work, ignore_errors=True)
+        scratch.remove(work)
     return result
 
 

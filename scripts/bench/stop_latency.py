@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import shutil
 import statistics
 import sys
 import tempfile
@@ -37,6 +36,7 @@ for extra in (ROOT, ROOT / "tests", BENCH):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
+import scratch  # noqa: E402
 from loguru import logger  # noqa: E402
 from registries import (  # noqa: E402
     ImageBuilder,
@@ -163,7 +163,7 @@ def main() -> None:
                         flush=True,
                     )
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        scratch.remove(root)
     if args.json:
         args.json.write_text(json.dumps({"blob_mib": BLOB_MIB, "runs": runs}, indent=2))
 

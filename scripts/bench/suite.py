@@ -8,7 +8,8 @@ the peer benchmarks take turns within each round, in an order that rotates from 
 round to the next, so that drift in the machine's speed hits all of them alike. One
 PostgreSQL cluster serves the whole suite (a new database per run); every peer run
 starts its own Redis. Working files go under ``OUT/work`` (``TMPDIR`` points there
-too, for the scripts that use temporary folders), raw numbers to ``OUT/raw/``, each
+too, for the scripts that use temporary folders) and stay there until the suite ends
+(``scratch.py`` says why), raw numbers to ``OUT/raw/``, each
 child's output to ``OUT/logs/``; then :mod:`report` writes ``OUT/report.md`` and
 ``OUT/report.png``.
 
@@ -39,6 +40,7 @@ for extra in (ROOT, BENCH):
 
 import psutil  # noqa: E402
 import report  # noqa: E402
+import scratch  # noqa: E402
 from peers import SYSTEMS  # noqa: E402
 from servers import postgres_cluster  # noqa: E402
 
@@ -180,6 +182,7 @@ def run_suite(plan: Plan, out: Path, quick: bool) -> dict[str, Any]:
     (work / "tmp").mkdir(parents=True)
     env = dict(os.environ)
     env["TMPDIR"] = str(work / "tmp")
+    env[scratch.KEEP_ENV] = "1"  # one removal, at the end: see scratch.py
     # tests/postgres.py makes its folder with tempfile: under TMPDIR, like every child.
     os.environ["TMPDIR"] = env["TMPDIR"]
     runner = Runner(out, env)
