@@ -226,8 +226,10 @@ def fresh_database(pg_port: int, journal_dir: Path) -> tuple[str, Store]:
 
 
 def throughput(
-    pg_port: int, pg_dir: Path | None, work: Path, count: int, jobs: int
+    pg_port: int, pg_dir: Path | None, work: Path, count: int, jobs: int, queued: bool = False
 ) -> dict[str, Any]:
+    """``jobs`` no-op jobs through ``count`` nodes: submitted one at a time, or when
+    ``queued`` inserted in one transaction (one notification) and timed from its commit."""
     journal_dir = work / "journal"
     url, store = fresh_database(pg_port, journal_dir)
     try:
@@ -240,7 +242,12 @@ def throughput(
             create_us = scratch.file_create_us(work / "logs")
             row = {"kind": KIND, "params": {}}
             started = time.monotonic()
-            ids = [store.insert_jobs("job", [row], wake=KIND)[0] for _ in range(jobs)]
+            if queued:
+                ids = store.insert_jobs("job", [row] * jobs, wake=KIND)
+                committed: datetime | None = datetime.now(UTC)
+            else:
+                ids = [store.insert_jobs("job", [row], wake=KIND)[0] for _ in range(jobs)]
+                committed = None
             submit_s = time.monotonic() - started
             wait_for(lambda: finished_count(store, ids[0]) >= jobs, DONE_TIMEOUT_S, "jobs")
             waited_s = time.monotonic() - started
@@ -260,14 +267,15 @@ def throughput(
         rows = job_rows(store, ids)
         runs = journal.read(journal_dir)
         lost, twice = check_once(rows, runs)
-        start = min(r[3] for r in rows)
-        end = max(r[4] for r in rows)
+        start = committed or aware(min(r[3] for r in rows))
+        end = aware(max(r[4] for r in rows))
         seconds = (end - start).total_seconds()
         latencies = [(r[4] - r[3]).total_seconds() * 1000 for r in rows]
         per_node = Counter(by_node_id.get(r[2], str(r[2])) for r in rows)
         cpu = {k: round(after[k] - before[k], 2) for k in before}
         return {
             "nodes": count,
+            "mode": "queued" if queued else "one at a time",
             "jobs": jobs,
             "jobs_per_s": round(jobs / seconds, 1),
             "seconds": round(seconds, 3),
@@ -367,11 +375,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             cluster = stack.enter_context(postgres_cluster())
             pg_port, pg_dir = cluster.port, cluster.folder
         base = stack.enter_context(scratch.folder("bench-nodes-", args.dir))
-        for run_no, count in enumerate(counts, 1):
+        runs = [(count, queued) for count in counts for queued in (False, True)[: args.modes]]
+        for run_no, (count, queued) in enumerate(runs, 1):
             work = base / f"throughput-{run_no}-{count}"
             work.mkdir()
-            print(f"{count} node(s), {args.jobs:,} jobs …", flush=True)
-            result["throughput"].append(throughput(pg_port, pg_dir, work, count, args.jobs))
+            how = "queued in one insert" if queued else "one submit at a time"
+            print(f"{count} node(s), {args.jobs:,} jobs {how} …", flush=True)
+            result["throughput"].append(
+                throughput(pg_port, pg_dir, work, count, args.jobs, queued=queued)
+            )
         if not args.no_kill:
             work = base / "kill"
             work.mkdir()
@@ -387,6 +399,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--jobs", type=int, default=10_000, help="no-op jobs per node count")
     parser.add_argument("--nodes", default="1,2,3", help="node counts, commas")
+    parser.add_argument(
+        "--one-at-a-time-only",
+        dest="modes",
+        action="store_const",
+        const=1,
+        default=2,
+        help="leave out the runs of jobs queued in one insert",
+    )
     parser.add_argument("--kill-jobs", type=int, default=1_000)
     parser.add_argument("--kill-ms", type=float, default=20.0, help="ms of each kill-part job")
     parser.add_argument("--no-kill", action="store_true", help="leave out the kill part")

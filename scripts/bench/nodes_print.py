@@ -22,6 +22,7 @@ def print_results(result: dict[str, Any]) -> None:
         rows.append(
             [
                 str(t["nodes"]),
+                t.get("mode", "one at a time"),
                 f"{t['jobs']:,}",
                 f"{t['jobs_per_s']:,.0f}",
                 f"{t['submits_per_s']:,.0f}",
@@ -34,8 +35,8 @@ def print_results(result: dict[str, Any]) -> None:
                 f"{t.get('file_create_us', 0):,.0f}",
             ]
         )
-    header = ["nodes", "jobs", "jobs/s", "submits/s", "p50 ms", "p99 ms", "ran per node"]
-    header += ["CPU ms/job nodes/pg/bench", "lost", "twice", "new file us"]
+    header = ["nodes", "submitted", "jobs", "jobs/s", "submits/s", "p50 ms", "p99 ms"]
+    header += ["ran per node", "CPU ms/job nodes/pg/bench", "lost", "twice", "new file us"]
     print(_table(header, rows))
     for t in result["throughput"]:
         for name, threads in t["node_thread_cpu_s"].items():

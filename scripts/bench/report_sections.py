@@ -168,6 +168,10 @@ def section_durability(results: dict[str, Any], lines: list[str]) -> dict[str, b
     return everything
 
 
+#: How ``nodes.py`` submits by default (its rows without a ``mode`` predate the other).
+ONE_AT_A_TIME = "one at a time"
+
+
 def section_nodes(results: dict[str, Any], lines: list[str]) -> list[str]:
     """The several-nodes table (``nodes.py``); the goal lines it judges."""
     runs = ok_runs(results.get("nodes") or [])
@@ -178,20 +182,26 @@ def section_nodes(results: dict[str, Any], lines: list[str]) -> list[str]:
         lines += [f"Not run: {'; '.join(errors_of(results['nodes'])) or 'no result'}", ""]
         return ["| Several nodes | not run | — |"]
     lines += [
-        "| nodes | jobs/s | p50 latency ms | p99 latency ms | submits/s | "
+        "| nodes | submitted | jobs/s | p50 latency ms | p99 latency ms | submits/s | "
         "CPU ms per job: nodes / PostgreSQL / submitter | lost | run twice |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    rate: dict[int, float | None] = {}
-    for count in sorted({t["nodes"] for r in runs for t in r["throughput"]}):
-        rows = [t for r in runs for t in r["throughput"] if t["nodes"] == count]
-        rate[count] = Summary([t["jobs_per_s"] for t in rows]).median
+    rate: dict[tuple[int, str], float | None] = {}
+    keys = {(t["nodes"], t.get("mode", ONE_AT_A_TIME)) for r in runs for t in r["throughput"]}
+    for count, mode in sorted(keys):
+        rows = [
+            t
+            for r in runs
+            for t in r["throughput"]
+            if (t["nodes"], t.get("mode", ONE_AT_A_TIME)) == (count, mode)
+        ]
+        rate[count, mode] = Summary([t["jobs_per_s"] for t in rows]).median
         cpu = " / ".join(
             Summary([t["cpu_ms_per_job"][k] for t in rows]).cell(2)
             for k in ("nodes", "postgres", "bench")
         )
         lines.append(
-            f"| {count} | {summarize(rows, 'jobs_per_s').cell()} | "
+            f"| {count} | {mode} | {summarize(rows, 'jobs_per_s').cell()} | "
             f"{summarize(rows, 'p50_ms').cell()} | {summarize(rows, 'p99_ms').cell()} | "
             f"{summarize(rows, 'submits_per_s').cell()} | {cpu} | "
             f"{summarize(rows, lambda t: len(t['lost'])).cell()} | "
@@ -200,26 +210,29 @@ def section_nodes(results: dict[str, Any], lines: list[str]) -> list[str]:
     kills = [r["kill"] for r in runs if r.get("kill")]
     lines += [
         "",
-        f"{runs[0]['throughput'][0]['jobs']:,} no-op jobs per row, submitted one at a time "
-        "(an insert and its NOTIFY per transaction) from the benchmark's process to that "
-        "many `jobservice worker` processes of 8 workers each; jobs/s from the first job's "
-        "creation to the last one's end; latency from each job's row.",
+        f"{runs[0]['throughput'][0]['jobs']:,} no-op jobs per row, to that many "
+        "`jobservice worker` processes of 8 workers each, from the benchmark's process: "
+        "submitted one at a time (an insert and its NOTIFY per transaction; jobs/s from the "
+        "first job's creation to the last one's end), or queued in one insert (jobs/s from "
+        "its commit to the last job's end); latency from each job's row.",
         "",
     ]
     if kills:
         lines += _kill_table(kills)
     goals = []
-    one, three = rate.get(1), rate.get(3)
+    one = rate.get((1, ONE_AT_A_TIME))
     if one is not None:
         goals.append(
             f"| One node on PostgreSQL >= {GOAL_NODE_JOBS_PER_S:,.0f} jobs/s, one submit at a "
             f"time (`nodes.py`) | {one:,.0f} jobs/s | {met(one >= GOAL_NODE_JOBS_PER_S)} |"
         )
-    if one is not None and three is not None:
-        goals.append(
-            f"| Three nodes >= one node in aggregate | {three:,.0f} against {one:,.0f} "
-            f"jobs/s | {met(three >= one)} |"
-        )
+    for mode in (ONE_AT_A_TIME, "queued"):
+        single, three = rate.get((1, mode)), rate.get((3, mode))
+        if single is not None and three is not None:
+            goals.append(
+                f"| Three nodes >= one node in aggregate, {mode} | {three:,.0f} against "
+                f"{single:,.0f} jobs/s | {met(three >= single)} |"
+            )
     if kills:
         lost = max(len(k["lost"]) for k in kills)
         goals.append(
