@@ -225,6 +225,25 @@ def fresh_database(pg_port: int, journal_dir: Path) -> tuple[str, Store]:
     return url, store
 
 
+def cpu_now(nodes: list[Node], pg_dir: Path | None) -> dict[str, float]:
+    """CPU seconds used so far by the nodes, PostgreSQL's processes and this one."""
+    pg = postgres_pids(postmaster_pid(pg_dir))
+    return {
+        "nodes": sum(cpu_s(n.pid) for n in nodes),
+        "postgres": sum(map(cpu_s, pg)),
+        "bench": cpu_s(os.getpid()),
+    }
+
+
+def busiest_threads(pid: int, before: dict[int, float]) -> dict[str, float]:
+    """CPU seconds each thread of ``pid`` used since ``before``, the busiest first."""
+    now = thread_cpu(pid)
+    named = thread_names(pid)
+    spent = {t: now[t] - before.get(t, 0.0) for t in now}
+    busiest = sorted(((s, t) for t, s in spent.items() if s), reverse=True)
+    return {f"{t} {named.get(t, '')}".strip(): round(s, 2) for s, t in busiest}
+
+
 def throughput(
     pg_port: int, pg_dir: Path | None, work: Path, count: int, jobs: int, queued: bool = False
 ) -> dict[str, Any]:
@@ -234,10 +253,8 @@ def throughput(
     url, store = fresh_database(pg_port, journal_dir)
     try:
         with node_group(count, url, work, journal_dir, store) as nodes:
-            pg = postgres_pids(postmaster_pid(pg_dir))
             node_threads_before = {n.pid: thread_cpu(n.pid) for n in nodes}
-            before = {"nodes": sum(cpu_s(n.pid) for n in nodes), "postgres": sum(map(cpu_s, pg))}
-            before["bench"] = cpu_s(os.getpid())
+            before = cpu_now(nodes, pg_dir)
             warm_lines = journal.count(journal_dir)
             create_us = scratch.file_create_us(work / "logs")
             row = {"kind": KIND, "params": {}}
@@ -251,18 +268,8 @@ def throughput(
             submit_s = time.monotonic() - started
             wait_for(lambda: finished_count(store, ids[0]) >= jobs, DONE_TIMEOUT_S, "jobs")
             waited_s = time.monotonic() - started
-            pg = postgres_pids(postmaster_pid(pg_dir))  # backends of the same sessions
-            after = {"nodes": sum(cpu_s(n.pid) for n in nodes), "postgres": sum(map(cpu_s, pg))}
-            after["bench"] = cpu_s(os.getpid())
-            threads = {}
-            for n in nodes:
-                now = thread_cpu(n.pid)
-                named = thread_names(n.pid)
-                spent = {t: now[t] - node_threads_before[n.pid].get(t, 0.0) for t in now}
-                busiest = sorted(((s, t) for t, s in spent.items() if s), reverse=True)
-                threads[n.name] = {
-                    f"{t} {named.get(t, '')}".strip(): round(s, 2) for s, t in busiest
-                }
+            after = cpu_now(nodes, pg_dir)  # PostgreSQL: the backends of the same sessions
+            threads = {n.name: busiest_threads(n.pid, node_threads_before[n.pid]) for n in nodes}
             by_node_id = {n.id: n.name for n in nodes}
         rows = job_rows(store, ids)
         runs = journal.read(journal_dir)

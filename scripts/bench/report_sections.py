@@ -219,6 +219,12 @@ def section_nodes(results: dict[str, Any], lines: list[str]) -> list[str]:
     ]
     if kills:
         lines += _kill_table(kills)
+    return _nodes_goals(rate, kills)
+
+
+def _nodes_goals(
+    rate: dict[tuple[int, str], float | None], kills: list[dict[str, Any]]
+) -> list[str]:
     goals = []
     one = rate.get((1, ONE_AT_A_TIME))
     if one is not None:
