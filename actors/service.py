@@ -121,6 +121,7 @@ class JobService:
         except Exception as exc:
             store.close()
             raise ConfigError("database_url", f"cannot open the database: {exc}") from exc
+        store.analyze_unseen()  # claims need the job tables' planner statistics
         try:
             fmt = settings.password_format
             box = SecretBox(service_key(settings.key_path, encrypted, fmt), fmt)

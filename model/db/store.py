@@ -28,6 +28,7 @@ from model.db._reads import JobReads
 from model.db._rows import from_columns as _from_columns
 from model.db._rows import to_column as _to_column
 from model.db._sql import ALLOWED_FROM, Guard, dialect_of, statements_for
+from model.db._statistics import analyze_unseen
 from model.db.nodes import CHANNEL, Nodes
 from model.db.tables import (
     JOB_TABLES,
@@ -91,6 +92,11 @@ class Store(JobReads, PlainRows):
                     f"table {name} lacks the columns {', '.join(missing)} of this "
                     "jobservice: run `jobservice db upgrade`",
                 )
+
+    def analyze_unseen(self) -> list[str]:
+        """PostgreSQL: analyzes the large job tables that have no planner statistics
+        (see :mod:`model.db._statistics`); returns their names."""
+        return analyze_unseen(self.engine)
 
     def close(self) -> None:
         """Closes every pooled connection."""
