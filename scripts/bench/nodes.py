@@ -10,9 +10,11 @@ folder). Every node is live and has run a warm-up job before the clock starts.
 
 - *throughput*: ``--jobs`` no-op jobs submitted one at a time from this process (one
   insert transaction per job with its ``NOTIFY``, ``Store.insert_jobs(wake=…)`` with
-  ``notify_others``). Before each run, what creating a file costs in the logs'
-  folder (see :mod:`scratch`). Aggregate jobs/s from the first job's ``creation_time`` to the
-  last job's ``update_time`` (its ``finished`` write); latency p50/p99 per job, the
+  ``notify_others``); then queued in one insert (timed from its commit); then one at a
+  time from ``--submitters`` threads at once. Before each run, what creating a file
+  costs in the logs' folder (see :mod:`scratch`). Aggregate jobs/s from the first
+  job's ``creation_time`` to the last job's ``update_time`` (its ``finished`` write);
+  latency p50/p99 per job, the
   same two columns of its row; the jobs each node ran (``node_id``); CPU seconds per
   job of the nodes, PostgreSQL's processes and this process.
 - *kill*: 3 nodes, ``--kill-jobs`` jobs of ``--kill-ms`` ms each submitted in one
@@ -40,6 +42,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -260,11 +263,44 @@ def busiest_threads(pid: int, before: dict[int, float]) -> dict[str, float]:
     return {f"{t} {named.get(t, '')}".strip(): round(s, 2) for s, t in busiest}
 
 
+def submit(
+    store: Store, jobs: int, queued: bool, submitters: int
+) -> tuple[list[int], datetime | None]:
+    """Submits ``jobs`` no-op jobs: in one insert when ``queued`` (then also the time of
+    its commit), else one at a time from each of ``submitters`` threads at once (as the
+    clients of nodes behind a load balancer would). Returns their ids in order."""
+    row = {"kind": KIND, "params": {}}
+    if queued:
+        ids = store.insert_jobs("job", [row] * jobs, wake=KIND)
+        return ids, datetime.now(UTC)
+
+    def one_by_one(n: int) -> list[int]:
+        return [store.insert_jobs("job", [row], wake=KIND)[0] for _ in range(n)]
+
+    shares = [jobs // submitters + (i < jobs % submitters) for i in range(submitters)]
+    with ThreadPoolExecutor(submitters) as threads:
+        found = list(threads.map(one_by_one, shares))
+    return sorted(i for ids in found for i in ids), None
+
+
+def mode(queued: bool, submitters: int) -> str:
+    """How a row's jobs were submitted, as the report names it."""
+    if queued:
+        return "queued"
+    return "one at a time" if submitters == 1 else f"{submitters} submitters"
+
+
 def throughput(
-    pg_port: int, pg_dir: Path | None, work: Path, count: int, jobs: int, queued: bool = False
+    pg_port: int,
+    pg_dir: Path | None,
+    work: Path,
+    count: int,
+    jobs: int,
+    queued: bool = False,
+    submitters: int = 1,
 ) -> dict[str, Any]:
-    """``jobs`` no-op jobs through ``count`` nodes: submitted one at a time, or when
-    ``queued`` inserted in one transaction (one notification) and timed from its commit."""
+    """``jobs`` no-op jobs through ``count`` nodes, submitted as :func:`submit` says;
+    timed from the first job's creation, or the queued insert's commit."""
     journal_dir = work / "journal"
     url, store = fresh_database(pg_port, journal_dir)
     try:
@@ -273,14 +309,8 @@ def throughput(
             before = cpu_now(nodes, pg_dir)
             warm_lines = journal.count(journal_dir)
             create_us = scratch.file_create_us(work / "logs")
-            row = {"kind": KIND, "params": {}}
             started = time.monotonic()
-            if queued:
-                ids = store.insert_jobs("job", [row] * jobs, wake=KIND)
-                committed: datetime | None = datetime.now(UTC)
-            else:
-                ids = [store.insert_jobs("job", [row], wake=KIND)[0] for _ in range(jobs)]
-                committed = None
+            ids, committed = submit(store, jobs, queued, submitters)
             submit_s = time.monotonic() - started
             wait_for(lambda: unfinished(store) == 0, DONE_TIMEOUT_S, "jobs")
             waited_s = time.monotonic() - started
@@ -298,7 +328,7 @@ def throughput(
         cpu = {k: round(after[k] - before[k], 2) for k in before}
         return {
             "nodes": count,
-            "mode": "queued" if queued else "one at a time",
+            "mode": mode(queued, submitters),
             "jobs": jobs,
             "jobs_per_s": round(jobs / seconds, 1),
             "seconds": round(seconds, 3),
@@ -398,14 +428,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             cluster = stack.enter_context(postgres_cluster())
             pg_port, pg_dir = cluster.port, cluster.folder
         base = stack.enter_context(scratch.folder("bench-nodes-", args.dir))
-        runs = [(count, queued) for count in counts for queued in (False, True)[: args.modes]]
-        for run_no, (count, queued) in enumerate(runs, 1):
+        ways = [(False, 1), (True, 1)][: args.modes]
+        ways += [(False, args.submitters)] if args.submitters > 1 else []
+        runs = [(count, queued, n) for count in counts for queued, n in ways]
+        for run_no, (count, queued, n) in enumerate(runs, 1):
             work = base / f"throughput-{run_no}-{count}"
             work.mkdir()
-            how = "queued in one insert" if queued else "one submit at a time"
-            print(f"{count} node(s), {args.jobs:,} jobs {how} …", flush=True)
+            print(f"{count} node(s), {args.jobs:,} jobs, {mode(queued, n)} …", flush=True)
             result["throughput"].append(
-                throughput(pg_port, pg_dir, work, count, args.jobs, queued=queued)
+                throughput(pg_port, pg_dir, work, count, args.jobs, queued, n)
             )
         if not args.no_kill:
             work = base / "kill"
@@ -429,6 +460,12 @@ def main(argv: list[str] | None = None) -> None:
         const=1,
         default=2,
         help="leave out the runs of jobs queued in one insert",
+    )
+    parser.add_argument(
+        "--submitters",
+        type=int,
+        default=3,
+        help="also submit one at a time from this many threads at once (1: not)",
     )
     parser.add_argument("--kill-jobs", type=int, default=1_000)
     parser.add_argument("--kill-ms", type=float, default=20.0, help="ms of each kill-part job")

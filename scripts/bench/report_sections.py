@@ -232,7 +232,7 @@ def _nodes_goals(
             f"| One node on PostgreSQL >= {GOAL_NODE_JOBS_PER_S:,.0f} jobs/s, one submit at a "
             f"time (`nodes.py`) | {one:,.0f} jobs/s | {met(one >= GOAL_NODE_JOBS_PER_S)} |"
         )
-    for mode in (ONE_AT_A_TIME, "queued"):
+    for mode in sorted({mode for _, mode in rate}):
         single, three = rate.get((1, mode)), rate.get((3, mode))
         if single is not None and three is not None:
             goals.append(
