@@ -19,15 +19,11 @@ copy blobs see too: they run under the worker's interrupt.
 
 from __future__ import annotations
 
-import functools
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import TypeVar
+from collections.abc import Iterable
 
-from model.errors import RetryableError
 from model.jobs import RepJob
 from model.registry import (
     Descriptor,
@@ -40,6 +36,7 @@ from model.registry._retry import retrying
 from model.replication._check import check_target
 from model.replication._clients import job_params, source_client, target_client, target_label
 from model.replication._copy import BlobCopy, faults_survived, step_outcome
+from model.replication._counts import TransferCounts, marks_progress, seconds_since
 from model.replication._errors import ReplicationError, RunReleased
 from model.replication._plan import TagPlan, plan_tag
 from model.replication._shared import ReplicationShared
@@ -53,11 +50,9 @@ __all__ = [
     "BLOB_STEP_BYTES",
     "HEAD_CONCURRENCY",
     "SHUTDOWN_CANCEL_TIMEOUT_S",
+    "TAGS_AHEAD",
     "TransferRun",
 ]
-
-_T = TypeVar("_T")
-_R = TypeVar("_R")
 
 #: Bytes each blob being copied moves per ``transfer_blob`` transition (one PATCH). A
 #: step is streamed from the source a read chunk at a time, so its size costs no
@@ -76,36 +71,9 @@ BLOB_CONCURRENCY = 3
 SHUTDOWN_CANCEL_TIMEOUT_S = 5.0
 #: Parallel ``HEAD`` requests when a tag's blobs are looked for on the target.
 HEAD_CONCURRENCY = 8
-
-
-def _seconds(started: float) -> float:
-    return time.monotonic() - started
-
-
-def _marks_progress(state: Callable[[TransferRun], str]) -> Callable[[TransferRun], str]:
-    """A state whose retryable failure says whether the run stored anything."""
-
-    @functools.wraps(state)
-    def run(self: TransferRun) -> str:
-        try:
-            return state(self)
-        except RetryableError as exc:
-            if self.landed:
-                exc.progress = True
-            raise
-
-    return run
-
-
-@dataclass
-class _Counts:
-    tags_pushed: int = 0
-    tags_skipped: int = 0
-    blobs_sent: int = 0
-    blobs_mounted: int = 0
-    blobs_skipped: int = 0
-    bytes_sent: int = 0
-    manifests_pushed: int = 0
+#: Later tags planned at most while the current tag waits for a blob still being
+#: copied, so that their blobs use the copy slots it leaves idle.
+TAGS_AHEAD = 4
 
 
 class TransferRun:
@@ -122,6 +90,8 @@ class TransferRun:
         self.target: RegistryClient | None = None
         self.tags: deque[str] = deque()
         self.plan: TagPlan | None = None
+        #: Later tags planned while the current one's blobs were all under way.
+        self.ahead: deque[TagPlan] = deque()
         #: Blob digest → whether the target repository holds it (answers of HEAD, and
         #: what this run stored), kept for the whole run, across tags.
         self.blobs_present: dict[str, bool] = {}
@@ -132,7 +102,7 @@ class TransferRun:
         self.copy_started: dict[str, float] = {}
         #: Thread pools: one for HEAD requests, one for blob steps.
         self._threads = RunThreads(f"replication-{job.id}")
-        self.counts = _Counts()
+        self.counts = TransferCounts()
         #: Blobs and manifests this run stored on the target (what a retry skips).
         self.landed = 0
         self.started = time.monotonic()
@@ -181,59 +151,35 @@ class TransferRun:
         self.log.info("target {} answers and lets {} push to {}", label, who, self.repository)
         return CONTINUE
 
-    @_marks_progress
+    @marks_progress
     def pull_manifest(self) -> str:
-        """Reads the next tag's manifest (and an index's children) from the source and
-        finds which blobs the target lacks. A tag gone from the source, or already on
-        the target with the same digest, is skipped."""
+        """Takes the next tag: one planned ahead already (see :meth:`transfer_blob`), or
+        the next one read from the source, its manifest (and an index's children) and
+        which blobs the target lacks. A tag gone from the source, or already on the
+        target with the same digest, is skipped."""
+        if self.ahead:
+            self.plan = self.ahead.popleft()
+            return TRANSFER_BLOB
         if not self.tags:
             return Status.FINISHED.value
-        source, target = self._source(), self._target()
-        tag = self.tags.popleft()
-        started = time.monotonic()
-        try:
-            manifest = retrying(lambda: source.get_manifest(self.repository, tag))
-        except RegistryNotFoundError:
-            self._tag_skipped(tag, "it is no longer in the source registry")
+        plan = self._plan_tag(self.tags.popleft())
+        if plan is None:
             return PULL_MANIFEST
-        on_target = retrying(lambda: target.manifest_digest(self.repository, tag))
-        if on_target == manifest.digest:
-            self.manifests_present.add(manifest.digest)
-            self._tag_skipped(tag, f"the target has it already, as {manifest.digest}", "info")
-            return PULL_MANIFEST
-        try:
-            plan = plan_tag(tag, manifest, source, target, self.repository, self.manifests_present)
-        except RegistryNotFoundError as exc:
-            self._tag_skipped(tag, f"part of it is no longer in the source registry ({exc})")
-            return PULL_MANIFEST
-        self._look_up_blobs(plan.blobs)
-        missing = sum(1 for b in plan.blobs if not self.blobs_present.get(b.digest))
-        self.log.info(
-            "tag {}:{} is manifest {} ({}, {} bytes{}){}: {} blob(s), {} not on the target "
-            "({:.3f} s)",
-            self.repository,
-            tag,
-            manifest.digest,
-            manifest.media_type,
-            len(manifest.content),
-            f", {len(manifest.children())} platform(s)" if manifest.is_index else "",
-            f", replacing {on_target}" if on_target else "",
-            len(plan.blobs),
-            missing,
-            _seconds(started),
-        )
         self.plan = plan
         return TRANSFER_BLOB
 
-    @_marks_progress
+    @marks_progress
     def transfer_blob(self) -> str:
         """Advances the current tag's blobs by one bounded step: blobs the target holds
         are skipped, blobs it holds in another repository are mounted, and up to
         :data:`BLOB_CONCURRENCY` missing ones move at most :data:`BLOB_STEP_BYTES`
-        each, in parallel; the step ends when all of them have moved."""
+        each, in parallel; the step ends when all of them have moved. Slots the tag's
+        own blobs leave free take the blobs of the next tags
+        (:meth:`_next_blob_ahead`). The tag's manifest is pushed once its own blobs
+        are on the target, whatever is still under way for later tags."""
         plan = self._plan()
         while len(self.copies) < BLOB_CONCURRENCY:
-            blob = self._next_blob_to_send(plan)
+            blob = self._next_blob_to_send(plan) or self._next_blob_ahead()
             if blob is None:
                 break
             self.copies.append(
@@ -248,12 +194,12 @@ class TransferRun:
             )
             self.copy_started[blob.digest] = time.monotonic()
             self.log.debug("blob {} ({} bytes): sending", blob.digest, blob.size)
-        if not self.copies:
+        if not self.copies or self._ready(plan):
             return PUSH_MANIFEST
         self._step_copies()
-        return TRANSFER_BLOB if self.copies or plan.blobs else PUSH_MANIFEST
+        return PUSH_MANIFEST if self._ready(plan) else TRANSFER_BLOB
 
-    @_marks_progress
+    @marks_progress
     def push_manifest(self) -> str:
         """Stores the tag's missing child manifests, then its own under the tag, once
         every blob they name is known to be on the target (found there by ``HEAD``, or
@@ -324,27 +270,14 @@ class TransferRun:
                 copy.blob.digest,
                 copy.blob.size,
                 copy.copied,
-                _seconds(self.copy_started.get(copy.blob.digest, self.started)),
+                seconds_since(self.copy_started.get(copy.blob.digest, self.started)),
                 state,
             )
         self._threads.shutdown()
         for client in (self.source, self.target):
             if client is not None:
                 self.shared.clients.release(client)
-        c = self.counts
-        self.log.info(
-            "transfer {}: {} tag(s) pushed, {} skipped; {} blob(s) sent, {} mounted, "
-            "{} skipped; {} bytes sent; {} manifest(s) pushed ({:.3f} s)",
-            state,
-            c.tags_pushed,
-            c.tags_skipped,
-            c.blobs_sent,
-            c.blobs_mounted,
-            c.blobs_skipped,
-            c.bytes_sent,
-            c.manifests_pushed,
-            _seconds(self.started),
-        )
+        self.counts.log_end(self.log, state, seconds_since(self.started))
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -362,6 +295,70 @@ class TransferRun:
         if self.plan is None:
             raise ReplicationError("no tag is being transferred (pull_manifest did not run)")
         return self.plan
+
+    def _plan_tag(self, tag: str) -> TagPlan | None:
+        """Reads ``tag``'s manifest from the source and plans it (see
+        :meth:`pull_manifest`); ``None`` when the tag is skipped."""
+        source, target = self._source(), self._target()
+        started = time.monotonic()
+        try:
+            manifest = retrying(lambda: source.get_manifest(self.repository, tag))
+        except RegistryNotFoundError:
+            self._tag_skipped(tag, "it is no longer in the source registry")
+            return None
+        on_target = retrying(lambda: target.manifest_digest(self.repository, tag))
+        if on_target == manifest.digest:
+            self.manifests_present.add(manifest.digest)
+            self._tag_skipped(tag, f"the target has it already, as {manifest.digest}", "info")
+            return None
+        try:
+            plan = plan_tag(tag, manifest, source, target, self.repository, self.manifests_present)
+        except RegistryNotFoundError as exc:
+            self._tag_skipped(tag, f"part of it is no longer in the source registry ({exc})")
+            return None
+        self._look_up_blobs(plan.blobs)
+        missing = sum(1 for b in plan.blobs if not self.blobs_present.get(b.digest))
+        self.log.info(
+            "tag {}:{} is manifest {} ({}, {} bytes{}){}: {} blob(s), {} not on the target "
+            "({:.3f} s)",
+            self.repository,
+            tag,
+            manifest.digest,
+            manifest.media_type,
+            len(manifest.content),
+            f", {len(manifest.children())} platform(s)" if manifest.is_index else "",
+            f", replacing {on_target}" if on_target else "",
+            len(plan.blobs),
+            missing,
+            seconds_since(started),
+        )
+        return plan
+
+    def _next_blob_ahead(self) -> Descriptor | None:
+        """A blob of a later tag to send while a copy slot would idle: the current tag's
+        own blobs are all under way (its small ones done, a large one still going), so
+        the next tags are planned (at most :data:`TAGS_AHEAD` held) and their blobs
+        start. Their manifests are still pushed in tag order, each once its blobs are
+        on the target."""
+        for planned in self.ahead:
+            blob = self._next_blob_to_send(planned)
+            if blob is not None:
+                return blob
+        for _ in range(TAGS_AHEAD - len(self.ahead)):
+            if not self.tags:
+                break
+            plan = self._plan_tag(self.tags.popleft())
+            if plan is None:
+                continue
+            self.ahead.append(plan)
+            blob = self._next_blob_to_send(plan)
+            if blob is not None:
+                return blob
+        return None
+
+    def _ready(self, plan: TagPlan) -> bool:
+        """Whether every blob of ``plan`` is known to be on the target."""
+        return not plan.blobs and all(self.blobs_present.get(d) for d in plan.digests)
 
     def _tag_skipped(self, tag: str, why: str, level: str = "warning") -> None:
         self.counts.tags_skipped += 1
@@ -390,6 +387,9 @@ class TransferRun:
         target = self._target()
         while plan.blobs:
             blob = plan.blobs[0]
+            if blob.digest in self.copy_started:
+                plan.blobs.popleft()  # under way for another tag; the push waits for it
+                continue
             started = time.monotonic()
             if blob.digest not in self.blobs_present:
                 self._look_up_blobs([blob])
@@ -398,7 +398,7 @@ class TransferRun:
                     "blob {} ({} bytes) skipped: already on the target ({:.3f} s)",
                     blob.digest,
                     blob.size,
-                    _seconds(started),
+                    seconds_since(started),
                 )
                 self.counts.blobs_skipped += 1
                 self.shared.stats.add("blobs_skipped")
@@ -411,7 +411,7 @@ class TransferRun:
                     blob.digest,
                     blob.size,
                     origin,
-                    _seconds(started),
+                    seconds_since(started),
                 )
                 self.counts.blobs_mounted += 1
                 self.shared.stats.add("blobs_mounted")
@@ -447,7 +447,7 @@ class TransferRun:
                 "blob {} ({} bytes) sent ({:.3f} s){}",
                 blob.digest,
                 blob.size,
-                _seconds(self.copy_started.pop(blob.digest, self.started)),
+                seconds_since(self.copy_started.pop(blob.digest, self.started)),
                 faults_survived(copy),
             )
             self.counts.blobs_sent += 1
@@ -488,5 +488,5 @@ class TransferRun:
             manifest.media_type,
             len(manifest.content),
             name,
-            _seconds(started),
+            seconds_since(started),
         )

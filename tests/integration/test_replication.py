@@ -154,6 +154,35 @@ def test_schema2_and_oci_images_and_tags_sharing_layers_keep_their_digests(
     assert uploads_in_progress(dst, "library/app") == []
 
 
+def test_later_tags_use_the_copy_slots_a_large_shared_layer_leaves_and_push_in_order(
+    registry_pair: RegistryPair,
+    pair_service: JobService,
+    policy: int,
+    images: ImageBuilder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 1 MiB steps: the 4 MiB base takes four steps, the small layers one.
+    monkeypatch.setattr("model.replication._transfer.BLOB_STEP_BYTES", MiB)
+    src, dst = registry_pair.source, registry_pair.target
+    base = images.random_layer(4 * MiB)
+    tags = [f"t{n}" for n in range(4)]
+    own = {tag: images.random_layer(65_536) for tag in tags}
+    for tag in tags:
+        push_image(images, images.docker_image([base, own[tag]]), src.host, "library/app", tag)
+
+    log = finish(pair_service, replicate(pair_service, policy, "library/app"))
+
+    assert_same_digests(src, dst, "library/app", tags)
+    assert Counter(sent_blobs(log))[base.digest] == 1
+    pushes = [log.index(f"pushed as library/app:{tag}") for tag in tags]
+    assert pushes == sorted(pushes)
+    base_sent = log.index(f"blob {base.digest} ({base.size} bytes) sent")
+    assert base_sent < pushes[0]
+    # The next tag's own layer started while the base of the first was still going.
+    assert log.index(f"blob {own['t1'].digest} ({own['t1'].size} bytes): sending") < base_sent
+    assert uploads_in_progress(dst, "library/app") == []
+
+
 def test_a_multi_platform_oci_index_and_a_docker_manifest_list_are_copied_whole(
     registry_pair: RegistryPair, pair_service: JobService, policy: int, images: ImageBuilder
 ) -> None:
