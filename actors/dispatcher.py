@@ -87,6 +87,7 @@ class Dispatcher(ServiceActor):
                 self.ctx.store.url,
                 on_payload=lambda payload: self.actor_ref.tell(Notified(payload)),
                 on_connect=lambda: self.actor_ref.tell(Poll()),
+                node=lambda: self.runtime.node.id,
             ).start()
 
     def on_stop(self) -> None:
@@ -134,13 +135,22 @@ class Dispatcher(ServiceActor):
 
     def _notified(self, payload: str) -> None:
         match payload.split(" "):
-            case ["wake", kind, node] if kind in self.pools:
-                if node != str(self.runtime.node.id):
-                    self.pools[kind].tell(Wake())
+            case ["wake", kind, node, *rest] if node != str(self.runtime.node.id):
+                pass_on = rest == ["pass"]
+                if kind in self.pools:
+                    self.pools[kind].tell(Wake(pass_on=pass_on))
+                elif pass_on:  # sent here alone, for a kind this node does not run
+                    self._wake_others(kind)
             case ["stop", kind, job_id] if kind in self.pools and job_id.isdigit():
                 self.pools[kind].tell(StopRequested(int(job_id)))
             case _:
                 logger.debug("dispatcher: notification {!r} ignored", payload)
+
+    def _wake_others(self, kind: str) -> None:
+        try:
+            self.ctx.store.nodes.notify([f"wake {kind} {self.runtime.node.id}"])
+        except Exception as exc:
+            logger.warning("dispatcher: cannot wake the other nodes for {}: {}", kind, exc)
 
     def _fire_due(self) -> None:
         if self._scheduler is not None:

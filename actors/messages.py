@@ -103,9 +103,12 @@ class Pools:
 @dataclass(frozen=True)
 class Wake:
     """To a pool: claim due jobs for idle workers. ``look_first`` (a poll, not a
-    submit): read whether any is due before claiming, which is a write."""
+    submit): read whether any is due before claiming, which is a write. ``pass_on``
+    (work queued here, or sent to this node alone): when the pool cannot take it all
+    (its claim filled every idle worker, or none was idle), it wakes the other nodes."""
 
     look_first: bool = False
+    pass_on: bool = False
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,8 @@ class Membership:
         self._beat_at = time.monotonic()
         self.others = self.nodes.others_live(self.id, self.ctx.settings.node_timeout)
         self.ctx.store.notify_others = self.others > 0
+        # Work of these kinds queued here goes to this node's pools first.
+        self.ctx.store.local_kinds = frozenset(kind.name for kind in self.kinds)
         return taken
 
     def _register(self) -> None:
@@ -122,6 +124,7 @@ class Membership:
         finally:
             self._forget(node)
             self.ctx.store.node = None
+            self.ctx.store.local_kinds = frozenset()
         logger.info("node {} (#{}) left", self.name, node)
 
     @staticmethod

@@ -79,6 +79,9 @@ class WorkerPool(ServiceActor):
         #: a new one arrives with a Wake (a submit, a retry falling due), so workers
         #: that go idle until then do not claim in vain.
         self.maybe_more = True
+        #: A wake asked this pool to wake the other nodes should its next claim not
+        #: take everything (see Wake.pass_on).
+        self.pass_on = False
         #: Last status changes the database refused, by job id, written again later.
         self.unwritten: dict[int, LastWrite] = {}
         #: Ends handed over and not yet written: those that come together are written
@@ -147,10 +150,13 @@ class WorkerPool(ServiceActor):
     def on_receive(self, message: Any) -> Any:
         """Runs in the pool's thread."""
         match message:
-            case Wake(look_first=look_first):
+            case Wake(look_first=look_first, pass_on=pass_on):
                 if look_first and self.idle and not self._anything_due():
                     return None
                 self.maybe_more = True
+                self.pass_on = self.pass_on or pass_on
+                if not self.idle or self.draining:
+                    self._pass_on(full=True)
                 self._fill_soon()
             case Fill():
                 self.fill_asked = False
@@ -262,6 +268,7 @@ class WorkerPool(ServiceActor):
         by_write = self._take_ends()
         if not (claim and self.idle and not self.draining):
             self._write_grouped(by_write)
+            self._pass_on(full=True)
             return
         if len(by_write) != 1 or not self.ctx.store.ends_with_claims:
             self._write_grouped(by_write)
@@ -323,6 +330,7 @@ class WorkerPool(ServiceActor):
 
     def _fill(self) -> None:
         if not self.idle or self.draining:
+            self._pass_on(full=True)
             return
         wanted = len(self.idle)
         try:
@@ -345,6 +353,9 @@ class WorkerPool(ServiceActor):
             logger.info("{} pool: claims work again", self.kind.name)
             self.claim_failed = False
         self.maybe_more = len(rows) >= wanted
+        # A claim that filled a few idle workers says little: they free up again in
+        # moments. One that filled the whole pool says work is piling up.
+        self._pass_on(full=self.maybe_more and wanted >= self.size)
         for row in rows[wanted:]:
             self._hand_back_surplus(int(row["id"]), wanted, len(rows))
         for row in rows[:wanted]:
@@ -361,6 +372,22 @@ class WorkerPool(ServiceActor):
             # Armed here, so that a stop that comes before the worker reads Run counts.
             self.interrupts[slot].arm(job_id)
             self.workers[slot].tell(Run(job_id, row))
+
+    def _pass_on(self, *, full: bool) -> None:
+        """Wakes the other nodes for this kind when a wake asked for it and the pool is
+        ``full`` (no worker was idle, or a claim for half the pool or more took all it
+        asked): work may be waiting that this node cannot take now. Notifications are
+        best effort: the other nodes' polls find what one missed."""
+        if not (self.pass_on and full):
+            return
+        self.pass_on = False
+        store = self.ctx.store
+        if not store.notify_others:
+            return
+        try:
+            store.nodes.notify([f"wake {self.kind.name} {self.runtime.node.id}"])
+        except Exception as exc:
+            logger.warning("{} pool: cannot wake the other nodes: {}", self.kind.name, exc)
 
     def _hand_back_surplus(self, job_id: int, wanted: int, got: int) -> None:
         # A claim never takes more than it asks for (see Store.claim_many); should one

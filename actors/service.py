@@ -282,7 +282,7 @@ class JobService:
         # Straight to the kind's pool: a hop through the dispatcher would wake one more
         # thread per submit for nothing it decides.
         try:
-            self._pools[kind].tell(Wake())
+            self._pools[kind].tell(Wake(pass_on=True))
         except Exception as exc:
             # The jobs are written: their ids are the answer, whatever the wake-up
             # raised (a pool that died is replaced by a restart, which claims them).
@@ -291,11 +291,11 @@ class JobService:
 
     def wake(self, kinds: Iterable[str]) -> None:
         """Wakes the pools of ``kinds`` here (jobs were queued in the database by other
-        means than this service's submit methods, e.g. :meth:`Store.queue`); the other
-        nodes are told by the queue's own notification."""
+        means than this service's submit methods, e.g. :meth:`Store.queue`); a pool
+        that cannot take them all wakes the other nodes."""
         for kind in kinds:
             try:
-                self._pools[self.kinds[kind].name].tell(Wake())
+                self._pools[self.kinds[kind].name].tell(Wake(pass_on=True))
             except pykka.ActorDeadError as exc:
                 logger.error("{} pool was not woken: {!r}", kind, exc)
 

@@ -19,20 +19,25 @@ from model.status import Status
 __all__ = [
     "CHANNEL",
     "FORGET_AFTER",
-    "LISTEN",
     "NodeStatements",
     "TableStatements",
+    "node_channel",
     "node_statements",
 ]
 
 #: The PostgreSQL notification channel of every node of one database.
 CHANNEL = "jobservice"
-#: What a node's listening connection runs (PostgreSQL).
-LISTEN = f"LISTEN {CHANNEL}"
 #: Rows of nodes that ended longer ago than this are deleted at a take-over.
 FORGET_AFTER = timedelta(days=7)
 
 _RUNNING = f"'{Status.RUNNING.value}'"
+
+
+def node_channel(node: int) -> str:
+    """The notification channel of node ``node`` alone (PostgreSQL)."""
+    return f"{CHANNEL}_{int(node)}"
+
+
 _PENDING = f"'{Status.PENDING.value}'"
 
 
@@ -67,6 +72,8 @@ class NodeStatements:
     beat: str
     end: str
     others_live: str
+    #: The ids of the live nodes whose beat is younger than ``:timeout``, lowest first.
+    live_ids: str
     #: Marks ``gone`` the live nodes (other than ``:id``) late or in ``:dead``.
     mark_gone: str
     #: The nodes that are not live: (id, name).
@@ -110,6 +117,7 @@ def node_statements(dialect: str) -> NodeStatements:
         others_live=(
             f"SELECT count(*) FROM node WHERE state = :live AND id <> :id AND heartbeat >= {cutoff}"
         ),
+        live_ids=(f"SELECT id FROM node WHERE state = :live AND heartbeat >= {cutoff} ORDER BY id"),
         mark_gone=(
             f"UPDATE node SET state = :gone, ended = {now}, ended_by = :name "
             f"WHERE state = :live AND id <> :id AND (heartbeat < {cutoff} OR id IN :dead)"

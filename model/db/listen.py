@@ -1,5 +1,5 @@
-"""One node's ear on PostgreSQL: a thread that ``LISTEN``s on the nodes' channel and
-hands each notification's payload to a callback.
+"""One node's ear on PostgreSQL: a thread that ``LISTEN``s on the nodes' channel and on
+the node's own, and hands each notification's payload to a callback.
 
 One connection of its own, in autocommit, for the whole node. When the connection is
 lost (a database restart, a network cut) the thread connects again with backoff and
@@ -19,7 +19,7 @@ import psycopg
 import sqlalchemy as sa
 from loguru import logger
 
-from model.db._sql_nodes import LISTEN
+from model.db._sql_nodes import CHANNEL, node_channel
 
 __all__ = ["Listener"]
 
@@ -32,16 +32,18 @@ _CONNECT_TIMEOUT_S = 5
 
 class Listener:
     """Calls ``on_payload(payload)`` for each notification on the nodes' channel
-    (:data:`~model.db._sql_nodes.CHANNEL`) of the PostgreSQL database at the SQLAlchemy
-    ``url``, and ``on_connect()`` each time it starts listening (the first time
-    included). Both run in the listener's thread. At another database's ``url`` it
-    does nothing (:attr:`listens` is False)."""
+    (:data:`~model.db._sql_nodes.CHANNEL`) and on the channel of node ``node()`` (as
+    it is now: a node that joins again has a new id) of the PostgreSQL database at the
+    SQLAlchemy ``url``, and ``on_connect()`` each time it starts listening (the first
+    time included). Both run in the listener's thread. At another database's ``url``
+    it does nothing (:attr:`listens` is False)."""
 
     def __init__(
         self,
         url: str,
         on_payload: Callable[[str], None],
         on_connect: Callable[[], None],
+        node: Callable[[], int | None] = lambda: None,
     ) -> None:
         #: Whether the database has notifications to listen for (PostgreSQL).
         self.listens = sa.make_url(url).get_backend_name() == "postgresql"
@@ -50,6 +52,8 @@ class Listener:
         self._safe = parsed.render_as_string(hide_password=True)
         self._on_payload = on_payload
         self._on_connect = on_connect
+        self._node = node
+        self._listening_as: int | None = None  # the node whose channel is listened to
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="jobservice-listen", daemon=True)
 
@@ -72,7 +76,9 @@ class Listener:
                 with psycopg.connect(
                     self._conninfo, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S
                 ) as conn:
-                    conn.execute(LISTEN)
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self._listening_as = None
+                    self._listen_as_node(conn)
                     if failing:
                         logger.info("listening for other nodes again on {}", self._safe)
                     failing, backoff = False, _BACKOFF_FIRST_S
@@ -99,3 +105,12 @@ class Listener:
                 self._on_payload(notify.payload)
                 if self._stopping.is_set():
                     return
+            self._listen_as_node(conn)
+
+    def _listen_as_node(self, conn: psycopg.Connection[object]) -> None:
+        node = self._node()
+        if node is not None and node != self._listening_as:
+            if self._listening_as is not None:
+                conn.execute(f"UNLISTEN {node_channel(self._listening_as)}")
+            conn.execute(f"LISTEN {node_channel(node)}")
+            self._listening_as = node

@@ -12,25 +12,46 @@ machine).
 
 On PostgreSQL, nodes tell each other of new work and of stops with ``NOTIFY`` on
 :data:`CHANNEL`; payloads are ``wake <kind> <node>`` and ``stop <kind> <job id>``.
-MySQL has no notifications: its nodes, as SQLite's, learn of both at their polls.
-The statements themselves are in :mod:`model.db._sql_nodes`.
+Work queued by a process that runs no pool of its kind (a tool, an API-only process)
+goes to one live node alone, on that node's own channel (:func:`node_channel`), as
+``wake <kind> <node> pass``: the node takes what it can and, when that was not all,
+wakes every node with ``wake <kind> <node>`` (:attr:`Nodes.wake_target`). MySQL has
+no notifications: its nodes, as SQLite's, learn of both at their polls. The
+statements themselves are in :mod:`model.db._sql_nodes`.
 """
 
 from __future__ import annotations
 
 import json
+import random
+import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
-from model.db._sql_nodes import CHANNEL, node_statements
+from model.db._sql_nodes import CHANNEL, node_channel, node_statements
 from model.db._writer import Writer
 from model.db.tables import JOB_TABLES, Node, NodeState, utcnow
 from model.stamps import aware
 
-__all__ = ["CHANNEL", "Nodes", "TakenOver"]
+__all__ = [
+    "CHANNEL",
+    "WAKE_TARGET_BEAT_S",
+    "WAKE_TARGET_TTL_S",
+    "Nodes",
+    "TakenOver",
+    "node_channel",
+]
+
+#: Seconds a process that queues work keeps the live node it wakes before it reads
+#: the node table again.
+WAKE_TARGET_TTL_S = 1.0
+#: Seconds since its last beat within which a node is woken alone (two beats at the
+#: default ``heartbeat_interval``): one that died is not sent work for long.
+WAKE_TARGET_BEAT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -53,6 +74,9 @@ class Nodes:
         self._writer = writer
         self._dialect = dialect
         self._sql = node_statements(dialect)
+        self._target_lock = threading.Lock()
+        self._target: int | None = None
+        self._target_read = float("-inf")
 
     def _params(self, **values: Any) -> dict[str, Any]:
         return self._sql.time_params(**values)
@@ -131,6 +155,33 @@ class Nodes:
         params = self._params(live=NodeState.LIVE, id=node, timeout=timeout_s)
         with self._writer.engine.connect() as conn:
             return int(conn.execute(sa.text(self._sql.others_live), params).scalar_one())
+
+    def live_ids(self, timeout_s: float) -> list[int]:
+        """The ids of the live nodes whose beat is younger than ``timeout_s``."""
+        params = self._params(live=NodeState.LIVE, timeout=timeout_s)
+        with self._writer.engine.connect() as conn:
+            return [int(i) for (i,) in conn.execute(sa.text(self._sql.live_ids), params)]
+
+    def wake_target(self) -> int | None:
+        """The live node that work queued here wakes, None when none is known: one
+        picked at random among those that beat in the last :data:`WAKE_TARGET_BEAT_S`,
+        then kept while it beats (read again every :data:`WAKE_TARGET_TTL_S`), so that
+        one process's jobs go to one node, which takes several at a claim, rather than
+        to every node, each woken for one. A node that cannot take them all wakes the
+        others (see the module's doc); a node that died unseen gets none after
+        :data:`WAKE_TARGET_BEAT_S`, and what it got meanwhile the others' polls find."""
+        with self._target_lock:
+            now = time.monotonic()
+            if now - self._target_read < WAKE_TARGET_TTL_S:
+                return self._target
+            try:
+                live = self.live_ids(WAKE_TARGET_BEAT_S)
+            except Exception:
+                live = []  # every node is woken instead
+            if self._target not in live:
+                self._target = random.choice(live) if live else None
+            self._target_read = now
+            return self._target
 
     def take_over(
         self, node: int, name: str, timeout_s: float, dead: Iterable[int] = ()
@@ -217,15 +268,15 @@ class Nodes:
                 found += [(table, int(r[0]), str(r[1]) if sql.scoped else None) for r in rows]
         return found
 
-    def notify(self, payloads: Iterable[str]) -> None:
-        """Sends ``payloads`` on :data:`CHANNEL` to every listening node (PostgreSQL;
-        nothing on SQLite and MySQL, whose nodes poll)."""
+    def notify(self, payloads: Iterable[str], channel: str = CHANNEL) -> None:
+        """Sends ``payloads`` on ``channel`` (every listening node by default;
+        PostgreSQL, nothing on SQLite and MySQL, whose nodes poll)."""
         payloads = list(payloads)
         if self._dialect != "postgresql" or not payloads:
             return
         with self._writer.transaction() as conn:
             for payload in payloads:
-                conn.execute(sa.text(self._sql.notify), {"channel": CHANNEL, "payload": payload})
+                conn.execute(sa.text(self._sql.notify), {"channel": channel, "payload": payload})
 
 
 def _node() -> sa.Table:

@@ -29,7 +29,7 @@ from model.db._rows import from_columns as _from_columns
 from model.db._rows import to_column as _to_column
 from model.db._sql import ALLOWED_FROM, Guard, dialect_of, statements_for
 from model.db._statistics import analyze_unseen
-from model.db.nodes import CHANNEL, Nodes
+from model.db.nodes import CHANNEL, Nodes, node_channel
 from model.db.tables import (
     JOB_TABLES,
     ImgScanOverview,
@@ -62,6 +62,10 @@ class Store(JobReads, PlainRows):
         #: Whether other live nodes share the database (PostgreSQL): submits then
         #: notify them (see :meth:`insert_jobs`).
         self.notify_others = False
+        #: The kinds whose pools run in this process: work of theirs queued here is not
+        #: told to other nodes; the local pool, woken directly, tells them when it
+        #: cannot take it all.
+        self.local_kinds: frozenset[str] = frozenset()
         #: Whether :meth:`end_and_claim` is one statement (PostgreSQL: one round trip
         #: where two calls make two).
         self.ends_with_claims = self._sql.dialect == "postgresql"
@@ -111,8 +115,9 @@ class Store(JobReads, PlainRows):
     ) -> list[int]:
         """Inserts pending jobs in one transaction and returns their ids in order.
 
-        ``wake``: the kind's name, sent to the other nodes (PostgreSQL's ``NOTIFY``, in
-        the same transaction) when :attr:`notify_others` says there are any."""
+        ``wake``: the kind's name, told to other nodes (PostgreSQL's ``NOTIFY``, in the
+        same transaction; see :meth:`_wake_notices`) when :attr:`notify_others` says
+        there are any."""
         found = self.queue([(table, rows, wake)])
         assert found is not None
         return found[0]
@@ -144,15 +149,15 @@ class Store(JobReads, PlainRows):
                 }
                 texts.append((sql.insert(table, tuple(columns)), columns))
             statements.append(texts)
-        wakes = sorted({wake for _, rows, wake in batches if wake is not None and rows})
-        notify = bool(wakes) and self.notify_others and sql.notifies
+        notices = self._wake_notices(sorted({w for _, rows, w in batches if w and rows}))
         guarded = None if guard is None else (sql.text(guard[0]), {"now": now, **guard[1]})
 
-        if notify and guard is None and [len(texts) for texts in statements] == [1]:
+        if len(notices) == 1 and guard is None and [len(texts) for texts in statements] == [1]:
             # One job, told to the other nodes: one statement, one round trip.
             ((text, columns),) = statements[0]
             combined = sql.with_notify(text)
-            payload = {"channel": CHANNEL, "payload": f"wake {wakes[0]} {self.node}", **columns}
+            ((channel, notice),) = notices
+            payload = {"channel": channel, "payload": notice, **columns}
             return [
                 [self._writer.apply(lambda cur: int(cur.execute(combined, payload).fetchone()[0]))]
             ]
@@ -167,15 +172,28 @@ class Store(JobReads, PlainRows):
                     cur.execute(text, columns)
                     batch.append(sql.inserted_id(cur))
                 ids.append(batch)
-            for wake in wakes if notify else ():
+            for channel, notice in notices:
                 cur.execute(
                     "SELECT pg_notify(%(channel)s, %(payload)s)",
-                    {"channel": CHANNEL, "payload": f"wake {wake} {self.node}"},
+                    {"channel": channel, "payload": notice},
                 )
             return ids
 
         several = sum(len(texts) for texts in statements) > 1
-        return self._writer.apply(insert, atomic=several or notify or guard is not None)
+        return self._writer.apply(insert, atomic=several or bool(notices) or guard is not None)
+
+    def _wake_notices(self, kinds: list[str]) -> list[tuple[str, str]]:
+        """(channel, payload) of each notification telling nodes of work of ``kinds``
+        just queued here (see :mod:`model.db.nodes`): none for a kind whose pool runs
+        here; from a store of no node, one to the live node it wakes; else one to every
+        node."""
+        if not (kinds and self.notify_others and self._sql.notifies):
+            return []
+        kinds = [kind for kind in kinds if kind not in self.local_kinds]
+        target = self.nodes.wake_target() if self.node is None and kinds else None
+        if target is None:
+            return [(CHANNEL, f"wake {kind} {self.node}") for kind in kinds]
+        return [(node_channel(target), f"wake {kind} {self.node} pass") for kind in kinds]
 
     def sql_time(self, value: datetime) -> Any:
         """``value`` as this database stores it, for a statement's parameter."""

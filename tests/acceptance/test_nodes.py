@@ -142,9 +142,10 @@ def store(cluster_url: str) -> Iterator[Store]:
 def nodes(tmp_path: Path, cluster_url: str, store: Store) -> Iterator[Callable[..., NodeProcess]]:
     started: list[NodeProcess] = []
 
-    def start(name: str, command: str = "worker") -> NodeProcess:
-        node = NodeProcess(tmp_path, cluster_url, name, command).start(store)
-        started.append(node)
+    def start(name: str, command: str = "worker", **env: str) -> NodeProcess:
+        node = NodeProcess(tmp_path, cluster_url, name, command)
+        node.env.update(env)
+        started.append(node.start(store))
         return node
 
     yield start
@@ -165,6 +166,12 @@ def runs(store: Store, event: str) -> list[tuple[int, int]]:
             {"event": event},
         )
         return [(int(job), int(pid)) for job, pid in rows]
+
+
+def beat_since(store: Store, node: str, *, joined: str) -> bool:
+    """Whether node ``node`` beat since node ``joined`` joined."""
+    rows = {row["name"]: row for row in store.nodes.rows(60)}
+    return rows[node]["heartbeat"] > rows[joined]["started"]
 
 
 def statuses(store: Store, ids: list[int]) -> Counter[str]:
@@ -202,6 +209,30 @@ def test_three_nodes_run_every_job_exactly_once_and_each_runs_some(
     assert sorted(job for job, _ in ends) == sorted(ids)  # each job ran to its end once
     per_node = Counter(pid for _, pid in ends)
     assert set(per_node) == {a.pid, b.pid, c.pid}, per_node
+
+
+def test_work_queued_outside_the_nodes_goes_to_one_node_until_its_pool_is_full(
+    nodes: Callable[..., NodeProcess], store: Store
+) -> None:
+    # Polls a minute apart: here only notifications bring a node work.
+    a = nodes("a", JOBSERVICE_POLL_INTERVAL="60")
+    b = nodes("b", JOBSERVICE_POLL_INTERVAL="60")
+    # A node learns of the others at its beats: a wakes nobody until it beat after b joined.
+    wait_until(lambda: beat_since(store, "a", joined="b"), timeout=30)
+    one_by_one = []
+    for _ in range(10):
+        (job,) = submit(store, "counted", 1, ms=1)
+        wait_until(lambda job=job: all_finished(store, [job]), timeout=30)
+        one_by_one.append(job)
+
+    ran_on = dict(runs(store, "end"))
+    assert len({ran_on[job] for job in one_by_one}) == 1  # one node took every job
+    # Four at once: that node's pool of 2 takes two, and wakes the other for the rest.
+    batch = submit(store, "counted", 4, ms=300)
+    wait_until(lambda: all_finished(store, batch), timeout=30)
+
+    ran_on = dict(runs(store, "end"))
+    assert {ran_on[job] for job in batch} == {a.pid, b.pid}
 
 
 def test_a_node_that_starts_changes_none_of_the_running_jobs(

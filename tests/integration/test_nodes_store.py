@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 import sqlalchemy as sa
+from postgres import PostgresCluster
 
 from model.db import Store
+from model.db.nodes import CHANNEL, node_channel
 from model.db.tables import NodeState
 from model.errors import StatusConflict
 from model.status import Status
@@ -133,3 +136,45 @@ def test_beats_count_the_other_live_nodes(store: Store) -> None:
     assert row["dead"]
     store.nodes.end(a)
     assert {r["name"]: r["state"] for r in store.nodes.rows(30)}["a"] == NodeState.STOPPED
+
+
+def test_work_queued_by_no_node_wakes_one_live_node_and_a_node_none_for_its_own_kinds(
+    postgres: PostgresCluster,
+) -> None:
+    url = postgres.new_database()
+    store = Store(url)
+    store.create_all()
+    a = store.nodes.register("a", "host-a", 1, "test")
+    b = store.nodes.register("b", "host-b", 2, "test")
+    channels = [CHANNEL, node_channel(a), node_channel(b)]
+    conninfo = sa.make_url(url).set(drivername="postgresql").render_as_string(False)
+    with psycopg.connect(conninfo, autocommit=True) as ear:
+        for channel in channels:
+            ear.execute(f"LISTEN {channel}")
+
+        def heard_until_mark() -> list[tuple[str, str]]:
+            """What came before a mark sent after the queueing (in commit order)."""
+            store.nodes.notify(["mark"])
+            heard = []
+            for note in ear.notifies(timeout=10):
+                if note.payload == "mark":
+                    return heard
+                heard.append((note.channel, note.payload))
+            raise AssertionError(f"no mark within 10 s; heard {heard}")
+
+        store.notify_others = True
+        store.insert_jobs("job", [{"kind": "k", "params": "{}"}], wake="k")
+        first = heard_until_mark()
+        store.insert_jobs("job", [{"kind": "k", "params": "{}"}] * 3, wake="k")
+        second = heard_until_mark()
+
+        assert len(first) == 1 and first[0][0] in (node_channel(a), node_channel(b))
+        assert first[0][1] == "wake k None pass"
+        assert second == first  # the same node, for as long as it beats
+
+        store.node, store.local_kinds = a, frozenset({"k"})
+        store.insert_jobs("job", [{"kind": "k", "params": "{}"}], wake="k")
+        assert heard_until_mark() == []  # its own pool is woken directly
+        store.insert_jobs("job", [{"kind": "other", "params": "{}"}], wake="other")
+        assert heard_until_mark() == [(CHANNEL, f"wake other {a}")]
+    store.close()
