@@ -140,17 +140,11 @@ class Dispatcher(ServiceActor):
                 if kind in self.pools:
                     self.pools[kind].tell(Wake(pass_on=pass_on))
                 elif pass_on:  # sent here alone, for a kind this node does not run
-                    self._wake_others(kind)
+                    self.runtime.node.wake_others(kind)
             case ["stop", kind, job_id] if kind in self.pools and job_id.isdigit():
                 self.pools[kind].tell(StopRequested(int(job_id)))
             case _:
                 logger.debug("dispatcher: notification {!r} ignored", payload)
-
-    def _wake_others(self, kind: str) -> None:
-        try:
-            self.ctx.store.nodes.notify([f"wake {kind} {self.runtime.node.id}"])
-        except Exception as exc:
-            logger.warning("dispatcher: cannot wake the other nodes for {}: {}", kind, exc)
 
     def _fire_due(self) -> None:
         if self._scheduler is not None:

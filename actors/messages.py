@@ -212,6 +212,12 @@ class WorkerIdle:
 
 
 @dataclass(frozen=True)
+class PassOn:
+    """To a pool, from its pass-on timer: a wake to pass on came while every worker was
+    busy, a moment ago (see ``WorkerPool._pass_on_soon``)."""
+
+
+@dataclass(frozen=True)
 class WriteAgain:
     """To a pool, from its one timer: write again what the database refused, claim
     again after a failed claim."""

@@ -39,7 +39,8 @@ def _version() -> str:
 
 class Membership:
     """This service's node. Its methods run in the dispatcher's thread, but
-    :meth:`join` and :meth:`leave`, which the service calls at start and shutdown."""
+    :meth:`join` and :meth:`leave`, which the service calls at start and shutdown, and
+    :meth:`wake_others`, which pools call."""
 
     def __init__(self, ctx: JobContext, kinds: KindRegistry) -> None:
         self.ctx = ctx
@@ -126,6 +127,16 @@ class Membership:
             self.ctx.store.node = None
             self.ctx.store.local_kinds = frozenset()
         logger.info("node {} (#{}) left", self.name, node)
+
+    def wake_others(self, kind: str) -> None:
+        """Tells the other nodes, best effort, that work of ``kind`` may wait (from any
+        thread: a pool that cannot take what it was woken for)."""
+        if not self.ctx.store.notify_others:
+            return
+        try:
+            self.nodes.notify([f"wake {kind} {self.id}"])
+        except Exception as exc:
+            logger.warning("node {}: cannot wake the other nodes for {}: {}", self.name, kind, exc)
 
     @staticmethod
     def _forget(node: int) -> None:

@@ -16,6 +16,7 @@ from actors.messages import (
     Drain,
     Drained,
     Fill,
+    PassOn,
     PoolStats,
     PoolStatus,
     Reschedule,
@@ -41,6 +42,10 @@ _WORKER_STOP_TIMEOUT_S = 10.0
 #: First wait before a failed write or claim is tried again; it doubles up to the max.
 _WRITE_AGAIN_FIRST_S = 0.1
 _WRITE_AGAIN_MAX_S = 5.0
+#: Seconds a wake to pass on waits for a worker of a pool whose workers are all busy:
+#: short jobs free one by then and the work stays here; the other nodes are woken for
+#: longer ones.
+PASS_ON_AFTER_S = 0.05
 
 
 class WorkerPool(ServiceActor):
@@ -91,6 +96,7 @@ class WorkerPool(ServiceActor):
         self.stop_after: set[int] = set()
         self.claim_failed = False
         self._timer: threading.Timer | None = None
+        self._pass_on_timer: threading.Timer | None = None
         self._again_s = _WRITE_AGAIN_FIRST_S
 
     def on_start(self) -> None:
@@ -102,8 +108,9 @@ class WorkerPool(ServiceActor):
         """Runs in the pool's thread: stops the workers; writes once more what the
         database refused (what still fails stays ``running`` for the next start)."""
         self.draining = True
-        if self._timer is not None:
-            self._timer.cancel()
+        for timer in (self._timer, self._pass_on_timer):
+            if timer is not None:
+                timer.cancel()
         for ref in self.workers.values():
             ref.stop(block=False)
         deadline = time.monotonic() + _WORKER_STOP_TIMEOUT_S
@@ -155,9 +162,13 @@ class WorkerPool(ServiceActor):
                     return None
                 self.maybe_more = True
                 self.pass_on = self.pass_on or pass_on
-                if not self.idle or self.draining:
-                    self._pass_on(full=True)
+                if self.pass_on and (not self.idle or self.draining):
+                    self._pass_on_soon()
                 self._fill_soon()
+            case PassOn():
+                self._pass_on_timer = None
+                if not self.idle:  # else a claim decides
+                    self._pass_on(full=True)
             case Fill():
                 self.fill_asked = False
                 self._end_and_fill(self.maybe_more)
@@ -268,7 +279,6 @@ class WorkerPool(ServiceActor):
         by_write = self._take_ends()
         if not (claim and self.idle and not self.draining):
             self._write_grouped(by_write)
-            self._pass_on(full=True)
             return
         if len(by_write) != 1 or not self.ctx.store.ends_with_claims:
             self._write_grouped(by_write)
@@ -330,7 +340,6 @@ class WorkerPool(ServiceActor):
 
     def _fill(self) -> None:
         if not self.idle or self.draining:
-            self._pass_on(full=True)
             return
         wanted = len(self.idle)
         try:
@@ -373,21 +382,22 @@ class WorkerPool(ServiceActor):
             self.interrupts[slot].arm(job_id)
             self.workers[slot].tell(Run(job_id, row))
 
+    def _pass_on_soon(self) -> None:
+        """A wake to pass on found no idle worker: a draining pool passes it on now;
+        else the pass-on timer (one at a time) looks again in :data:`PASS_ON_AFTER_S`."""
+        if self.draining:
+            self._pass_on(full=True)
+        elif self._pass_on_timer is None:
+            self._pass_on_timer = self._arm(PASS_ON_AFTER_S, PassOn(), "pass-on")
+
     def _pass_on(self, *, full: bool) -> None:
-        """Wakes the other nodes for this kind when a wake asked for it and the pool is
-        ``full`` (no worker was idle, or a claim for half the pool or more took all it
-        asked): work may be waiting that this node cannot take now. Notifications are
-        best effort: the other nodes' polls find what one missed."""
-        if not (self.pass_on and full):
-            return
-        self.pass_on = False
-        store = self.ctx.store
-        if not store.notify_others:
-            return
-        try:
-            store.nodes.notify([f"wake {self.kind.name} {self.runtime.node.id}"])
-        except Exception as exc:
-            logger.warning("{} pool: cannot wake the other nodes: {}", self.kind.name, exc)
+        """Settles a wake to pass on: wakes the other nodes for the kind when the pool is
+        ``full`` (no worker idle :data:`PASS_ON_AFTER_S` after the wake, or a claim for
+        the whole pool took all it asked); a claim that took less took all there was."""
+        if self.pass_on:
+            self.pass_on = False
+            if full:
+                self.runtime.node.wake_others(self.kind.name)
 
     def _hand_back_surplus(self, job_id: int, wanted: int, got: int) -> None:
         # A claim never takes more than it asks for (see Store.claim_many); should one
@@ -457,11 +467,15 @@ class WorkerPool(ServiceActor):
         if self._timer is not None or self.draining:
             return
         delay, self._again_s = self._again_s, min(self._again_s * 2, _WRITE_AGAIN_MAX_S)
-        timer = threading.Timer(delay, _tell, args=(self.actor_ref, WriteAgain()))
+        self._timer = self._arm(delay, WriteAgain(), "write-again")
+
+    def _arm(self, delay: float, message: Any, name: str) -> threading.Timer:
+        """A started timer that tells this pool ``message`` in ``delay`` seconds."""
+        timer = threading.Timer(delay, _tell, args=(self.actor_ref, message))
         timer.daemon = True
-        timer.name = f"jobservice-{self.kind.name}-write-again"
-        self._timer = timer
+        timer.name = f"jobservice-{self.kind.name}-{name}"
         timer.start()
+        return timer
 
     def _replace(self, died: WorkerDied) -> None:
         logger.error(

@@ -233,6 +233,16 @@ def test_work_queued_outside_the_nodes_goes_to_one_node_until_its_pool_is_full(
 
     ran_on = dict(runs(store, "end"))
     assert {ran_on[job] for job in batch} == {a.pid, b.pid}
+    # Two long jobs keep that node's pool busy: the next job goes on to the other node.
+    target = ran_on[one_by_one[0]]
+    long_jobs = [submit(store, "counted", 1, ms=5000)[0] for _ in range(2)]
+    wait_until(lambda: len(running_on(store, long_jobs)) == 2, timeout=30)
+    (job,) = submit(store, "counted", 1, ms=1)
+    wait_until(lambda: all_finished(store, [job]), timeout=30)
+
+    assert dict(runs(store, "end"))[job] != target
+    assert len(running_on(store, long_jobs)) == 2  # it did not wait for them
+    assert {pid for job, pid in runs(store, "start") if job in long_jobs} == {target}
 
 
 def test_a_node_that_starts_changes_none_of_the_running_jobs(
