@@ -43,8 +43,7 @@ _WORKER_STOP_TIMEOUT_S = 10.0
 _WRITE_AGAIN_FIRST_S = 0.1
 _WRITE_AGAIN_MAX_S = 5.0
 #: Seconds a wake to pass on waits for a worker of a pool whose workers are all busy:
-#: short jobs free one by then and the work stays here; the other nodes are woken for
-#: longer ones.
+#: short jobs free one by then; the other nodes are woken for longer ones.
 PASS_ON_AFTER_S = 0.05
 
 
@@ -161,7 +160,8 @@ class WorkerPool(ServiceActor):
                 if look_first and self.idle and not self._anything_due():
                     return None
                 self.maybe_more = True
-                self.pass_on = self.pass_on or pass_on
+                # Alone on the database (as on SQLite), there is no one to pass it on to.
+                self.pass_on = (self.pass_on or pass_on) and self.ctx.store.notify_others
                 if self.pass_on and (not self.idle or self.draining):
                     self._pass_on_soon()
                 self._fill_soon()
