@@ -9,8 +9,9 @@ heartbeat 1 s, node_timeout 5 s, poll 2 s; a log folder per node in the temporar
 folder). Every node is live and has run a warm-up job before the clock starts.
 
 - *throughput*: ``--jobs`` no-op jobs submitted one at a time from this process (one
-  insert transaction per job with its ``NOTIFY``, ``Store.insert_jobs(wake=…)`` with
-  ``notify_others``); then queued in one insert (timed from its commit); then one at a
+  insert transaction per job with its ``NOTIFY`` to one live node, which passes it on
+  when it cannot take the work: ``Store.insert_jobs(wake=…)`` with ``notify_others``,
+  from a store of no node); then queued in one insert (timed from its commit); then one at a
   time from ``--submitters`` threads at once. Before each run, what creating a file
   costs in the logs' folder (see :mod:`scratch`). Aggregate jobs/s from the first
   job's ``creation_time`` to the last job's ``update_time`` (its ``finished`` write);
