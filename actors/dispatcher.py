@@ -13,6 +13,7 @@ import pykka
 from loguru import logger
 
 from actors.base import Clock, Runtime, ServiceActor, ask
+from actors.handoff import HandoffSlots
 from actors.messages import (
     Beat,
     FireDue,
@@ -61,6 +62,7 @@ class Dispatcher(ServiceActor):
         self.runtime = runtime
         self.ctx = runtime.jobs
         self.pools: dict[str, pykka.ActorRef[Any]] = {}
+        self.slots: dict[str, HandoffSlots] = {}
         self._timer: threading.Timer | None = None
         self._timer_due: datetime | None = None
         self._clock: Clock | None = None
@@ -70,8 +72,9 @@ class Dispatcher(ServiceActor):
     def on_start(self) -> None:
         """Runs in the dispatcher's thread: starts the pools, arms the retry timer."""
         for kind in self.runtime.kinds:
+            slots = self.slots[kind.name] = HandoffSlots()
             self.pools[kind.name] = WorkerPool.start(
-                kind, kind.size(self.ctx.settings), self.runtime, self.actor_ref
+                kind, kind.size(self.ctx.settings), self.runtime, self.actor_ref, slots
             )
         self._scheduler = Scheduler.start(self.runtime, self.actor_ref)
         self._scheduler.tell(FireDue())  # a run missed while no node ran fires now, once
@@ -128,7 +131,7 @@ class Dispatcher(ServiceActor):
             case Beat():
                 self._beat()
             case GetPools():
-                return Pools(dict(self.pools))
+                return Pools(dict(self.pools), dict(self.slots))
             case _:
                 logger.warning("dispatcher: unknown message {!r}", message)
         return None

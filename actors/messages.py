@@ -98,6 +98,8 @@ class Pools:
     """Reply to :class:`GetPools`."""
 
     by_kind: Mapping[str, pykka.ActorRef[Any]]
+    #: Each pool's idle workers that a submit may hand a job to (see actors.handoff).
+    slots: Mapping[str, Any]
 
 
 @dataclass(frozen=True)

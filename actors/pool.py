@@ -12,6 +12,7 @@ import pykka
 from loguru import logger
 
 from actors.base import Runtime, ServiceActor
+from actors.handoff import Handed, HandoffSlots
 from actors.messages import (
     Drain,
     Drained,
@@ -29,6 +30,7 @@ from actors.messages import (
     WorkerIdle,
     WriteAgain,
 )
+from actors.pool_stops import PoolStops
 from actors.worker import Worker
 from model.errors import StatusConflict
 from model.interrupt import Interrupt
@@ -47,12 +49,13 @@ _WRITE_AGAIN_MAX_S = 5.0
 PASS_ON_AFTER_S = 0.05
 
 
-class WorkerPool(ServiceActor):
+class WorkerPool(PoolStops, ServiceActor):
     """Owns ``size`` workers of one kind and knows which runs which job.
 
     The database is the queue: whenever a worker is idle the pool claims the oldest due
-    job of its kind (one guarded UPDATE), so it never runs more jobs than it has
-    workers and never runs a stopped job. A worker that dies is replaced.
+    job of its kind (one guarded UPDATE), or with the queue empty, offers it to submits
+    (:mod:`actors.handoff`), so it never runs more jobs than it has workers and never
+    runs a stopped job. A worker that dies is replaced.
 
     The pool writes each job's last status change (handed over by its worker). A
     write or a claim the database refuses is tried again by the pool's one timer,
@@ -60,7 +63,12 @@ class WorkerPool(ServiceActor):
     """
 
     def __init__(
-        self, kind: JobKind, size: int, runtime: Runtime, dispatcher: pykka.ActorRef[Any]
+        self,
+        kind: JobKind,
+        size: int,
+        runtime: Runtime,
+        dispatcher: pykka.ActorRef[Any],
+        slots: HandoffSlots,
     ) -> None:
         super().__init__()
         self.kind = kind
@@ -94,6 +102,8 @@ class WorkerPool(ServiceActor):
         #: Jobs asked to stop after their worker let go of them (see _stop_job).
         self.stop_after: set[int] = set()
         self.claim_failed = False
+        #: Idle workers offered to submits here (see actors.handoff).
+        self.slots = slots
         self._timer: threading.Timer | None = None
         self._pass_on_timer: threading.Timer | None = None
         self._again_s = _WRITE_AGAIN_FIRST_S
@@ -132,11 +142,11 @@ class WorkerPool(ServiceActor):
         # pykka would drop; one told later is in last_words: each job's last status is
         # handed over here instead, in the order told. A worker still running after
         # the wait hands over nothing: its job stays running, for the next start or
-        # another node to take.
+        # another node to take. A job a submit handed over meanwhile goes back pending.
         others = []
         while not self.actor_inbox.empty():  # this thread is the inbox's only reader
             envelope = self.actor_inbox.get()
-            if isinstance(envelope.message, WorkerIdle | WorkerDied):
+            if isinstance(envelope.message, WorkerIdle | WorkerDied | Handed):
                 self.on_receive(envelope.message)
             else:
                 others.append(envelope)
@@ -154,8 +164,17 @@ class WorkerPool(ServiceActor):
         self.idle.append(slot)
 
     def on_receive(self, message: Any) -> Any:
-        """Runs in the pool's thread."""
+        """Runs in the pool's thread. With no due job left to claim, the idle workers
+        are offered to submits (see :mod:`actors.handoff`)."""
+        answer = self._receive(message)
+        if not (self.maybe_more or self.draining or self.claim_failed or self.fill_asked):
+            self.slots.offer(len(self.idle))
+        return answer
+
+    def _receive(self, message: Any) -> Any:
         match message:
+            case Handed(job_id=job_id, row=row):
+                self._handed(job_id, row)
             case Wake(look_first=look_first, pass_on=pass_on):
                 if look_first and self.idle and not self._anything_due():
                     return None
@@ -207,47 +226,11 @@ class WorkerPool(ServiceActor):
                 )
             case Drain():
                 self.draining = True
+                self.slots.withdraw()
                 return Drained(tuple(self.workers.values()))
             case _:
                 logger.warning("{} pool: unknown message {!r}", self.kind.name, message)
         return None
-
-    def _stop_job(self, job_id: int) -> bool:
-        slot = self.running.get(job_id)
-        if slot is not None:
-            if not self.interrupts[slot].request(job_id):
-                # The worker has let go of the job; its WorkerIdle is on its way.
-                self.stop_after.add(job_id)
-            return True
-        unwritten = self.unwritten.get(job_id)
-        if unwritten is not None:
-            self.unwritten[job_id] = self._stopped_instead(job_id, unwritten) or unwritten
-            return True
-        logger.debug("{} pool: stop of job {} ignored, not running", self.kind.name, job_id)
-        return False
-
-    def _stop_waiting(self, job_id: int) -> None:
-        # Asked on another node while the job ran here, it has moved on since (handed
-        # back, retrying): the request recorded on its row stops it where it waits.
-        try:
-            stopped = self.ctx.store.stop_waiting(self.kind.table, id=job_id, stop_requested=True)
-        except Exception as exc:
-            logger.warning("{} pool: cannot stop job {}: {}", self.kind.name, job_id, exc)
-            return
-        if stopped:
-            self.kind.make_job(self.ctx, job_id).logger.info(
-                "state stopped (stop requested on another node)"
-            )
-            self.on_job_end(self.kind.name, job_id, Status.STOPPED)
-
-    def _stopped_instead(self, job_id: int, write: LastWrite | None) -> LastWrite | None:
-        # A stop that came as the job was being handed back wins over a retry.
-        if write is None or write.status != Status.RETRYING:
-            return write
-        self.kind.make_job(self.ctx, job_id).logger.info(
-            "state stopped (stop requested while retrying)"
-        )
-        return LastWrite(Status.STOPPED)
 
     def _anything_due(self) -> bool:
         # A poll finds nothing to do most of the time: a read tells, where a claim
@@ -284,8 +267,11 @@ class WorkerPool(ServiceActor):
             self._write_grouped(by_write)
             self._fill()
             return
+        wanted = len(self.idle) - self.slots.withdraw()
+        if wanted <= 0:
+            self._write_grouped(by_write)
+            return
         ((write, job_ids),) = by_write.items()
-        wanted = len(self.idle)
         try:
             written, rows = self.ctx.store.end_and_claim(
                 self.kind.table,
@@ -339,9 +325,9 @@ class WorkerPool(ServiceActor):
                 self._write(job_id, write)
 
     def _fill(self) -> None:
-        if not self.idle or self.draining:
+        wanted = len(self.idle) - self.slots.withdraw()
+        if wanted <= 0 or self.draining:
             return
-        wanted = len(self.idle)
         try:
             rows = self.ctx.store.claim_many(self.kind.table, self.kind.scope, wanted)
         except Exception as exc:
@@ -371,16 +357,30 @@ class WorkerPool(ServiceActor):
             job_id = int(row["id"])
             if row.get("stop_requested"):
                 # Asked to stop on another node as it was handed back: it does not run.
-                self.kind.make_job(self.ctx, job_id, row).logger.info(
-                    "state stopped (stop requested on another node)"
-                )
-                self._write(job_id, LastWrite(Status.STOPPED))
-                continue
-            slot = self.idle.pop()
-            self.running[job_id] = slot
-            # Armed here, so that a stop that comes before the worker reads Run counts.
-            self.interrupts[slot].arm(job_id)
-            self.workers[slot].tell(Run(job_id, row))
+                self._stopped_before(job_id, row, "on another node")
+            else:
+                self._start(job_id, row)
+
+    def _handed(self, job_id: int, row: Any) -> None:
+        """Runs a job a submit handed over (see :mod:`actors.handoff`): on the worker
+        reserved for it, unless a stop came first; written back ``pending`` when the
+        pool drains or lost that worker."""
+        self.slots.arrived()
+        if self.slots.stopped_early(job_id):
+            self._stopped_before(job_id, row, "before it started")
+        elif self.draining or not self.idle:
+            self._write(job_id, LastWrite(Status.PENDING))
+            self.maybe_more = True
+            self._fill_soon()
+        else:
+            self._start(job_id, row)
+
+    def _start(self, job_id: int, row: Any) -> None:
+        slot = self.idle.pop()
+        self.running[job_id] = slot
+        # Armed here, so that a stop that comes before the worker reads Run counts.
+        self.interrupts[slot].arm(job_id)
+        self.workers[slot].tell(Run(job_id, row))
 
     def _pass_on_soon(self) -> None:
         """A wake to pass on found no idle worker: a draining pool passes it on now;

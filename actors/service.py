@@ -17,6 +17,7 @@ from loguru import logger
 
 from actors.base import JobListener, Runtime, ask
 from actors.dispatcher import Dispatcher
+from actors.handoff import HandoffSlots, submit_rows
 from actors.health import DatabaseWatch
 from actors.messages import (
     Drain,
@@ -84,6 +85,7 @@ class JobService:
         self._waiters_lock = threading.Lock()
         self._dispatcher: pykka.ActorRef[Any] | None = None
         self._pools: dict[str, pykka.ActorRef[Any]] = {}
+        self._slots: dict[str, HandoffSlots] = {}
         self._ctx: JobContext | None = None
         self._node: Membership
         self._accepting = False
@@ -138,7 +140,8 @@ class JobService:
         self._dispatcher = Dispatcher.start(
             Runtime(self._ctx, self.kinds, self.retry_policy, self._job_ended, self._node)
         )
-        self._pools = dict(ask(self._dispatcher, GetPools(), Pools, _ASK_TIMEOUT_S).by_kind)
+        pools = ask(self._dispatcher, GetPools(), Pools, _ASK_TIMEOUT_S)
+        self._pools, self._slots = dict(pools.by_kind), dict(pools.slots)
         self._accepting = True
         for kind in self.kinds:
             self._dispatcher.tell(Schedule(kind.name))
@@ -168,7 +171,7 @@ class JobService:
         self._dispatcher.stop(block=True, timeout=max(_left(deadline), 1.0))
         self._dispatcher = None
         self._node.leave(self._pools)
-        self._pools = {}
+        self._pools, self._slots = {}, {}
         for kind in self.kinds:
             try:
                 kind.close(self._ctx)
@@ -276,18 +279,8 @@ class JobService:
 
     def _queue(self, kind: str, rows: list[dict[str, Any]]) -> list[int]:
         ctx = self._context()
-        if not rows:
-            return []
-        ids = ctx.store.insert_jobs(self.kinds[kind].table, rows, wake=kind)
-        # Straight to the kind's pool: a hop through the dispatcher would wake one more
-        # thread per submit for nothing it decides.
-        try:
-            self._pools[kind].tell(Wake(pass_on=True))
-        except Exception as exc:
-            # The jobs are written: their ids are the answer, whatever the wake-up
-            # raised (a pool that died is replaced by a restart, which claims them).
-            logger.error("{} jobs {} are queued but their pool was not woken: {!r}", kind, ids, exc)
-        return ids
+        table, pool = self.kinds[kind].table, self._pools[kind]
+        return submit_rows(ctx.store, table, kind, rows, pool, self._slots.get(kind))
 
     def wake(self, kinds: Iterable[str]) -> None:
         """Wakes the pools of ``kinds`` here (jobs were queued in the database by other

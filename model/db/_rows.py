@@ -4,10 +4,13 @@ one comma-separated column, params as JSON text, times as aware UTC."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["from_columns", "to_column"]
+from model.status import Status
+
+__all__ = ["from_columns", "new_row", "to_column"]
 
 
 def to_column(name: str, value: Any) -> Any:
@@ -17,6 +20,18 @@ def to_column(name: str, value: Any) -> Any:
     if name == "params" and not isinstance(value, str):  # a str is JSON text already
         return json.dumps(value, sort_keys=True)
     return value
+
+
+def new_row(values: Mapping[str, Any], status: Status, now: Any) -> dict[str, Any]:
+    """The columns of a new job of ``values`` (its kind's columns) with ``status``,
+    created at ``now`` (as the database takes a time)."""
+    return {
+        "status": status.value,
+        "attempts": 0,
+        "creation_time": now,
+        "update_time": now,
+        **{k: to_column(k, v) for k, v in values.items()},
+    }
 
 
 def from_columns(row: dict[str, Any]) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from model.db._open import open_writer
 from model.db._plain import PlainRows
 from model.db._reads import JobReads
 from model.db._rows import from_columns as _from_columns
-from model.db._rows import to_column as _to_column
+from model.db._rows import new_row as _new_row
 from model.db._sql import ALLOWED_FROM, Guard, dialect_of, statements_for
 from model.db._statistics import analyze_unseen
 from model.db.nodes import CHANNEL, Nodes, node_channel
@@ -140,13 +140,7 @@ class Store(JobReads, PlainRows):
         for table, rows, _ in batches:
             texts = []
             for values in rows:
-                columns = {
-                    "status": Status.PENDING.value,
-                    "attempts": 0,
-                    "creation_time": now,
-                    "update_time": now,
-                    **{k: _to_column(k, v) for k, v in values.items()},
-                }
+                columns = _new_row(values, Status.PENDING, now)
                 texts.append((sql.insert(table, tuple(columns)), columns))
             statements.append(texts)
         notices = self._wake_notices(sorted({w for _, rows, w in batches if w and rows}))
@@ -181,6 +175,23 @@ class Store(JobReads, PlainRows):
 
         several = sum(len(texts) for texts in statements) > 1
         return self._writer.apply(insert, atomic=several or bool(notices) or guard is not None)
+
+    def insert_running(self, table: str, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Inserts one job ``running`` on :attr:`node`, as a claim leaves it (a job
+        handed straight to an idle worker, see ``actors.handoff``), in one statement;
+        returns its row as a claim would (``values`` name every column of the kind)."""
+        sql = self._sql
+        columns = {**_new_row(values, Status.RUNNING, sql.now()), "node_id": self.node}
+        text = sql.insert(table, tuple(columns))
+
+        def insert(cur: Any) -> int:
+            cur.execute(text, columns)
+            return int(sql.inserted_id(cur))
+
+        job_id = self._writer.apply(insert)
+        return _from_columns(
+            {**columns, "id": job_id, "next_attempt_at": None, "stop_requested": False}
+        )
 
     def _wake_notices(self, kinds: list[str]) -> list[tuple[str, str]]:
         """(channel, payload) of each notification telling nodes of work of ``kinds``

@@ -313,8 +313,9 @@ class EngineMachine(RuleBasedStateMachine):
             self.moves_seen = seq
             move = f"job {job_id}: {old or '(inserted)'} -> {new}"
             if old is None:
-                if new != Status.PENDING:
-                    self.move_violations.append(f"{move}: a job is inserted pending")
+                # Running: handed straight to an idle worker (see actors.handoff).
+                if new not in (Status.PENDING, Status.RUNNING):
+                    self.move_violations.append(f"{move}: a job is inserted pending or running")
             elif old not in ALLOWED_FROM.get(new, ()):
                 self.move_violations.append(f"{move}: not allowed (ALLOWED_FROM)")
             ended = self.terminal.get(job_id)

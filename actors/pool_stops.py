@@ -1,0 +1,77 @@
+"""How a worker pool stops its jobs: the one a worker runs (its interrupt), one whose
+last status is still to be written, one handed back or retrying meanwhile (on its
+row), and one on its way to the pool (see :mod:`actors.handoff`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from loguru import logger
+
+from actors.base import JobListener
+from actors.handoff import HandoffSlots
+from model.interrupt import Interrupt
+from model.jobs import JobContext, LastWrite
+from model.kinds import JobKind
+from model.status import Status
+
+__all__ = ["PoolStops"]
+
+
+class PoolStops:
+    """The stopping part of :class:`~actors.pool.WorkerPool` (its thread only)."""
+
+    kind: JobKind
+    ctx: JobContext
+    on_job_end: JobListener
+    slots: HandoffSlots
+    interrupts: dict[int, Interrupt]
+    running: dict[int, int]
+    unwritten: dict[int, LastWrite]
+    stop_after: set[int]
+    _write: Callable[[int, LastWrite], None]
+
+    def _stop_job(self, job_id: int) -> bool:
+        slot = self.running.get(job_id)
+        if slot is not None:
+            if not self.interrupts[slot].request(job_id):
+                # The worker has let go of the job; its WorkerIdle is on its way.
+                self.stop_after.add(job_id)
+            return True
+        unwritten = self.unwritten.get(job_id)
+        if unwritten is not None:
+            self.unwritten[job_id] = self._stopped_instead(job_id, unwritten) or unwritten
+            return True
+        # It may be on its way (see actors.handoff): it is stopped when it arrives.
+        self.slots.stop_early(job_id)
+        return False
+
+    def _stop_waiting(self, job_id: int) -> None:
+        # Asked on another node while the job ran here, it has moved on since (handed
+        # back, retrying): the request recorded on its row stops it where it waits.
+        try:
+            stopped = self.ctx.store.stop_waiting(self.kind.table, id=job_id, stop_requested=True)
+        except Exception as exc:
+            logger.warning("{} pool: cannot stop job {}: {}", self.kind.name, job_id, exc)
+            return
+        if stopped:
+            self.kind.make_job(self.ctx, job_id).logger.info(
+                "state stopped (stop requested on another node)"
+            )
+            self.on_job_end(self.kind.name, job_id, Status.STOPPED)
+
+    def _stopped_instead(self, job_id: int, write: LastWrite | None) -> LastWrite | None:
+        # A stop that came as the job was being handed back wins over a retry.
+        if write is None or write.status != Status.RETRYING:
+            return write
+        self.kind.make_job(self.ctx, job_id).logger.info(
+            "state stopped (stop requested while retrying)"
+        )
+        return LastWrite(Status.STOPPED)
+
+    def _stopped_before(self, job_id: int, row: Mapping[str, Any], when: str) -> None:
+        self.kind.make_job(self.ctx, job_id, row).logger.info(
+            "state stopped (stop requested {})", when
+        )
+        self._write(job_id, LastWrite(Status.STOPPED))

@@ -1,0 +1,179 @@
+"""A job submitted to a pool with an idle worker and an empty queue goes straight to
+that worker, inserted ``running`` (no claim); a stop that comes before it reaches the
+pool wins, and a job whose pool is gone is written back ``pending`` and runs at the
+next start. Real SQLite files."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from enginekinds import Tracker, tick_kind
+from waiting import wait_until
+
+from actors import JobService
+from actors.handoff import HandoffSlots
+from model.db import Store
+from model.status import Status
+
+MakeService = Callable[..., JobService]
+
+
+def slots_of(service: JobService, kind: str) -> HandoffSlots:
+    return service._slots[kind]
+
+
+def idle_offered(service: JobService, kind: str, count: int) -> None:
+    """Waits until the pool offers ``count`` idle workers (its queue is empty)."""
+    slots = slots_of(service, kind)
+    wait_until(lambda: slots.free == count, timeout=10)
+
+
+def claims_seen(store: Store) -> list[int]:
+    """Records the ids every claim of ``store`` takes from now on."""
+    claimed: list[int] = []
+    claim_many, end_and_claim = store.claim_many, store.end_and_claim
+
+    def claim(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        rows = claim_many(*args, **kwargs)
+        claimed.extend(int(row["id"]) for row in rows)
+        return rows
+
+    def end_then_claim(*args: Any, **kwargs: Any) -> tuple[set[int], list[dict[str, Any]]]:
+        written, rows = end_and_claim(*args, **kwargs)
+        claimed.extend(int(row["id"]) for row in rows)
+        return written, rows
+
+    store.claim_many = claim  # type: ignore[method-assign]
+    store.end_and_claim = end_then_claim  # type: ignore[method-assign]
+    return claimed
+
+
+def test_a_job_submitted_to_an_idle_pool_runs_on_its_worker_without_a_claim(
+    make_service: MakeService,
+) -> None:
+    tracker = Tracker()
+    service = make_service([tick_kind("quick", tracker, pool_size=2)])
+    first = service.submit("quick", {"ticks": 1})  # the first claim finds the queue empty
+    assert service.wait("quick", first, 20) == Status.FINISHED
+    claimed = claims_seen(service.store)
+    ids = []
+    for _ in range(5):
+        idle_offered(service, "quick", 2)
+        job_id = service.submit("quick", {"ticks": 2})
+        ids.append(job_id)
+        assert service.wait("quick", job_id, 20) == Status.FINISHED
+    assert claimed == []
+    assert tracker.finished == [first, *ids]
+    for job_id in ids:
+        log = Path(service.log_path("quick", job_id)).read_text()
+        assert "state running" in log and "state finished" in log
+        assert service.job("quick", job_id)["attempts"] == 0
+
+
+def test_jobs_beyond_the_idle_workers_are_queued_and_claimed_in_order(
+    make_service: MakeService,
+) -> None:
+    tracker = Tracker()
+    service = make_service([tick_kind("slow", tracker, pool_size=1)])
+    warm = service.submit("slow", {"ticks": 1})
+    assert service.wait("slow", warm, 20) == Status.FINISHED
+    idle_offered(service, "slow", 1)
+    claimed = claims_seen(service.store)
+    ids = [service.submit("slow", {"ticks": 1, "hold": True}) for _ in range(4)]
+    assert tracker.wait_for(lambda: tracker.running == 1)
+    assert service.status("slow", ids[1]) == Status.PENDING
+    tracker.gate.set()
+    for job_id in ids:
+        assert service.wait("slow", job_id, 20) == Status.FINISHED
+    # The first went to the idle worker; the others waited in the queue, in order.
+    assert claimed == ids[1:]
+    assert tracker.finished == [warm, *ids]
+
+
+def test_a_stop_that_comes_before_a_handed_job_reaches_its_pool_wins(
+    make_service: MakeService,
+) -> None:
+    tracker = Tracker()
+    service = make_service([tick_kind("quick", tracker, pool_size=1)])
+    warm = service.submit("quick", {"ticks": 1})
+    assert service.wait("quick", warm, 20) == Status.FINISHED
+    idle_offered(service, "quick", 1)
+    store = service.store
+    insert_running = store.insert_running
+    asked: list[str] = []
+
+    def insert_then_stop(table: str, values: Any) -> dict[str, Any]:
+        row = insert_running(table, values)
+        # Between the insert and the message to the pool: the job is running in the
+        # database and on no worker yet.
+        asked.append(service.stop("quick", int(row["id"])))
+        return row
+
+    store.insert_running = insert_then_stop  # type: ignore[method-assign]
+    job_id = service.submit("quick", {"ticks": 3})
+    assert asked == [Status.RUNNING]
+    assert service.wait("quick", job_id, 20) == Status.STOPPED
+    assert job_id not in tracker.ticks
+    log = Path(service.log_path("quick", job_id)).read_text()
+    assert "state stopped (stop requested before it started)" in log
+    # The worker kept for it is offered again.
+    idle_offered(service, "quick", 1)
+
+
+def test_a_failed_insert_gives_its_worker_back(make_service: MakeService) -> None:
+    tracker = Tracker()
+    service = make_service([tick_kind("quick", tracker, pool_size=1)])
+    warm = service.submit("quick", {"ticks": 1})
+    assert service.wait("quick", warm, 20) == Status.FINISHED
+    idle_offered(service, "quick", 1)
+    store = service.store
+    insert_running = store.insert_running
+
+    def refused(table: str, values: Any) -> dict[str, Any]:
+        store.insert_running = insert_running  # type: ignore[method-assign]
+        raise OSError("disk full")
+
+    store.insert_running = refused  # type: ignore[method-assign]
+    with pytest.raises(OSError, match="disk full"):
+        service.submit("quick", {"ticks": 1})
+    assert store.status_counts("job") == {Status.FINISHED.value: 1}
+    assert slots_of(service, "quick").free == 1
+    job_id = service.submit("quick", {"ticks": 1})
+    assert service.wait("quick", job_id, 20) == Status.FINISHED
+
+
+def test_a_job_handed_to_a_pool_that_is_gone_is_queued_and_runs_at_the_next_start(
+    make_service: MakeService,
+) -> None:
+    tracker = Tracker()
+    kinds = [tick_kind("quick", tracker, pool_size=1)]
+    service = make_service(kinds)
+    warm = service.submit("quick", {"ticks": 1})
+    assert service.wait("quick", warm, 20) == Status.FINISHED
+    idle_offered(service, "quick", 1)
+    store = service.store
+    insert_running = store.insert_running
+    pool = service._pools["quick"]
+
+    handed: list[int] = []
+
+    def insert_then_pool_gone(table: str, values: Any) -> dict[str, Any]:
+        row = insert_running(table, values)
+        handed.append(int(row["id"]))
+        pool.stop()
+        return row
+
+    store.insert_running = insert_then_pool_gone  # type: ignore[method-assign]
+    job_id = service.submit("quick", {"ticks": 1})
+    assert handed == [job_id]
+    assert service.status("quick", job_id) == Status.PENDING
+    service.shutdown(10)
+    again = JobService(service.settings, kinds).start()
+    try:
+        assert again.wait("quick", job_id, 20) == Status.FINISHED
+    finally:
+        again.shutdown()
+    assert tracker.finished == [warm, job_id]
