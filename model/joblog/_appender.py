@@ -9,7 +9,7 @@ from collections import OrderedDict
 
 from loguru import logger
 
-__all__ = ["GATHER_S", "MAX_LINES_BEHIND", "LogAppender"]
+__all__ = ["GATHER_S", "IDLE_AFTER_S", "MAX_LINES_BEHIND", "LogAppender"]
 
 #: Job log files kept open between lines (the most recently written ones).
 _OPEN_FILES = 64
@@ -17,6 +17,9 @@ _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
 #: Seconds the writer gathers lines after the first of a pass; a line is in its file
 #: this long after it was logged, at most (sooner when someone flushes).
 GATHER_S = 0.02
+#: Seconds without a line after which the writer stops looking every :data:`GATHER_S`
+#: and sleeps until a line wakes it.
+IDLE_AFTER_S = 1.0
 #: Lines queued and not yet written past which :meth:`LogAppender.append` waits for
 #: the writer (a disk slower than the jobs holds them up instead of filling memory).
 MAX_LINES_BEHIND = 20_000
@@ -30,10 +33,12 @@ class LogAppender:
     file and appends to it hands the GIL to another thread at each of those system calls
     and waits to get it back, which costs a no-op job more than the rest of its work.
 
-    The writer wakes when a line comes after a quiet spell, gathers lines for
-    :data:`GATHER_S` more, then appends the lines of each file with one ``write``
-    (keeping the most recent :data:`_OPEN_FILES` files open): under load it wakes every
-    :data:`GATHER_S`, not once per line, so a busy job thread wakes no other thread.
+    The writer looks for lines every :data:`GATHER_S` and appends the lines of each
+    file with one ``write`` (keeping the most recent :data:`_OPEN_FILES` files open).
+    After :data:`IDLE_AFTER_S` without a line it sleeps until the next line wakes it.
+    So while jobs run, at any rate, no job wakes the writer: a thread woken by a
+    thread that was itself just woken (submit, pool, worker, writer) sometimes waits a
+    quarter of a millisecond for a CPU, which was a job's tail at a steady rate.
     Lines of one file keep their order. A thread that finds more than
     :data:`MAX_LINES_BEHIND` lines waiting waits for them to be written. A line appended
     while no writer runs (before :meth:`start`, after :meth:`stop`) is written at once
@@ -49,8 +54,8 @@ class LogAppender:
         self._written = 0  # number of the last line the writer is done with
         self._written_changed = threading.Condition(threading.Lock())
         self._writer: threading.Thread | None = None
-        self._writer_idle = False  # under _lock: the writer waits for a first line
-        self._wake = threading.Event()  # a first line after a quiet spell
+        self._writer_idle = False  # under _lock: the writer sleeps until a line comes
+        self._wake = threading.Event()  # a line for a sleeping writer
         self._hurry = threading.Event()  # a flush or the end: write without gathering
         self._stopping = False
         # The writer thread's own: open descriptors by path, folders made.
@@ -118,12 +123,15 @@ class LogAppender:
     def _write_queued(self) -> None:
         """Runs in the writer thread."""
         lines = self._lines
+        quiet_s = 0.0  # looked for lines this long and found none
         while True:
             with self._lock:
-                idle = self._writer_idle = not lines and not self._stopping
+                idle = not lines and not self._stopping and quiet_s >= IDLE_AFTER_S
+                self._writer_idle = idle
             if idle:
                 self._wake.wait()
                 self._wake.clear()
+                quiet_s = 0.0
             self._hurry.wait(GATHER_S)
             self._hurry.clear()
             stopping = self._stopping
@@ -134,6 +142,7 @@ class LogAppender:
                 by_path.setdefault(path, []).append(data)
             for path, chunks in by_path.items():
                 self._append(path, b"".join(chunks))
+            quiet_s = 0.0 if last else quiet_s + GATHER_S
             if last:
                 with self._written_changed:
                     self._written = last

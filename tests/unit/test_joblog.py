@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -133,3 +135,59 @@ def test_a_writer_far_behind_holds_up_the_thread_that_logs(
     finally:
         sink.remove()
     assert len(list(tmp_path.glob("job_*.log"))) == 100
+
+
+class _CountedEvent(threading.Event):
+    """An event that counts the times it was set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sets = 0
+
+    def set(self) -> None:
+        self.sets += 1
+        super().set()
+
+
+def _until(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def test_lines_that_keep_coming_never_wake_the_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_appender, "IDLE_AFTER_S", 60.0)
+    appender = _appender.LogAppender()
+    wake = appender._wake = _CountedEvent()
+    appender.start()
+    try:
+        path = str(tmp_path / "job_1.log")
+        for n in range(20):
+            appender.append(path, f"line {n}\n".encode())
+            assert appender.flush()
+        assert wake.sets == 0
+    finally:
+        appender.stop()
+    assert Path(path).read_text().splitlines() == [f"line {n}" for n in range(20)]
+
+
+def test_a_writer_quiet_for_a_while_sleeps_and_the_next_line_wakes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_appender, "IDLE_AFTER_S", 0.05)
+    appender = _appender.LogAppender()
+    wake = appender._wake = _CountedEvent()
+    appender.start()
+    try:
+        assert _until(lambda: appender._writer_idle)
+        path = tmp_path / "job_2.log"
+        appender.append(str(path), b"after a quiet spell\n")
+        assert wake.sets == 1
+        assert _until(lambda: path.exists() and path.read_text() == "after a quiet spell\n")
+    finally:
+        appender.stop()
