@@ -1,21 +1,30 @@
 """Handing a job straight to an idle worker: the submit writes it ``running`` on this
-node, and the pool runs it without a claim.
+node and tells the worker, with no claim and no hop through the pool.
 
-A claim is a write (SQLite's lock, a commit) and a message more per job. When a pool
-knows its queue is empty and has idle workers, it offers them as slots; a submit on
+A claim is a write (SQLite's lock, a commit) and a message more per job, and every
+thread a job's path wakes adds to its tail: a thread woken by a thread that was itself
+just woken sometimes waits a quarter of a millisecond for a CPU. When a pool knows its
+queue is empty and has idle workers, it offers them as slots (:class:`Slot`); a submit on
 this node that takes one inserts its job already ``running`` here (as a claim would
-have left it) and tells the pool :class:`Handed`. A submit that finds no slot queues
-its job ``pending`` and wakes the pool, as before.
+have left it) and tells that worker :class:`~actors.messages.Run` itself. The worker
+writes the job's end and tells the job's listeners, and then its pool that it is
+idle. A submit that finds no slot queues its job ``pending`` and wakes the pool, as
+before.
 
-The pool reserves an idle worker for every slot it offered until the slot comes back:
-taken (its :class:`Handed` arrives), given back (the insert failed), or withdrawn
-(the pool is about to claim, or drains). So a worker is promised to one job at a time,
-and a claim never counts on a worker a submit may take.
+A slot taken is a busy worker to its pool until the worker says it is idle: a worker
+is promised to one job at a time, and a claim never counts on a worker a submit may
+take. The pool takes its free slots back as each of its messages comes in, and offers
+them again after it, while its queue stays empty.
+
+A stop of a handed job reaches the worker's interrupt, armed by the submit before it
+tells the worker; a stop that comes between the insert and that moment is kept
+(:meth:`HandoffSlots.stop`) and requested when the submit arms it, so that the job
+stops before it starts.
 
 A job handed over is, in the database, a claimed one: should the process die before
 the worker runs it, the next start (or another node, its beat gone) hands it back as
-``pending``. A pool that can no longer run it (draining, its worker gone) writes it
-back ``pending`` itself.
+``pending``. A worker that is gone or shutting down gets its job written back
+``pending``.
 """
 
 from __future__ import annotations
@@ -29,90 +38,106 @@ from typing import Any
 import pykka
 from loguru import logger
 
-from actors.messages import Wake
+from actors.messages import Run, Wake
 from model.db import Store
+from model.interrupt import Interrupt
 from model.status import Status
 
-__all__ = ["EARLY_STOP_KEPT_S", "Handed", "HandoffSlots", "hand_over", "submit_rows"]
+__all__ = ["EARLY_STOP_KEPT_S", "HandoffSlots", "Slot", "hand_over", "submit_rows"]
 
-#: Seconds a pool remembers a stop of a job it does not run (yet): a stop that came
-#: between a submit's insert and its :class:`Handed` wins when the job arrives.
+#: Seconds a pool remembers a stop of a job it does not know (yet): a stop that came
+#: between a submit's insert and its hand-over wins when the job is handed over.
 EARLY_STOP_KEPT_S = 60.0
 
 
 @dataclass(frozen=True)
-class Handed:
-    """To a pool: run this job, inserted ``running`` here by a submit that took one of
-    the pool's slots (``row`` as inserted)."""
+class Slot:
+    """An idle worker of a pool, offered to submits."""
 
-    job_id: int
-    row: Mapping[str, Any]
+    number: int
+    worker: pykka.ActorRef[Any]
+    interrupt: Interrupt
 
 
 class HandoffSlots:
-    """The idle workers of one pool that submits may take, one job each.
+    """The idle workers of one pool that submits may take, one job each, and the jobs
+    handed over until their workers let go of them.
 
-    :meth:`take` and :meth:`give_back` are called by submitting threads; the others by
-    the pool's thread only (its count of slots out, and the stops it remembers)."""
+    :meth:`take`, :meth:`give_back` and :meth:`handed` are called by submitting
+    threads; :meth:`offer`, :meth:`withdraw`, :meth:`stop` and :meth:`let_go` by the
+    pool's thread (and :meth:`let_go` by a submit whose worker is gone)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._free = 0  # offered and not taken
-        #: Slots out: offered and not yet back (free, or taken and not yet arrived).
-        self.out = 0
+        self._free: list[Slot] = []  # offered and not taken
+        self._handed: dict[int, int] = {}  # job id -> slot number
         self._early_stops: dict[int, float] = {}
 
     @property
     def free(self) -> int:
         """Slots offered and not taken."""
-        with self._lock:
-            return self._free
+        return len(self._free)
 
-    def take(self) -> bool:
-        """Takes a slot if one is free; the caller then inserts its job and tells the
-        pool :class:`Handed`, or gives the slot back."""
+    @property
+    def handed_jobs(self) -> list[int]:
+        """Jobs handed over whose workers have not let go of them yet."""
         with self._lock:
-            if self._free <= 0:
-                return False
-            self._free -= 1
-            return True
+            return list(self._handed)
 
-    def give_back(self) -> None:
+    def take(self) -> Slot | None:
+        """Takes a free slot, if there is one; the caller then inserts its job and calls
+        :meth:`handed`, or gives the slot back."""
+        with self._lock:
+            return self._free.pop() if self._free else None
+
+    def give_back(self, slot: Slot) -> None:
         """Returns a slot taken for a job that was not inserted."""
         with self._lock:
-            self._free += 1
+            self._free.append(slot)
 
-    def offer(self, idle: int) -> None:
-        """Offers every idle worker not reserved already (pool's thread)."""
-        extra = idle - self.out
-        if extra > 0:
-            with self._lock:
-                self._free += extra
-            self.out += extra
-
-    def withdraw(self) -> int:
-        """Takes back the free slots (pool's thread, before a claim); returns the slots
-        still out: taken, their :class:`Handed` on its way."""
+    def handed(self, job_id: int, slot: Slot) -> None:
+        """``job_id`` was inserted for ``slot``: arms the worker's interrupt for it, and
+        requests a stop of it that came first."""
         with self._lock:
-            free, self._free = self._free, 0
-        self.out -= free
-        return self.out
+            slot.interrupt.arm(job_id)
+            self._handed[job_id] = slot.number
+            stopped = self._early_stops.pop(job_id, None) is not None
+        if stopped:
+            slot.interrupt.request(job_id)
 
-    def arrived(self) -> None:
-        """A :class:`Handed` came in (pool's thread)."""
-        self.out = max(self.out - 1, 0)
+    def offer(self, slots: list[Slot]) -> None:
+        """Offers idle workers (pool's thread), which are the pool's no more until
+        :meth:`withdraw` gives back those not taken."""
+        if slots:
+            with self._lock:
+                self._free.extend(slots)
 
-    def stop_early(self, job_id: int) -> None:
-        """Remembers a stop of a job the pool does not run (pool's thread)."""
+    def withdraw(self) -> list[int]:
+        """Takes back the slots not taken (pool's thread); returns their numbers."""
+        if not self._free:
+            return []
+        with self._lock:
+            free, self._free = self._free, []
+        return [slot.number for slot in free]
+
+    def stop(self, job_id: int) -> int | None:
+        """The slot number of ``job_id`` if it was handed over; else remembers the stop
+        for the job's hand-over (pool's thread)."""
         now = time.monotonic()
-        self._early_stops = {
-            job: at for job, at in self._early_stops.items() if now - at < EARLY_STOP_KEPT_S
-        }
-        self._early_stops[job_id] = now
+        with self._lock:
+            slot = self._handed.get(job_id)
+            if slot is None:
+                self._early_stops = {
+                    job: at for job, at in self._early_stops.items() if now - at < EARLY_STOP_KEPT_S
+                }
+                self._early_stops[job_id] = now
+            return slot
 
-    def stopped_early(self, job_id: int) -> bool:
-        """Whether a stop of ``job_id`` came before it (pool's thread)."""
-        return self._early_stops.pop(job_id, None) is not None
+    def let_go(self, job_id: int) -> None:
+        """The worker of a handed job is done with it."""
+        if self._handed:
+            with self._lock:
+                self._handed.pop(job_id, None)
 
 
 def hand_over(
@@ -120,26 +145,32 @@ def hand_over(
     table: str,
     values: Mapping[str, Any],
     slots: HandoffSlots,
+    slot: Slot,
     pool: pykka.ActorRef[Any],
 ) -> int:
-    """Inserts one job ``running`` on this node and hands it to ``pool``, whose slot the
-    caller took; returns its id. An insert that fails gives the slot back and raises.
-    A pool that is gone gets its job written back ``pending`` (for the next start or
-    another node), and the id is still the answer: the job is queued."""
+    """Inserts one job ``running`` on this node and tells the worker of ``slot``, which
+    the caller took, to run it; returns its id. An insert that fails gives the slot back
+    and raises. A worker that is gone gets its job written back ``pending`` and its pool
+    woken, and the id is still the answer: the job is queued."""
     try:
         row = store.insert_running(table, values)
     except BaseException:
-        slots.give_back()
+        slots.give_back(slot)
         raise
     job_id = int(row["id"])
+    slots.handed(job_id, slot)
     try:
-        pool.tell(Handed(job_id, row))
+        slot.worker.tell(Run(job_id, row, handed=True))
     except pykka.ActorDeadError:
+        slots.let_go(job_id)
         try:
             store.set_status(table, job_id, Status.PENDING)
+            pool.tell(Wake(pass_on=True))
+        except pykka.ActorDeadError:
+            pass  # the service is stopping: the next start claims it
         except Exception as exc:
             # Left running on this node: the next start hands it back.
-            logger.error("job {} is queued running on a pool that is gone: {!r}", job_id, exc)
+            logger.error("job {} is queued running on a worker that is gone: {!r}", job_id, exc)
     return job_id
 
 
@@ -158,8 +189,10 @@ def submit_rows(
     decides)."""
     if not rows:
         return []
-    if len(rows) == 1 and slots is not None and slots.take():
-        return [hand_over(store, table, rows[0], slots, pool)]
+    slot = slots.take() if len(rows) == 1 and slots is not None else None
+    if slot is not None:
+        assert slots is not None
+        return [hand_over(store, table, rows[0], slots, slot, pool)]
     ids = store.insert_jobs(table, rows, wake=kind)
     try:
         pool.tell(Wake(pass_on=True))

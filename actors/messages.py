@@ -176,10 +176,12 @@ class PoolStatus:
 
 @dataclass(frozen=True)
 class Run:
-    """To a worker: run the job its pool claimed (``row`` as claimed)."""
+    """To a worker: run the job its pool claimed (``row`` as claimed), or that a submit
+    ``handed`` it straight (see ``actors.handoff``): the worker then writes its end."""
 
     job_id: int
     row: Mapping[str, Any]
+    handed: bool = False
 
 
 @dataclass(frozen=True)
@@ -205,12 +207,14 @@ class Released:
 @dataclass(frozen=True)
 class WorkerIdle:
     """To a pool: worker ``slot`` is done with ``job_id``, which now holds ``status``;
-    ``write``: the job's last status change, for the pool to write (until it lands)."""
+    ``write``: the job's last status change, for the pool to write (until it lands).
+    ``told``: the worker wrote the end itself and told the job's listeners."""
 
     slot: int
     job_id: int
     status: str
     write: LastWrite | None = None
+    told: bool = False
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import pykka
 from loguru import logger
 
 from actors.base import Runtime, ServiceActor
-from actors.handoff import Handed, HandoffSlots
+from actors.handoff import HandoffSlots, Slot
 from actors.messages import (
     Drain,
     Drained,
@@ -57,9 +57,10 @@ class WorkerPool(PoolStops, ServiceActor):
     (:mod:`actors.handoff`), so it never runs more jobs than it has workers and never
     runs a stopped job. A worker that dies is replaced.
 
-    The pool writes each job's last status change (handed over by its worker). A
-    write or a claim the database refuses is tried again by the pool's one timer,
-    with backoff, until it lands: a job is never left ``running`` by a live pool.
+    The pool writes each job's last status change (handed over by its worker; a
+    worker writes the end of a job a submit handed it, and hands over one it could not
+    write). A write or a claim the database refuses is tried again by the pool's one
+    timer, with backoff, until it lands: a job is never left ``running`` by a live pool.
     """
 
     def __init__(
@@ -79,6 +80,7 @@ class WorkerPool(PoolStops, ServiceActor):
         self.on_job_end = runtime.on_job_end
         self.workers: dict[int, pykka.ActorRef[Any]] = {}
         self.interrupts: dict[int, Interrupt] = {}
+        self._slots: dict[int, Slot] = {}  # each worker as offered to submits
         #: Set by each slot's worker as its thread's last act (see Worker).
         self.ended: dict[int, threading.Event] = {}
         #: What workers told this pool after it stopped taking messages (see Worker).
@@ -142,11 +144,11 @@ class WorkerPool(PoolStops, ServiceActor):
         # pykka would drop; one told later is in last_words: each job's last status is
         # handed over here instead, in the order told. A worker still running after
         # the wait hands over nothing: its job stays running, for the next start or
-        # another node to take. A job a submit handed over meanwhile goes back pending.
+        # another node to take.
         others = []
         while not self.actor_inbox.empty():  # this thread is the inbox's only reader
             envelope = self.actor_inbox.get()
-            if isinstance(envelope.message, WorkerIdle | WorkerDied | Handed):
+            if isinstance(envelope.message, WorkerIdle | WorkerDied):
                 self.on_receive(envelope.message)
             else:
                 others.append(envelope)
@@ -161,20 +163,22 @@ class WorkerPool(PoolStops, ServiceActor):
         self.workers[slot] = Worker.start(
             slot, self.kind, self.runtime, self.actor_ref, interrupt, ended, self.last_words
         )
+        self._slots[slot] = Slot(slot, self.workers[slot], interrupt)
         self.idle.append(slot)
 
     def on_receive(self, message: Any) -> Any:
         """Runs in the pool's thread. With no due job left to claim, the idle workers
-        are offered to submits (see :mod:`actors.handoff`)."""
+        are offered to submits (see :mod:`actors.handoff`), and taken back as the next
+        message comes in."""
+        self.idle += self.slots.withdraw()
         answer = self._receive(message)
         if not (self.maybe_more or self.draining or self.claim_failed or self.fill_asked):
-            self.slots.offer(len(self.idle))
+            self.slots.offer([self._slots[slot] for slot in self.idle])
+            self.idle = []
         return answer
 
     def _receive(self, message: Any) -> Any:
         match message:
-            case Handed(job_id=job_id, row=row):
-                self._handed(job_id, row)
             case Wake(look_first=look_first, pass_on=pass_on):
                 if look_first and self.idle and not self._anything_due():
                     return None
@@ -192,13 +196,15 @@ class WorkerPool(PoolStops, ServiceActor):
                 self.fill_asked = False
                 self._end_and_fill(self.maybe_more)
             case WorkerIdle(slot=idle_slot, job_id=job_id, status=status, write=write):
-                self.running.pop(job_id, None)
+                if self.running.pop(job_id, None) is None:
+                    self.slots.let_go(job_id)
                 self.idle.append(idle_slot)
                 if job_id in self.stop_after:
                     self.stop_after.discard(job_id)
                     write = self._stopped_instead(job_id, write)
                 if write is None:
-                    self.on_job_end(self.kind.name, job_id, status)
+                    if not message.told:
+                        self.on_job_end(self.kind.name, job_id, status)
                 elif write.due is None:
                     self.ending.append((job_id, write))
                 else:
@@ -217,16 +223,16 @@ class WorkerPool(PoolStops, ServiceActor):
             case WorkerDied():
                 self._replace(message)
             case PoolStats():
+                jobs = [*self.running, *self.slots.handed_jobs]
                 return PoolStatus(
                     size=self.size,
-                    busy=len(self.running),
-                    jobs=tuple(sorted(self.running)),
+                    busy=len(jobs),
+                    jobs=tuple(sorted(jobs)),
                     unrecorded=len(self.unwritten),
                     claim_failing=self.claim_failed,
                 )
             case Drain():
                 self.draining = True
-                self.slots.withdraw()
                 return Drained(tuple(self.workers.values()))
             case _:
                 logger.warning("{} pool: unknown message {!r}", self.kind.name, message)
@@ -267,7 +273,7 @@ class WorkerPool(PoolStops, ServiceActor):
             self._write_grouped(by_write)
             self._fill()
             return
-        wanted = len(self.idle) - self.slots.withdraw()
+        wanted = len(self.idle)
         if wanted <= 0:
             self._write_grouped(by_write)
             return
@@ -325,7 +331,7 @@ class WorkerPool(PoolStops, ServiceActor):
                 self._write(job_id, write)
 
     def _fill(self) -> None:
-        wanted = len(self.idle) - self.slots.withdraw()
+        wanted = len(self.idle)
         if wanted <= 0 or self.draining:
             return
         try:
@@ -360,20 +366,6 @@ class WorkerPool(PoolStops, ServiceActor):
                 self._stopped_before(job_id, row, "on another node")
             else:
                 self._start(job_id, row)
-
-    def _handed(self, job_id: int, row: Any) -> None:
-        """Runs a job a submit handed over (see :mod:`actors.handoff`): on the worker
-        reserved for it, unless a stop came first; written back ``pending`` when the
-        pool drains or lost that worker."""
-        self.slots.arrived()
-        if self.slots.stopped_early(job_id):
-            self._stopped_before(job_id, row, "before it started")
-        elif self.draining or not self.idle:
-            self._write(job_id, LastWrite(Status.PENDING))
-            self.maybe_more = True
-            self._fill_soon()
-        else:
-            self._start(job_id, row)
 
     def _start(self, job_id: int, row: Any) -> None:
         slot = self.idle.pop()
@@ -482,7 +474,8 @@ class WorkerPool(PoolStops, ServiceActor):
             "{} pool: worker {} died ({}); replacing it", self.kind.name, died.slot, died.error
         )
         if died.job_id is not None:
-            self.running.pop(died.job_id, None)
+            if self.running.pop(died.job_id, None) is None:
+                self.slots.let_go(died.job_id)
             job = self.kind.make_job(self.ctx, died.job_id)
             job.logger.error("state error (worker died: {})", died.error)
             self._write(died.job_id, LastWrite(Status.ERROR))

@@ -1,6 +1,6 @@
 """How a worker pool stops its jobs: the one a worker runs (its interrupt), one whose
 last status is still to be written, one handed back or retrying meanwhile (on its
-row), and one on its way to the pool (see :mod:`actors.handoff`)."""
+row), and one a submit hands a worker (see :mod:`actors.handoff`)."""
 
 from __future__ import annotations
 
@@ -43,9 +43,14 @@ class PoolStops:
         if unwritten is not None:
             self.unwritten[job_id] = self._stopped_instead(job_id, unwritten) or unwritten
             return True
-        # It may be on its way (see actors.handoff): it is stopped when it arrives.
-        self.slots.stop_early(job_id)
-        return False
+        # Handed to a worker by a submit, or about to be (see actors.handoff): a stop
+        # kept for the hand-over is requested then.
+        slot = self.slots.stop(job_id)
+        if slot is None:
+            return False
+        if not self.interrupts[slot].request(job_id):
+            self.stop_after.add(job_id)
+        return True
 
     def _stop_waiting(self, job_id: int) -> None:
         # Asked on another node while the job ran here, it has moved on since (handed

@@ -31,9 +31,12 @@ class Worker(ServiceActor):
 
     Tells its pool :class:`WorkerIdle` when the machine holds (with the job's last
     status change, for the pool to write), and :class:`WorkerDied` from
-    ``on_failure`` when an exception escapes it. The pool writes every job's end; the
-    worker never does. A pool that is stopping takes no more messages: the worker then
-    leaves the message in ``last_words``, which the pool reads once its workers ended.
+    ``on_failure`` when an exception escapes it. The pool writes the ends of the jobs
+    it claimed, grouped; the worker writes the end of a job a submit handed it (see
+    :mod:`actors.handoff`), which then reaches the database and the job's listeners
+    without waking the pool first, and hands the pool one it could not write. A pool
+    that is stopping takes no more messages: the worker then leaves the message in
+    ``last_words``, which the pool reads once its workers ended.
 
     Sets ``ended`` as its thread's last act, after ``on_stop`` or ``on_failure``: pykka
     marks a failed actor stopped *before* ``on_failure`` runs, so the pool waits on
@@ -54,12 +57,15 @@ class Worker(ServiceActor):
         self.slot = slot
         self.kind = kind
         self.ctx = runtime.jobs
+        self.on_job_end = runtime.on_job_end
         self.retry_policy = runtime.retry_policy
         self.pool = pool
         self.sm = SM(interrupt)
         self.ended = ended
         self.last_words = last_words
         self.job: StoredJob | None = None
+        self.handed = False  # the job was handed over by a submit: its end is written here
+        self.released = False  # the service is shutting down
 
     def on_start(self) -> None:
         """Runs in the worker's thread: network calls made here find its interrupt."""
@@ -85,6 +91,10 @@ class Worker(ServiceActor):
     def _run(self, message: Run) -> None:
         job = self.kind.make_job(self.ctx, message.job_id, message.row)
         self.job = job
+        self.handed = message.handed
+        if message.handed and (self.released or self.sm.interrupt.requested):
+            self._not_started(job)
+            return
         try:
             self.sm.reset(job, self.kind.add_transitions, retry_policy=self.retry_policy)
         except Exception as exc:
@@ -103,6 +113,17 @@ class Worker(ServiceActor):
         else:
             self._done()
 
+    def _not_started(self, job: StoredJob) -> None:
+        """A job handed over that does not start: asked to stop first, or come as the
+        service shuts down (written back ``pending``)."""
+        if self.released:
+            job.logger.info("service shutting down: job handed back as pending")
+            job.last_write = LastWrite(Status.PENDING)
+        else:
+            job.logger.info("state stopped (stop requested before it started)")
+            job.update_status(Status.STOPPED)
+        self._done()
+
     def _done(self) -> None:
         job, self.job = self.job, None
         stop_requested = self.sm.interrupt.disarm()
@@ -114,7 +135,28 @@ class Worker(ServiceActor):
             # being recorded: it still wins.
             job.logger.info("state stopped (stop requested while retrying)")
             write = LastWrite(Status.STOPPED)
+        if (
+            self.handed
+            and write is not None
+            and write.status in TERMINAL
+            and self._ended(job.id, write)
+        ):
+            self._to_pool(WorkerIdle(self.slot, job.id, job.status, None, told=True))
+            return
         self._to_pool(WorkerIdle(self.slot, job.id, job.status, write))
+
+    def _ended(self, job_id: int, write: LastWrite) -> bool:
+        """Writes the end of a job handed over and tells its listeners; False when the
+        write failed, for the pool to make (again until it lands)."""
+        try:
+            self.ctx.store.set_status(
+                self.kind.table, job_id, write.status, count_attempt=write.count_attempt
+            )
+        except Exception as exc:
+            logger.debug("worker {}: end of job {} left to the pool: {}", self.slot, job_id, exc)
+            return False
+        self.on_job_end(self.kind.name, job_id, write.status)
+        return True
 
     def _to_pool(self, message: WorkerIdle | WorkerDied) -> None:
         try:
@@ -123,6 +165,7 @@ class Worker(ServiceActor):
             self.last_words.append(message)
 
     def _release(self) -> int | None:
+        self.released = True
         job, self.job = self.job, None
         stop_requested = self.sm.interrupt.disarm()
         if job is None:

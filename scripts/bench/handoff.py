@@ -62,7 +62,7 @@ def one_round(folder: Path, jobs: int, rate: float) -> dict[str, list[float]]:
     try:
         for n in range(total):
             handed = n % 2 == 0
-            slots.take = take if handed else (lambda: False)  # type: ignore[method-assign]
+            slots.take = take if handed else (lambda: None)  # type: ignore[method-assign]
             due += 1 / rate
             while (left := due - time.perf_counter()) > 0:
                 time.sleep(min(left, 0.0005))

@@ -1,13 +1,16 @@
 """A job submitted to a pool with an idle worker and an empty queue goes straight to
-that worker, inserted ``running`` (no claim); a stop that comes before it reaches the
-pool wins, and a job whose pool is gone is written back ``pending`` and runs at the
-next start. Real SQLite files; the first two also on PostgreSQL and MariaDB."""
+that worker, inserted ``running`` (no claim), and the worker writes its end; a stop
+that comes before it reaches the worker wins, one that comes as it runs stops it, and
+a job whose worker is gone is written back ``pending`` and runs at the next start.
+Real SQLite files; the first two also on PostgreSQL and MariaDB."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import threading
 
 import pytest
 from enginekinds import Tracker, tick_kind
@@ -59,6 +62,14 @@ def test_a_job_submitted_to_an_idle_pool_runs_on_its_worker_without_a_claim(
     first = service.submit("quick", {"ticks": 1})  # the first claim finds the queue empty
     assert service.wait("quick", first, 20) == Status.FINISHED
     claimed = claims_seen(service.store)
+    heard: dict[int, tuple[str, str]] = {}
+
+    def listener(_kind: str, job_id: int, status: str) -> None:
+        # Told once the end is in the database, by the worker that wrote it.
+        heard[job_id] = (service.store.status("job", job_id), threading.current_thread().name)
+        assert status == Status.FINISHED
+
+    service.add_job_listener(listener)
     ids = []
     for _ in range(5):
         idle_offered(service, "quick", 2)
@@ -67,6 +78,9 @@ def test_a_job_submitted_to_an_idle_pool_runs_on_its_worker_without_a_claim(
         assert service.wait("quick", job_id, 20) == Status.FINISHED
     assert claimed == []
     assert tracker.finished == [first, *ids]
+    assert wait_until(lambda: len(heard) == len(ids), timeout=10)
+    assert {heard[job_id][0] for job_id in ids} == {Status.FINISHED}
+    assert all(heard[job_id][1].startswith("Worker") for job_id in ids), heard
     for job_id in ids:
         log = Path(service.log_path("quick", job_id)).read_text()
         assert "state running" in log and "state finished" in log
@@ -93,7 +107,7 @@ def test_jobs_beyond_the_idle_workers_are_queued_and_claimed_in_order(
     assert tracker.finished == [warm, *ids]
 
 
-def test_a_stop_that_comes_before_a_handed_job_reaches_its_pool_wins(
+def test_a_stop_that_comes_before_a_handed_job_reaches_its_worker_wins(
     make_service: MakeService, database_url: str
 ) -> None:
     tracker = Tracker()
@@ -107,7 +121,7 @@ def test_a_stop_that_comes_before_a_handed_job_reaches_its_pool_wins(
 
     def insert_then_stop(table: str, values: Any) -> dict[str, Any]:
         row = insert_running(table, values)
-        # Between the insert and the message to the pool: the job is running in the
+        # Between the insert and the message to the worker: the job is running in the
         # database and on no worker yet.
         asked.append(service.stop("quick", int(row["id"])))
         return row
@@ -145,7 +159,27 @@ def test_a_failed_insert_gives_its_worker_back(make_service: MakeService) -> Non
     assert service.wait("quick", job_id, 20) == Status.FINISHED
 
 
-def test_a_job_handed_to_a_pool_that_is_gone_is_queued_and_runs_at_the_next_start(
+def test_a_handed_job_asked_to_stop_as_it_runs_stops_at_its_next_transition(
+    make_service: MakeService,
+) -> None:
+    tracker = Tracker()
+    service = make_service([tick_kind("slow", tracker, pool_size=1)])
+    warm = service.submit("slow", {"ticks": 1})
+    assert service.wait("slow", warm, 20) == Status.FINISHED
+    idle_offered(service, "slow", 1)
+    claimed = claims_seen(service.store)
+    job_id = service.submit("slow", {"ticks": 3, "hold": True})
+    assert tracker.wait_for(lambda: tracker.running == 1)
+    assert service.stats()["slow"]["busy"] == 1
+    assert service.stop("slow", job_id) == Status.RUNNING
+    tracker.gate.set()
+    assert service.wait("slow", job_id, 20) == Status.STOPPED
+    assert claimed == []
+    assert tracker.ticks[job_id] == 1  # the first tick ran; the stop won at the next
+    idle_offered(service, "slow", 1)
+
+
+def test_a_job_handed_to_a_worker_that_is_gone_is_queued_and_runs_at_the_next_start(
     make_service: MakeService,
 ) -> None:
     tracker = Tracker()
@@ -156,17 +190,17 @@ def test_a_job_handed_to_a_pool_that_is_gone_is_queued_and_runs_at_the_next_star
     idle_offered(service, "quick", 1)
     store = service.store
     insert_running = store.insert_running
-    pool = service._pools["quick"]
+    (slot,) = slots_of(service, "quick")._free
 
     handed: list[int] = []
 
-    def insert_then_pool_gone(table: str, values: Any) -> dict[str, Any]:
+    def insert_then_worker_gone(table: str, values: Any) -> dict[str, Any]:
         row = insert_running(table, values)
         handed.append(int(row["id"]))
-        pool.stop()
+        slot.worker.stop()
         return row
 
-    store.insert_running = insert_then_pool_gone  # type: ignore[method-assign]
+    store.insert_running = insert_then_worker_gone  # type: ignore[method-assign]
     job_id = service.submit("quick", {"ticks": 1})
     assert handed == [job_id]
     assert service.status("quick", job_id) == Status.PENDING
