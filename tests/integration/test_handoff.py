@@ -6,11 +6,10 @@ Real SQLite files; the first two also on PostgreSQL and MariaDB."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import threading
 
 import pytest
 from enginekinds import Tracker, tick_kind
