@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -40,6 +41,11 @@ OWN_TRANSACTIONS_MAX = 8
 CHECKPOINT_EVERY_S = 1.0
 #: Hot-path commits after which a checkpoint comes sooner than that.
 CHECKPOINT_AFTER_COMMITS = 1000
+#: A checkpoint that is due waits for this long without a commit (the end of a burst of
+#: jobs, the gap between two at a steady rate), so that its file syncs do not hold up
+#: the next commits; at most :data:`CHECKPOINT_QUIET_MAX_S`, under a load with no gap.
+CHECKPOINT_QUIET_S = 0.002
+CHECKPOINT_QUIET_MAX_S = 1.0
 
 
 class Writer(ABC):
@@ -120,7 +126,9 @@ class SqliteWriter(Writer):
     commits), never by a commit: SQLite's automatic checkpoint (off on this writer's
     connections) runs in the thread whose commit fills 1,000 pages of WAL and makes it
     wait for three ``fdatasync`` calls with the
-    write lock held. A passive checkpoint takes no lock that a writer waits for."""
+    write lock held. A passive checkpoint takes no lock that a writer waits for, but
+    a commit made while its file syncs run waits longer: a checkpoint that is due waits
+    for a quiet moment (:data:`CHECKPOINT_QUIET_S` without a commit)."""
 
     def __init__(self, url: str) -> None:
         engine = sa.create_engine(
@@ -141,7 +149,10 @@ class SqliteWriter(Writer):
         self._readers = threading.local()
         self._commits = 0
         self._checkpoint_due = threading.Event()
+        self._closed = threading.Event()
         self._closing = False
+        #: Checkpoints made so far.
+        self.checkpoints = 0
         self._checkpointer: threading.Thread | None = None
 
     def locked(self) -> AbstractContextManager[object]:
@@ -170,14 +181,15 @@ class SqliteWriter(Writer):
                 self._checkpoint_due.clear()
                 if self._closing:
                     break
-                commits = self._commits
-                if commits == seen:
+                if self._commits == seen or not self._quiet():
                     continue
+                commits = self._commits
                 try:
                     if conn is None:
                         conn = self.engine.raw_connection()
                     conn.dbapi_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                     seen = commits
+                    self.checkpoints += 1
                 except Exception as exc:  # the next round tries again
                     logger.debug("sqlite checkpoint failed: {}", exc)
                     if conn is not None:
@@ -188,6 +200,17 @@ class SqliteWriter(Writer):
             if conn is not None:
                 with contextlib.suppress(Exception):
                     conn.close()
+
+    def _quiet(self) -> bool:
+        """Waits until no commit came for :data:`CHECKPOINT_QUIET_S`, or
+        :data:`CHECKPOINT_QUIET_MAX_S` passed; False when the writer closed meanwhile."""
+        deadline = time.monotonic() + CHECKPOINT_QUIET_MAX_S
+        commits = self._commits
+        while not self._closed.wait(CHECKPOINT_QUIET_S):
+            if self._commits == commits or time.monotonic() >= deadline:
+                return True
+            commits = self._commits
+        return False
 
     @property
     def queued(self) -> int:
@@ -275,6 +298,7 @@ class SqliteWriter(Writer):
 
     def close(self) -> None:
         self._closing = True
+        self._closed.set()
         self._checkpoint_due.set()
         if self._checkpointer is not None and self._checkpointer is not threading.current_thread():
             self._checkpointer.join(5.0)

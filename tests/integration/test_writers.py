@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -8,6 +9,7 @@ from typing import Any
 import pytest
 from waiting import wait_until
 
+from model.db import _writer
 from model.db._mysql import MysqlWriter
 from model.db._open import open_writer
 from model.db._writer import (
@@ -195,3 +197,22 @@ def test_the_hot_path_read_sees_committed_writes(writer: Writer) -> None:
     sql = f"SELECT name FROM item WHERE name = {mark(writer, 'name')}"
     assert writer.read_one(sql, {"name": "seen"})[0] == "seen"
     assert writer.read_one(sql, {"name": "missing"}) is None
+
+
+def test_a_due_checkpoint_waits_for_a_moment_without_commits(
+    sqlite_writer: SqliteWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_writer, "CHECKPOINT_EVERY_S", 0.02)
+    monkeypatch.setattr(_writer, "CHECKPOINT_QUIET_S", 0.2)
+    monkeypatch.setattr(_writer, "CHECKPOINT_QUIET_MAX_S", 60.0)
+    sqlite_writer.apply(insert(sqlite_writer, "first"))  # starts the checkpoint thread
+    assert wait_until(lambda: sqlite_writer.checkpoints == 1, timeout=10)
+    # Commits with no gap: the checkpoint due every 20 ms waits for them to stop.
+    deadline = time.monotonic() + 0.5
+    n = 0
+    while time.monotonic() < deadline:
+        n += 1
+        sqlite_writer.apply(insert(sqlite_writer, f"busy {n}"))
+    assert sqlite_writer.checkpoints == 1
+    assert wait_until(lambda: sqlite_writer.checkpoints == 2, timeout=10)
+    assert len(names(sqlite_writer)) == n + 1
