@@ -5,18 +5,23 @@ from __future__ import annotations
 import collections
 import os
 import threading
+import time
 from collections import OrderedDict
 
 from loguru import logger
 
-__all__ = ["GATHER_S", "IDLE_AFTER_S", "MAX_LINES_BEHIND", "LogAppender"]
+__all__ = ["GATHER_S", "IDLE_AFTER_S", "MAX_LINES_BEHIND", "QUIET_S", "LogAppender"]
 
 #: Job log files kept open between lines (the most recently written ones).
 _OPEN_FILES = 64
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
-#: Seconds the writer gathers lines after the first of a pass; a line is in its file
-#: this long after it was logged, at most (sooner when someone flushes).
+#: Seconds between two passes of the writer; a line is in its file at most twice this
+#: long after it was logged (see :data:`QUIET_S`), sooner when someone flushes.
 GATHER_S = 0.02
+#: Seconds without a new line the writer waits for before a pass (at most
+#: :data:`GATHER_S` more): its file calls then fall between two jobs at a steady rate,
+#: not on one in flight.
+QUIET_S = 0.002
 #: Seconds without a line after which the writer stops looking every :data:`GATHER_S`
 #: and sleeps until a line wakes it.
 IDLE_AFTER_S = 1.0
@@ -33,8 +38,9 @@ class LogAppender:
     file and appends to it hands the GIL to another thread at each of those system calls
     and waits to get it back, which costs a no-op job more than the rest of its work.
 
-    The writer looks for lines every :data:`GATHER_S` and appends the lines of each
-    file with one ``write`` (keeping the most recent :data:`_OPEN_FILES` files open).
+    The writer looks for lines every :data:`GATHER_S`, waits for a moment without a
+    new one (:data:`QUIET_S`, at most :data:`GATHER_S` more), and appends the lines of
+    each file with one ``write`` (keeping the most recent :data:`_OPEN_FILES` files open).
     After :data:`IDLE_AFTER_S` without a line it sleeps until the next line wakes it.
     So while jobs run, at any rate, no job wakes the writer: a thread woken by a
     thread that was itself just woken (submit, pool, worker, writer) sometimes waits a
@@ -58,6 +64,7 @@ class LogAppender:
         self._wake = threading.Event()  # a line for a sleeping writer
         self._hurry = threading.Event()  # a flush or the end: write without gathering
         self._stopping = False
+        self._last_line = 0.0  # time.monotonic() of the last line queued
         # The writer thread's own: open descriptors by path, folders made.
         self._open: OrderedDict[str, int] = OrderedDict()
         self._made: set[str] = set()
@@ -110,6 +117,7 @@ class LogAppender:
             if writer is not None:
                 self._queued += 1
                 self._lines.append((path, data, self._queued))
+                self._last_line = time.monotonic()
                 if self._writer_idle:
                     self._writer_idle = False
                     self._wake.set()
@@ -132,7 +140,8 @@ class LogAppender:
                 self._wake.wait()
                 self._wake.clear()
                 quiet_s = 0.0
-            self._hurry.wait(GATHER_S)
+            if not self._hurry.wait(GATHER_S):
+                self._wait_quiet()
             self._hurry.clear()
             stopping = self._stopping
             by_path: dict[str, list[bytes]] = {}
@@ -152,6 +161,14 @@ class LogAppender:
         for fd in self._open.values():
             os.close(fd)
         self._open.clear()
+
+    def _wait_quiet(self) -> None:
+        """Waits until no line came for :data:`QUIET_S`, at most :data:`GATHER_S`."""
+        deadline = time.monotonic() + GATHER_S
+        while (now := time.monotonic()) < deadline:
+            left = QUIET_S - (now - self._last_line)
+            if left <= 0 or self._hurry.wait(left):
+                return
 
     def _append(self, path: str, data: bytes) -> None:
         """Runs in the writer thread; reports a file it cannot write and goes on."""
