@@ -7,7 +7,8 @@ seconds on an absolute schedule; every other submit is refused the pool's free s
 so that its job is queued ``pending`` and claimed as before (see ``actors/handoff.py``).
 Both kinds of job thus share the process, the disk and the machine's load. Latency:
 from just before the submit to the job's end in the database (the job listener, called
-after the pool's end write). Prints p50, p90, p99 and max of each.
+after the end write: the worker's for a job handed over, the pool's for one claimed).
+Prints p50, p90, p99 and max of each.
 
     .venv/bin/python scripts/bench/handoff.py [--jobs 1000] [--rate 100] [--rounds 3]
 """

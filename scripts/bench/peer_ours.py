@@ -102,7 +102,8 @@ class OursEmbedded:
         self.service.add_job_listener(self._ended)
 
     def _ended(self, _kind: str, job_id: int, _status: str) -> None:
-        # In the pool's thread, once the job's end write has committed.
+        # In the thread that wrote the job's end (its worker's when the job was handed
+        # over, else its pool's), once the write has committed.
         self.ended[job_id] = time.time()
 
     def ended_at(self) -> dict[int, float]:

@@ -35,7 +35,7 @@ paced
     late submit does not shift the next ones), then waits until all are done.
     Latency of a job = from just before its submit call to the end of its body (the
     journal line), for every system; for ours also to the job's end in the database
-    (the service's job listener, called once the pool's end write has committed),
+    (the service's job listener, called once the job's end write has committed),
     the number the goal is judged on. p50 / p99 / max of each, how late the submits
     were, and the slowest jobs' submit times (seconds from the first submit), to set
     against ``--trace`` (ours: a file of the engine's events, see :mod:`enginetrace`).
