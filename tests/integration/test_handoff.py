@@ -210,3 +210,31 @@ def test_a_job_handed_to_a_worker_that_is_gone_is_queued_and_runs_at_the_next_st
     finally:
         again.shutdown()
     assert tracker.finished == [warm, job_id]
+
+
+def test_an_end_its_worker_cannot_write_is_written_by_the_pool(
+    make_service: MakeService,
+) -> None:
+    tracker = Tracker()
+    service = make_service([tick_kind("quick", tracker, pool_size=1)])
+    warm = service.submit("quick", {"ticks": 1})
+    assert service.wait("quick", warm, 20) == Status.FINISHED
+    idle_offered(service, "quick", 1)
+    store = service.store
+    set_status = store.set_status
+    refused: list[str] = []
+
+    def refused_once(table: str, job_id: int, status: str, **kwargs: Any) -> Any:
+        if not refused:
+            refused.append(threading.current_thread().name)
+            raise OSError("disk I/O error")
+        return set_status(table, job_id, status, **kwargs)
+
+    store.set_status = refused_once  # type: ignore[method-assign]
+    heard: list[tuple[int, str]] = []
+    service.add_job_listener(lambda _kind, job_id, status: heard.append((job_id, status)))
+    job_id = service.submit("quick", {"ticks": 1})
+    assert service.wait("quick", job_id, 20) == Status.FINISHED
+    assert wait_until(lambda: heard, timeout=10) == [(job_id, Status.FINISHED)]
+    assert len(refused) == 1 and refused[0].startswith("Worker")
+    assert tracker.finished == [warm, job_id]
