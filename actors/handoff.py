@@ -4,17 +4,21 @@ node and tells the worker, with no claim and no hop through the pool.
 A claim is a write (SQLite's lock, a commit) and a message more per job, and every
 thread a job's path wakes adds to its tail: a thread woken by a thread that was itself
 just woken sometimes waits a quarter of a millisecond for a CPU. When a pool knows its
-queue is empty and has idle workers, it offers them as slots (:class:`Slot`); a submit on
-this node that takes one inserts its job already ``running`` here (as a claim would
+queue is empty, it offers its idle workers as slots (:class:`Slot`); a submit on this
+node that takes one inserts its job already ``running`` here (as a claim would
 have left it) and tells that worker :class:`~actors.messages.Run` itself. The worker
-writes the job's end and tells the job's listeners, and then its pool that it is
-idle. A submit that finds no slot queues its job ``pending`` and wakes the pool, as
-before.
+writes the job's end and tells the job's listeners. A submit that finds no slot
+queues its job ``pending`` and wakes the pool, as before.
 
-A slot taken is a busy worker to its pool until the worker says it is idle: a worker
-is promised to one job at a time, and a claim never counts on a worker a submit may
-take. The pool takes its free slots back as each of its messages comes in, and offers
-them again after it, while its queue stays empty.
+A slot taken is a busy worker to its pool until the worker is free again: a worker is
+promised to one job at a time, and a claim never counts on a worker a submit may take.
+The pool takes its free slots back as each of its messages comes in, and offers them
+again after it, while its queue stays empty. Until that next message, a worker done
+with a job handed to it offers itself again (:meth:`HandoffSlots.come_back`), and its
+pool finds it among the free slots: a stream of submits runs with no message to the
+pool. Once the pool has taken its slots back, workers tell it they are idle, as for
+the jobs it claimed; a job a submit queued meanwhile woke the pool, which claims it
+with the slots it took back, or with the next worker that tells it.
 
 A stop of a handed job reaches the worker's interrupt, armed by the submit before it
 tells the worker; a stop that comes between the insert and that moment is kept
@@ -65,11 +69,15 @@ class HandoffSlots:
 
     :meth:`take`, :meth:`give_back` and :meth:`handed` are called by submitting
     threads; :meth:`offer`, :meth:`withdraw`, :meth:`stop` and :meth:`let_go` by the
-    pool's thread (and :meth:`let_go` by a submit whose worker is gone)."""
+    pool's thread (and :meth:`let_go` by a submit whose worker is gone);
+    :meth:`come_back` by a worker's."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._free: list[Slot] = []  # offered and not taken
+        #: Offered, and not withdrawn since: the pool found its queue empty after its
+        #: last message, and a worker done with a handed job may come back.
+        self._open = False
         self._handed: dict[int, int] = {}  # job id -> slot number
         self._early_stops: dict[int, float] = {}
 
@@ -107,18 +115,30 @@ class HandoffSlots:
 
     def offer(self, slots: list[Slot]) -> None:
         """Offers idle workers (pool's thread), which are the pool's no more until
-        :meth:`withdraw` gives back those not taken."""
-        if slots:
-            with self._lock:
-                self._free.extend(slots)
+        :meth:`withdraw` gives back those not taken, and opens the offer to workers
+        that come back (the pool's queue is empty)."""
+        with self._lock:
+            self._free.extend(slots)
+            self._open = True
 
     def withdraw(self) -> list[int]:
-        """Takes back the slots not taken (pool's thread); returns their numbers."""
-        if not self._free:
-            return []
+        """Closes the offer and takes back the slots not taken, those of workers that
+        came back included (pool's thread); returns their numbers."""
         with self._lock:
             free, self._free = self._free, []
+            self._open = False
         return [slot.number for slot in free]
+
+    def come_back(self, slot: Slot, job_id: int) -> bool:
+        """The worker of ``slot`` is done with ``job_id``, handed to it, and its end is
+        written: offers the worker again while the offer is open (True). False: the
+        worker tells its pool."""
+        with self._lock:
+            if not self._open:
+                return False
+            self._handed.pop(job_id, None)
+            self._free.append(slot)
+            return True
 
     def stop(self, job_id: int) -> int | None:
         """The slot number of ``job_id`` if it was handed over; else remembers the stop

@@ -119,6 +119,7 @@ class WorkerPool(PoolStops, ServiceActor):
         """Runs in the pool's thread: stops the workers; writes once more what the
         database refused (what still fails stays ``running`` for the next start)."""
         self.draining = True
+        self.slots.withdraw()  # workers going idle now tell this pool
         for timer in (self._timer, self._pass_on_timer):
             if timer is not None:
                 timer.cancel()
@@ -160,9 +161,8 @@ class WorkerPool(PoolStops, ServiceActor):
     def _start_worker(self, slot: int) -> None:
         interrupt = self.interrupts[slot] = Interrupt()
         ended = self.ended[slot] = threading.Event()
-        self.workers[slot] = Worker.start(
-            slot, self.kind, self.runtime, self.actor_ref, interrupt, ended, self.last_words
-        )
+        told = (self.actor_ref, interrupt, ended, self.last_words, self.slots)
+        self.workers[slot] = Worker.start(slot, self.kind, self.runtime, *told)
         self._slots[slot] = Slot(slot, self.workers[slot], interrupt)
         self.idle.append(slot)
 

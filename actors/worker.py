@@ -11,6 +11,7 @@ import pykka
 from loguru import logger
 
 from actors.base import Runtime, ServiceActor
+from actors.handoff import HandoffSlots, Slot
 from actors.messages import Release, Released, Run, Step, WorkerDied, WorkerIdle
 from model.interrupt import Interrupt
 from model.jobs import LastWrite, StoredJob
@@ -34,7 +35,9 @@ class Worker(ServiceActor):
     ``on_failure`` when an exception escapes it. The pool writes the ends of the jobs
     it claimed, grouped; the worker writes the end of a job a submit handed it (see
     :mod:`actors.handoff`), which then reaches the database and the job's listeners
-    without waking the pool first, and hands the pool one it could not write. A pool
+    without waking the pool first, and hands the pool one it could not write. Done with
+    a job handed to it, it offers itself to submits again while its pool's queue is
+    empty (:meth:`HandoffSlots.come_back`), and tells its pool nothing. A pool
     that is stopping takes no more messages: the worker then leaves the message in
     ``last_words``, which the pool reads once its workers ended.
 
@@ -52,9 +55,12 @@ class Worker(ServiceActor):
         interrupt: Interrupt,
         ended: threading.Event,
         last_words: deque[WorkerIdle | WorkerDied],
+        slots: HandoffSlots,
     ) -> None:
         super().__init__()
         self.slot = slot
+        self.slots = slots
+        self.as_slot = Slot(slot, self.actor_ref, interrupt)
         self.kind = kind
         self.ctx = runtime.jobs
         self.on_job_end = runtime.on_job_end
@@ -141,6 +147,8 @@ class Worker(ServiceActor):
             and write.status in TERMINAL
             and self._ended(job.id, write)
         ):
+            if not self.released and self.slots.come_back(self.as_slot, job.id):
+                return
             self._to_pool(WorkerIdle(self.slot, job.id, job.status, None, told=True))
             return
         self._to_pool(WorkerIdle(self.slot, job.id, job.status, write))

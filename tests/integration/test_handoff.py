@@ -1,7 +1,9 @@
 """A job submitted to a pool with an idle worker and an empty queue goes straight to
 that worker, inserted ``running`` (no claim), and the worker writes its end; a stop
 that comes before it reaches the worker wins, one that comes as it runs stops it, and
-a job whose worker is gone is written back ``pending`` and runs at the next start.
+a job whose worker is gone is written back ``pending`` and runs at the next start. A
+worker done with a handed job is offered again with no message to its pool, and a job
+queued meanwhile waits only for the pool's next message.
 Real SQLite files; the first two also on PostgreSQL and MariaDB."""
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from waiting import wait_until
 
 from actors import JobService
 from actors.handoff import HandoffSlots
+from actors.messages import WorkerIdle
+from actors.pool import WorkerPool
 from model.db import Store
 from model.status import Status
 
@@ -31,6 +35,28 @@ def idle_offered(service: JobService, kind: str, count: int) -> None:
     """Waits until the pool offers ``count`` idle workers (its queue is empty)."""
     slots = slots_of(service, kind)
     wait_until(lambda: slots.free == count, timeout=10)
+
+
+def pool_of(service: JobService, kind: str) -> WorkerPool:
+    actor = service._pools[kind]._actor_weakref()
+    assert isinstance(actor, WorkerPool)
+    return actor
+
+
+def messages_seen(pool: WorkerPool, until: threading.Event | None = None) -> list[Any]:
+    """Records every message ``pool`` takes from now on; with ``until``, the pool takes
+    none (not even the slots back) until it is set."""
+    seen: list[Any] = []
+    on_receive = pool.on_receive
+
+    def receive(message: Any) -> Any:
+        if until is not None:
+            until.wait(20)
+        seen.append(message)
+        return on_receive(message)
+
+    pool.on_receive = receive  # type: ignore[method-assign]
+    return seen
 
 
 def claims_seen(store: Store) -> list[int]:
@@ -84,6 +110,62 @@ def test_a_job_submitted_to_an_idle_pool_runs_on_its_worker_without_a_claim(
         log = Path(service.log_path("quick", job_id)).read_text()
         assert "state running" in log and "state finished" in log
         assert service.job("quick", job_id)["attempts"] == 0
+
+
+def test_a_worker_done_with_a_handed_job_is_offered_again_without_a_message_to_its_pool(
+    make_service: MakeService,
+) -> None:
+    tracker = Tracker()
+    service = make_service([tick_kind("quick", tracker, pool_size=2)])
+    warm = service.submit("quick", {"ticks": 1})
+    assert service.wait("quick", warm, 20) == Status.FINISHED
+    idle_offered(service, "quick", 2)
+    seen = messages_seen(pool_of(service, "quick"))
+    claimed = claims_seen(service.store)
+    ids = []
+    for _ in range(10):
+        job_id = service.submit("quick", {"ticks": 1})
+        ids.append(job_id)
+        assert service.wait("quick", job_id, 20) == Status.FINISHED
+        idle_offered(service, "quick", 2)
+    assert tracker.finished == [warm, *ids]
+    assert claimed == []
+    assert [m for m in seen if isinstance(m, WorkerIdle)] == []
+    assert pool_of(service, "quick").running == {}
+    assert slots_of(service, "quick").handed_jobs == []
+
+
+def test_a_job_queued_while_a_worker_comes_back_is_claimed_at_the_pools_next_message(
+    make_service: MakeService,
+) -> None:
+    tracker = Tracker()
+    service = make_service([tick_kind("slow", tracker, pool_size=1)])
+    warm = service.submit("slow", {"ticks": 1})
+    assert service.wait("slow", warm, 20) == Status.FINISHED
+    idle_offered(service, "slow", 1)
+    held = service.submit("slow", {"ticks": 1, "hold": True})  # takes the one worker
+    assert tracker.wait_for(lambda: tracker.running == 1)
+    # The pool takes no message (its slots stay offered) until the end.
+    go_on = threading.Event()
+    seen = messages_seen(pool_of(service, "slow"), until=go_on)
+    try:
+        claimed = claims_seen(service.store)
+        queued = service.submit("slow", {"ticks": 1})  # no free worker: queued, pool woken
+        assert service.status("slow", queued) == Status.PENDING
+        tracker.gate.set()
+        assert service.wait("slow", held, 20) == Status.FINISHED
+        idle_offered(service, "slow", 1)  # the worker came back by itself
+        later = service.submit("slow", {"ticks": 1})
+        assert service.wait("slow", later, 20) == Status.FINISHED
+        assert service.status("slow", queued) == Status.PENDING
+        go_on.set()
+        assert service.wait("slow", queued, 20) == Status.FINISHED
+        assert claimed == [queued]
+        assert tracker.finished == [warm, held, later, queued]
+    finally:
+        go_on.set()
+    # Only the job the pool claimed came back to it.
+    assert wait_until(lambda: [m.job_id for m in seen if isinstance(m, WorkerIdle)], 10) == [queued]
 
 
 def test_jobs_beyond_the_idle_workers_are_queued_and_claimed_in_order(
