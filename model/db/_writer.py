@@ -128,7 +128,9 @@ class SqliteWriter(Writer):
     wait for three ``fdatasync`` calls with the
     write lock held. A passive checkpoint takes no lock that a writer waits for, but
     a commit made while its file syncs run waits longer: a checkpoint that is due waits
-    for a quiet moment (:data:`CHECKPOINT_QUIET_S` without a commit)."""
+    for a quiet moment (:data:`CHECKPOINT_QUIET_S` without a commit). The first commit
+    after a whole checkpoint syncs the WAL's new header; the checkpoint thread makes
+    that commit itself (:meth:`_restart_wal`)."""
 
     def __init__(self, url: str) -> None:
         engine = sa.create_engine(
@@ -151,8 +153,9 @@ class SqliteWriter(Writer):
         self._checkpoint_due = threading.Event()
         self._closed = threading.Event()
         self._closing = False
-        #: Checkpoints made so far.
+        #: Checkpoints made so far, and WAL restarts made by the checkpoint thread.
         self.checkpoints = 0
+        self.wal_restarts = 0
         self._checkpointer: threading.Thread | None = None
 
     def locked(self) -> AbstractContextManager[object]:
@@ -187,9 +190,12 @@ class SqliteWriter(Writer):
                 try:
                     if conn is None:
                         conn = self.engine.raw_connection()
-                    conn.dbapi_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    db = conn.dbapi_connection
+                    busy, frames, done = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                     seen = commits
                     self.checkpoints += 1
+                    if not busy and 0 < frames == done:
+                        self._restart_wal(db)
                 except Exception as exc:  # the next round tries again
                     logger.debug("sqlite checkpoint failed: {}", exc)
                     if conn is not None:
@@ -200,6 +206,17 @@ class SqliteWriter(Writer):
             if conn is not None:
                 with contextlib.suppress(Exception):
                     conn.close()
+
+    def _restart_wal(self, db: Any) -> None:
+        """The WAL was checkpointed whole: the next commit starts it again from its
+        beginning, and syncs its header first (a file sync, up to a millisecond here).
+        A write that changes nothing (the database's ``user_version``, written back as
+        it is) makes that commit here, in the quiet moment the checkpoint waited for,
+        rather than in a job's."""
+        with self._lock:
+            (version,) = db.execute("PRAGMA user_version").fetchone()
+            db.execute(f"PRAGMA user_version = {int(version)}")
+        self.wal_restarts += 1
 
     def _quiet(self) -> bool:
         """Waits until no commit came for :data:`CHECKPOINT_QUIET_S`, or

@@ -216,3 +216,27 @@ def test_a_due_checkpoint_waits_for_a_moment_without_commits(
     assert sqlite_writer.checkpoints == 1
     assert wait_until(lambda: sqlite_writer.checkpoints == 2, timeout=10)
     assert len(names(sqlite_writer)) == n + 1
+
+
+def test_the_checkpoint_thread_starts_the_wal_again_so_that_no_commit_waits_for_it(
+    sqlite_writer: SqliteWriter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_writer, "CHECKPOINT_EVERY_S", 0.02)
+    monkeypatch.setattr(_writer, "CHECKPOINT_QUIET_S", 0.3)
+    wal = tmp_path / "writer.db-wal"
+
+    def wal_started() -> bytes:
+        # The WAL header's checkpoint sequence and salts: new each time it starts again.
+        return wal.read_bytes()[12:24]
+
+    sqlite_writer.apply(insert(sqlite_writer, "first"))  # starts the checkpoint thread
+    before = wal_started()
+    assert wait_until(lambda: sqlite_writer.wal_restarts == 1, timeout=10)
+    started = wal_started()
+    assert started != before
+    # The next commit goes on in the WAL the checkpoint thread started: no header to
+    # write and sync first.
+    sqlite_writer.apply(insert(sqlite_writer, "second"))
+    assert wal_started() == started
+    assert names(sqlite_writer) == ["first", "second"]
+    assert sqlite_writer.read_one("PRAGMA user_version", {})[0] == 0
