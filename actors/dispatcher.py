@@ -197,15 +197,13 @@ class Dispatcher(ServiceActor):
     def _arm_from_store(self) -> None:
         """Arms the timer for the earliest retry or schedule still to come (those due
         already are the pools' and the scheduler's at once)."""
-        now = utcnow()
         try:
-            times = [self.ctx.store.earliest_retry(after=now), self.ctx.store.earliest_fire(now)]
+            due = self.ctx.store.next_due(after=utcnow())
         except Exception as exc:
             logger.opt(exception=exc).error("dispatcher: cannot read due times: {}", exc)
             return
-        found = [t for t in times if t is not None]
-        if found:
-            self._arm(min(found))
+        if due is not None:
+            self._arm(due)
 
     def _arm(self, due: datetime) -> None:
         if self._timer_due is not None and self._timer_due <= due:

@@ -134,7 +134,10 @@ def next_fire(cron: str, timezone: str, after: datetime | None = None) -> dateti
 
 
 def due(store: Store, now: datetime) -> list[Schedule]:
-    """The enabled schedules whose next fire time has come, oldest first."""
+    """The enabled schedules whose next fire time has come, oldest first (listed only
+    when one has: every poll asks)."""
+    if not store.schedule_due(now):
+        return []
     return [
         row
         for row in store.list_rows(Schedule, enabled=True)

@@ -1,19 +1,17 @@
 """Reads of the job tables off the engine's hot path, in SQLAlchemy Core: one job's row,
-ids by status, the next due retry or schedule, and counts (see :class:`JobReads`)."""
+ids by status, and counts (see :class:`JobReads`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from model.db.tables import JOB_TABLES, Schedule, utcnow
+from model.db.tables import JOB_TABLES, utcnow
 from model.errors import NotFound
-from model.stamps import aware
 from model.status import CLAIMABLE, Status
 
 __all__ = ["JobReads", "job_table"]
@@ -52,35 +50,6 @@ class JobReads:
             query = query.where(t.c[column] == value)
         with self._read() as conn:
             return [int(i) for i in conn.execute(query.order_by(t.c.id)).scalars()]
-
-    def earliest_retry(self, after: datetime) -> datetime | None:
-        """The earliest due time later than ``after`` of any ``retrying`` job, or None.
-
-        Jobs already due are left out: pools take them as soon as a worker is free."""
-        earliest: datetime | None = None
-        with self._read() as conn:
-            for name in JOB_TABLES:
-                t = job_table(name)
-                value = conn.execute(
-                    sa.select(sa.func.min(t.c.next_attempt_at)).where(
-                        t.c.status == Status.RETRYING.value, t.c.next_attempt_at > after
-                    )
-                ).scalar()
-                if value is not None:
-                    value = aware(value)
-                    if earliest is None or value < earliest:
-                        earliest = value
-        return earliest
-
-    def earliest_fire(self, after: datetime) -> datetime | None:
-        """The earliest next fire time later than ``after`` of an enabled schedule."""
-        t = Schedule.__table__  # type: ignore[attr-defined]
-        query = sa.select(sa.func.min(t.c.next_fire_at)).where(
-            t.c.enabled.is_(True), t.c.next_fire_at > after
-        )
-        with self._read() as conn:
-            value = conn.execute(query).scalar()
-        return None if value is None else aware(value)
 
     def queue_counts(self, table: str, kind: str | None = None) -> tuple[int, int]:
         """(queued, delayed): jobs a worker could take now, and retrying jobs not yet due."""

@@ -39,6 +39,11 @@ def node_channel(node: int) -> str:
 
 
 _PENDING = f"'{Status.PENDING.value}'"
+#: A running job of no live node (or of no node).
+_ORPHANED = (
+    f"status = {_RUNNING} AND (node_id IS NULL OR node_id NOT IN "
+    "(SELECT id FROM node WHERE state = :live))"
+)
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,9 @@ class NodeStatements:
     live_ids: str
     #: Marks ``gone`` the live nodes (other than ``:id``) late or in ``:dead``.
     mark_gone: str
+    #: Whether a take-over has anything to do but for nodes known dead: a live node
+    #: (other than ``:id``) late, a node to forget, a running job of no live node.
+    anything_to_take: str
     #: The nodes that are not live: (id, name).
     ended_names: str
     forget: str
@@ -122,6 +130,15 @@ def node_statements(dialect: str) -> NodeStatements:
             f"UPDATE node SET state = :gone, ended = {now}, ended_by = :name "
             f"WHERE state = :live AND id <> :id AND (heartbeat < {cutoff} OR id IN :dead)"
         ),
+        anything_to_take="SELECT "
+        + " OR ".join(
+            [
+                "EXISTS (SELECT 1 FROM node WHERE state = :live AND id <> :id "
+                f"AND heartbeat < {cutoff})",
+                f"EXISTS (SELECT 1 FROM node WHERE state <> :live AND ended < {forget})",
+                *(f"EXISTS (SELECT 1 FROM {table} WHERE {_ORPHANED})" for table in JOB_TABLES),
+            ]
+        ),
         ended_names="SELECT id, name FROM node WHERE state <> :live",
         forget=f"DELETE FROM node WHERE state <> :live AND ended < {forget}",
         notify="SELECT pg_notify(:channel, :payload)",
@@ -132,10 +149,7 @@ def node_statements(dialect: str) -> NodeStatements:
 def _table_statements(table: str, dialect: str, now: str) -> TableStatements:
     scoped = "kind" in JOB_TABLES[table].__table__.c  # type: ignore[attr-defined]
     kind = ", kind" if scoped else ""
-    orphaned = (
-        f"status = {_RUNNING} AND (node_id IS NULL OR node_id NOT IN "
-        "(SELECT id FROM node WHERE state = :live))"
-    )
+    orphaned = _ORPHANED
     mysql = dialect == "mysql"
     hand_back = (
         f"UPDATE {table} SET status = {_PENDING}, update_time = {now}, node_id = :id "

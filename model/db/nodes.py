@@ -191,15 +191,21 @@ class Nodes:
         ended), then hands back as ``pending`` every running job of a node that is not
         live (or of no node), claimed by ``node`` from then on so that a dead node
         that still runs writes nothing to it; and forgets nodes that ended long ago.
-        One transaction."""
+        One transaction, after a read that finds whether it has anything to do (the
+        common case, every beat, is nothing: a read takes no write lock)."""
+        dead = list(dead)
         params = self._params(
             id=node,
             name=name,
             live=NodeState.LIVE,
             gone=NodeState.GONE,
             timeout=timeout_s,
-            dead=list(dead) or [-1],
+            dead=dead or [-1],
         )
+        if not dead:
+            with self._writer.engine.connect() as conn:
+                if not conn.execute(sa.text(self._sql.anything_to_take), params).scalar_one():
+                    return []
         mark = sa.text(self._sql.mark_gone).bindparams(sa.bindparam("dead", expanding=True))
         taken: list[TakenOver] = []
         with self._writer.transaction() as conn:

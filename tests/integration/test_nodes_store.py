@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -10,6 +11,7 @@ import sqlalchemy as sa
 from postgres import PostgresCluster
 
 from model.db import Store
+from model.db._sql_nodes import FORGET_AFTER
 from model.db.nodes import CHANNEL, node_channel
 from model.db.tables import NodeState
 from model.errors import StatusConflict
@@ -108,6 +110,30 @@ def test_a_take_over_hands_back_the_jobs_of_nodes_known_dead_and_of_no_node(
         [(of_crashed, "crashed"), (of_none, None)]
     )
     assert store.status("replication_job", of_crashed) == Status.PENDING
+
+
+def test_a_take_over_with_no_node_known_dead_still_finds_jobs_of_no_node_and_old_nodes(
+    store: Store,
+) -> None:
+    taker = store.nodes.register("taker", "host-a", 1, "test")
+    old = store.nodes.register("old", "host-b", 2, "test")
+    store.nodes.end(old)
+    with store.engine.begin() as conn:  # it ended longer ago than nodes are kept
+        conn.execute(
+            sa.text("UPDATE node SET ended = :at WHERE id = :id"),
+            {"at": datetime.now(UTC).replace(tzinfo=None) - FORGET_AFTER * 2, "id": old},
+        )
+    assert store.nodes.take_over(taker, "taker", 30) == []
+    with store.engine.connect() as conn:
+        names = conn.execute(sa.text("SELECT name FROM node ORDER BY id")).scalars().all()
+    assert names == ["taker"]
+
+    store.insert_jobs("job", [{"kind": "k", "params": {}}])
+    of_none = _claim_as(store, None)
+    taken = store.nodes.take_over(taker, "taker", 30)
+    assert [(t.job_id, t.dead_node) for t in taken] == [(of_none, None)]
+    assert store.status("job", of_none) == Status.PENDING
+    assert store.nodes.take_over(taker, "taker", 30) == []
 
 
 def test_a_stop_request_is_recorded_on_a_running_job_only(store: Store) -> None:

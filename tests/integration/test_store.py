@@ -12,6 +12,7 @@ from model.db.tables import (
     ReplicationPolicy,
     ReplicationTarget,
     ScanFinding,
+    Schedule,
     utcnow,
 )
 from model.errors import NotFound, StatusConflict
@@ -65,7 +66,7 @@ def test_claims_take_the_oldest_due_job_and_skip_stopped_and_future_retries(stor
     claimed = store.claim("job", "k")
     assert claimed is not None and claimed["id"] == fourth
     assert store.claim("job", "k") is None
-    earliest = store.earliest_retry(after=utcnow())
+    earliest = store.next_due(after=utcnow())
     assert earliest is not None and earliest > utcnow() + timedelta(seconds=3500)
     assert store.queue_counts("job", "k") == (0, 1)
 
@@ -155,3 +156,29 @@ def test_scan_results_are_upserted_by_digest(store: Store) -> None:
     (overview,) = store.list_rows(ImgScanOverview)
     assert (overview.scan_job_id, overview.severity) == (2, 5)
     assert [f.vulnerability_id for f in store.list_rows(ScanFinding)] == ["CVE-3"]
+
+
+def test_the_next_due_time_is_the_earliest_future_retry_or_enabled_schedule(store: Store) -> None:
+    now = utcnow()
+    assert store.next_due(after=now) is None
+    (job_id,) = store.insert_jobs("job", [{"kind": "k", "params": {}}])
+    store.set_status("job", job_id, Status.RUNNING)
+    retry_at = store.schedule_retry("job", job_id, 3600)
+    assert store.next_due(after=now) == retry_at
+    fires_at = now + timedelta(minutes=10)
+    store.add(Schedule(kind="scan", pattern="library/*", cron="0 * * * *", next_fire_at=fires_at))
+    store.add(
+        Schedule(
+            kind="scan",
+            pattern="library/off",
+            cron="0 * * * *",
+            enabled=False,
+            next_fire_at=now + timedelta(minutes=1),
+        )
+    )
+    assert store.next_due(after=now) == fires_at
+    assert not store.schedule_due(now)
+    # A time already come is the scheduler's at once, not a time to wake for.
+    assert store.schedule_due(now + timedelta(minutes=11))
+    assert store.next_due(after=now + timedelta(minutes=11)) == retry_at
+    assert store.next_due(after=retry_at) is None
