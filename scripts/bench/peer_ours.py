@@ -36,6 +36,7 @@ for extra in (ROOT, BENCH):
 
 import journal  # noqa: E402
 from loguru import logger  # noqa: E402
+from workers import on_cpu  # noqa: E402
 
 from actors import JobService  # noqa: E402
 from model.db import Store  # noqa: E402
@@ -144,7 +145,10 @@ class OursProcess:
     def start_worker(self) -> None:
         self._log = (self.work / "ours-child.log").open("a")
         self._child = subprocess.Popen(
-            [sys.executable, __file__, self.database_url, str(self.work), str(self.workers)],
+            on_cpu(
+                [sys.executable, __file__, self.database_url, str(self.work), str(self.workers)],
+                dict(os.environ),
+            ),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,

@@ -21,6 +21,12 @@ journal file of its process (see :mod:`journal`): its number and ``time.time()``
 Every run starts a fresh Redis (and a new PostgreSQL database), starts the workers
 and runs one warm-up job before any clock starts.
 
+``--cpu N`` pins the processes that run the jobs to CPU ``N`` (``taskset``): a peer's
+worker processes (its submitter in this process, Redis and PostgreSQL stay on every
+CPU); for ours this process, which submits and runs the jobs. The threads of one
+Python process take turns under one GIL, and a thread woken on another core finds its
+caches cold: on two cores both ours and a threaded peer run faster pinned.
+
 throughput
     Submits N no-op jobs one call each (``submit``, ``delay``, ``enqueue``,
     ``send``, ``defer``) from this process, then waits until the journal holds all N
@@ -77,6 +83,7 @@ for extra in (ROOT, BENCH):
 import journal  # noqa: E402
 import psutil  # noqa: E402
 import scratch  # noqa: E402
+import workers  # noqa: E402
 from servers import new_database, postgres_cluster, redis_server  # noqa: E402
 
 __all__ = ["SYSTEMS", "durability", "main", "paced", "throughput"]
@@ -397,6 +404,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         env["BENCH_REDIS_URL"] = urls.get("redis", "")
         env["BENCH_PG_DSN"] = urls.get("postgres", "")
         env["PYTHONPATH"] = os.pathsep.join([str(BENCH), str(ROOT), env.get("PYTHONPATH", "")])
+        if args.cpu is not None:
+            env[workers.CPU_ENV] = str(args.cpu)
+            if args.system.startswith("ours-") and args.mode != "durability":
+                workers.pin_this_process(args.cpu)  # the service runs in this process
         os.environ.update(env)  # the peers' modules read their URLs when imported
         system = _make(args.system, args.mode, work, args.workers, env, urls)
         stack.callback(system.close)
@@ -434,6 +445,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
     result.update(system=args.system, mode=args.mode, workers=args.workers, warm_up_s=warm_s)
     result["file_create_us"] = create_us
+    result["cpu"] = args.cpu
     if not args.keep:
         scratch.remove(work)
     return result
@@ -449,6 +461,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0, help="paced: submits per second")
     parser.add_argument("--trace", type=Path, help="paced, ours: write the engine's events")
     parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument(
+        "--cpu",
+        type=int,
+        help="pin the processes that run the jobs to this CPU (ours: this process)",
+    )
     parser.add_argument("--sleep", type=float, default=0.05, help="durability job, seconds")
     parser.add_argument("--kill-after", type=int, default=50, help="durability: jobs run first")
     parser.add_argument("--idle", type=float, default=15.0, help="durability: give up after")

@@ -14,7 +14,24 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["WorkerProcesses"]
+__all__ = ["CPU_ENV", "WorkerProcesses", "on_cpu", "pin_this_process"]
+
+#: Environment variable naming the one CPU the job-running processes are pinned to
+#: (``peers.py --cpu``); unset, they run on every CPU.
+CPU_ENV = "BENCH_CPU"
+
+
+def on_cpu(command: Sequence[str], env: dict[str, str]) -> list[str]:
+    """``command``, run pinned to the CPU that ``env`` names (``taskset``), if any."""
+    cpu = env.get(CPU_ENV)
+    return ["taskset", "-c", cpu, *command] if cpu else list(command)
+
+
+def pin_this_process(cpu: int) -> None:
+    """Pins every thread of this process (and those it starts later) to ``cpu``."""
+    for task in os.listdir("/proc/self/task"):
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(int(task), {cpu})
 
 #: Seconds a worker may take to exit after SIGTERM before it is killed.
 STOP_TIMEOUT_S = 10.0
@@ -26,7 +43,7 @@ class WorkerProcesses:
     def __init__(
         self, commands: Sequence[Sequence[str]], env: dict[str, str], cwd: Path, log: Path
     ) -> None:
-        self.commands = [list(c) for c in commands]
+        self.commands = [on_cpu(c, env) for c in commands]
         self.env = env
         self.cwd = cwd
         self.log = log
