@@ -60,20 +60,6 @@ _DUE = _with_statuses(
     "AND (status = {pending} OR next_attempt_at <= :now) {scope}LIMIT 1"
 )
 
-#: The earliest time after ``:after`` at which a retry falls due (of any job table) or
-#: an enabled schedule fires: ``{parts}`` are :data:`_RETRY_DUE` of each job table and
-#: :data:`_FIRE_DUE`.
-_NEXT_DUE = "SELECT min(due) FROM ({parts}) AS due_times"
-_RETRY_DUE = (
-    "SELECT min(next_attempt_at) AS due FROM {table} "
-    "WHERE status = {retrying} AND next_attempt_at > :after"
-)
-_FIRE_DUE = (
-    "SELECT min(next_fire_at) AS due FROM schedule WHERE enabled = :yes AND next_fire_at > :after"
-)
-#: Whether an enabled schedule's fire time has come (``:now``).
-_SCHEDULE_DUE = "SELECT 1 FROM schedule WHERE enabled = :yes AND next_fire_at <= :now LIMIT 1"
-
 #: A guarded status change: ``:status``, ``:now`` (and ``:due``) set where the job
 #: (``:id``) holds one of the statuses in ``{guard}`` (and, fenced, where no other node
 #: than ``:node`` claimed it: a node found dead and still running writes nothing).
@@ -266,13 +252,6 @@ class Statements:
             for t in JOB_TABLES
             for scoped in (False, True)
         }
-
-        retrying = f"'{Status.RETRYING.value}'"
-        parts = [_RETRY_DUE.format(table=t, retrying=retrying) for t in JOB_TABLES]
-        #: :data:`_NEXT_DUE`: ``:after``, ``:yes`` (True).
-        self.next_due = self._text(_NEXT_DUE.format(parts=" UNION ALL ".join([*parts, _FIRE_DUE])))
-        #: :data:`_SCHEDULE_DUE`: ``:now``, ``:yes`` (True).
-        self.schedule_due = self._text(_SCHEDULE_DUE)
 
     # -- by name ---------------------------------------------------------------------
 

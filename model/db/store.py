@@ -38,7 +38,6 @@ from model.db.tables import (
     utcnow,
 )
 from model.errors import ConfigError, InvalidRequest, NotFound, StatusConflict
-from model.stamps import aware
 from model.status import Status
 
 __all__ = ["ALLOWED_FROM", "Store"]
@@ -285,21 +284,6 @@ class Store(JobReads, PlainRows):
         rows = [_from_columns(row) for row in claimed]
         rows.sort(key=lambda row: int(row["id"]))
         return written, rows
-
-    def next_due(self, after: datetime) -> datetime | None:
-        """The earliest time later than ``after`` at which a ``retrying`` job falls due
-        or an enabled schedule fires, or None: one read of the hot path (the
-        dispatcher's every poll). Those due already are left out: pools and the
-        scheduler take them at once."""
-        params = {"after": self._sql.time(after), "yes": True}
-        found = self._writer.read_one(self._sql.next_due, params)
-        return None if found is None or found[0] is None else aware(found[0])
-
-    def schedule_due(self, now: datetime) -> bool:
-        """Whether an enabled schedule's fire time has come: a read of the hot path, made
-        before the schedules are listed."""
-        params = {"now": self._sql.time(now), "yes": True}
-        return self._writer.read_one(self._sql.schedule_due, params) is not None
 
     def has_due(self, table: str, kind: str | None = None) -> bool:
         """Whether a job (of ``kind``) is due: pending, or retrying with its time come.
