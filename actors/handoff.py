@@ -7,14 +7,16 @@ just woken sometimes waits a quarter of a millisecond for a CPU. When a pool kno
 queue is empty, it offers its idle workers as slots (:class:`Slot`); a submit on this
 node that takes one inserts its job already ``running`` here (as a claim would
 have left it) and tells that worker :class:`~actors.messages.Run` itself. The worker
-writes the job's end and tells the job's listeners. A submit that finds no slot
+writes the job's end without waiting for SQLite's write lock (a submit's insert that
+holds it commits the end with its own, see ``SqliteWriter.apply_soon``), and the
+thread that committed it tells the job's listeners. A submit that finds no slot
 queues its job ``pending`` and wakes the pool, as before.
 
 A slot taken is a busy worker to its pool until the worker is free again: a worker is
 promised to one job at a time, and a claim never counts on a worker a submit may take.
 The pool takes its free slots back as each of its messages comes in, and offers them
-again after it, while its queue stays empty. Until that next message, a worker done
-with a job handed to it offers itself again (:meth:`HandoffSlots.come_back`), and its
+again after it, while its queue stays empty. Until that next message, a worker whose
+handed job's end is written offers itself again (:meth:`HandoffSlots.come_back`), and its
 pool finds it among the free slots: a stream of submits runs with no message to the
 pool. Once the pool has taken its slots back, workers tell it they are idle, as for
 the jobs it claimed; a job a submit queued meanwhile woke the pool, which claims it

@@ -422,8 +422,11 @@ class JobService:
 
     def add_job_listener(self, listener: JobListener) -> None:
         """Calls ``listener(kind, job_id, status)`` whenever a worker lets go of a job
-        (``status`` is the one it left the job in) or a waiting job is stopped. It runs
-        in a pool's thread or the caller's: it must be quick; what it raises is logged."""
+        (``status`` is the one it left the job in) or a waiting job is stopped, once
+        that status is in the database. It runs in the thread that wrote it: a
+        worker's, a pool's, the caller's of :meth:`stop`, or (SQLite, whose writes of
+        one process commit together) any thread whose own write committed it with
+        its own. It must be quick; what it raises is logged."""
         self._listeners.append(listener)
 
     def replication_counters(self) -> dict[str, int]:

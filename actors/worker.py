@@ -35,9 +35,11 @@ class Worker(ServiceActor):
     ``on_failure`` when an exception escapes it. The pool writes the ends of the jobs
     it claimed, grouped; the worker writes the end of a job a submit handed it (see
     :mod:`actors.handoff`), which then reaches the database and the job's listeners
-    without waking the pool first, and hands the pool one it could not write. Done with
-    a job handed to it, it offers itself to submits again while its pool's queue is
-    empty (:meth:`HandoffSlots.come_back`), and tells its pool nothing. A pool
+    without waking the pool first, and hands the pool one it could not write. That
+    write does not wait for SQLite's lock: the thread holding it commits the end with
+    its own write, and then tells the listeners and offers the worker to submits
+    again while its pool's queue is empty (:meth:`HandoffSlots.come_back`); the
+    pool hears nothing. A pool
     that is stopping takes no more messages: the worker then leaves the message in
     ``last_words``, which the pool reads once its workers ended.
 
@@ -141,30 +143,32 @@ class Worker(ServiceActor):
             # being recorded: it still wins.
             job.logger.info("state stopped (stop requested while retrying)")
             write = LastWrite(Status.STOPPED)
-        if (
-            self.handed
-            and write is not None
-            and write.status in TERMINAL
-            and self._ended(job.id, write)
-        ):
-            if not self.released and self.slots.come_back(self.as_slot, job.id):
-                return
-            self._to_pool(WorkerIdle(self.slot, job.id, job.status, None, told=True))
+        if self.handed and write is not None and write.status in TERMINAL:
+            job_id, status = job.id, job.status
+
+            def ended(error: BaseException | None) -> None:
+                self._ended(job_id, status, write, error)
+
+            self.ctx.store.set_status_soon(
+                self.kind.table, job_id, write.status, ended, count_attempt=write.count_attempt
+            )
             return
         self._to_pool(WorkerIdle(self.slot, job.id, job.status, write))
 
-    def _ended(self, job_id: int, write: LastWrite) -> bool:
-        """Writes the end of a job handed over and tells its listeners; False when the
-        write failed, for the pool to make (again until it lands)."""
-        try:
-            self.ctx.store.set_status(
-                self.kind.table, job_id, write.status, count_attempt=write.count_attempt
-            )
-        except Exception as exc:
-            logger.debug("worker {}: end of job {} left to the pool: {}", self.slot, job_id, exc)
-            return False
+    def _ended(
+        self, job_id: int, status: str, write: LastWrite, error: BaseException | None
+    ) -> None:
+        """The end of a job handed over was written (``error`` None), by this thread or
+        by the one that held the write lock: tells the job's listeners and offers the
+        worker again, or tells its pool. An end not written goes to the pool, which
+        writes it again until it lands."""
+        if error is not None:
+            logger.debug("worker {}: end of job {} left to the pool: {}", self.slot, job_id, error)
+            self._to_pool(WorkerIdle(self.slot, job_id, status, write))
+            return
         self.on_job_end(self.kind.name, job_id, write.status)
-        return True
+        if self.released or not self.slots.come_back(self.as_slot, job_id):
+            self._to_pool(WorkerIdle(self.slot, job_id, status, None, told=True))
 
     def _to_pool(self, message: WorkerIdle | WorkerDied) -> None:
         try:

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from model.db._writer import PostgresWriter, SqliteWriter, Writer
+from model.db._postgres import PostgresWriter
+from model.db._writer import SqliteWriter, Writer
 
 
 def open_writer(url: str) -> Writer:

@@ -21,15 +21,14 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 
-import psycopg
 import sqlalchemy as sa
 from loguru import logger
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
 
-from model.db._health import FileWatch, server_writable, sqlite_writable
+from model.db._health import FileWatch, sqlite_writable
 
-__all__ = ["PendingWrite", "PostgresWriter", "SqliteWriter", "Writer"]
+__all__ = ["PendingWrite", "SqliteWriter", "Writer"]
 
 _R = TypeVar("_R")
 
@@ -69,6 +68,18 @@ class Writer(ABC):
         what it returns; raises what it raised, its statements undone. ``atomic``: the
         write runs several statements that must stand or fall together."""
 
+    def apply_soon(
+        self, write: Callable[[Any], Any], then: Callable[[Any, BaseException | None], None]
+    ) -> None:
+        """Runs ``write(cursor)`` as :meth:`apply` does, then ``then(result, error)``
+        once it committed or failed. Here at once, in the caller's thread."""
+        try:
+            result = self.apply(write)
+        except Exception as exc:
+            then(None, exc)
+            return
+        then(result, None)
+
     @abstractmethod
     def locked(self) -> AbstractContextManager[object]:
         """Holds this process's write lock (none on a server) for a write of its own."""
@@ -105,11 +116,18 @@ class PendingWrite:
     """One write waiting for the SQLite write lock (see :meth:`SqliteWriter.apply`):
     ``done`` once run, with its ``result`` or its ``error``."""
 
-    __slots__ = ("atomic", "done", "error", "result", "write")
+    __slots__ = ("atomic", "done", "error", "result", "then", "write")
 
-    def __init__(self, write: Callable[[Any], Any], atomic: bool = False) -> None:
+    def __init__(
+        self,
+        write: Callable[[Any], Any],
+        atomic: bool = False,
+        then: Callable[[Any, BaseException | None], None] | None = None,
+    ) -> None:
         self.write = write
         self.atomic = atomic
+        #: What to call once it committed or failed (:meth:`SqliteWriter.apply_soon`).
+        self.then = then
         self.done = False
         self.result: Any = None
         self.error: BaseException | None = None
@@ -162,7 +180,34 @@ class SqliteWriter(Writer):
         """Holds the write lock that :meth:`apply` and every transaction take."""
         if self._checkpointer is None:
             self._start_checkpoints()
-        return self._lock
+        return self._held()
+
+    @contextmanager
+    def _held(self) -> Iterator[None]:
+        self._lock.acquire()
+        try:
+            yield
+        finally:
+            _then(self._let_go())
+
+    def _let_go(self) -> list[PendingWrite]:
+        """Commits what was queued meanwhile, then lets go of the write lock (which the
+        caller holds) with the queue empty: a write queued by a thread that could not
+        take the lock is never left behind. Returns the writes committed whose
+        :attr:`PendingWrite.then` is to be called (by the caller, the lock let go)."""
+        called: list[PendingWrite] = []
+        while True:
+            with self._queue_lock:
+                batch, self._queue = self._queue, []
+                if not batch:
+                    self._lock.release()
+                    return called
+            try:
+                self.commit_batch(batch)
+            except BaseException:
+                self._lock.release()
+                raise
+            called += [op for op in batch if op.then is not None]
 
     def _start_checkpoints(self) -> None:
         with self._queue_lock:
@@ -213,7 +258,7 @@ class SqliteWriter(Writer):
         A write that changes nothing (the database's ``user_version``, written back as
         it is) makes that commit here, in the quiet moment the checkpoint waited for,
         rather than in a job's."""
-        with self._lock:
+        with self._held():
             (version,) = db.execute("PRAGMA user_version").fetchone()
             db.execute(f"PRAGMA user_version = {int(version)}")
         self.wal_restarts += 1
@@ -242,14 +287,25 @@ class SqliteWriter(Writer):
         op = PendingWrite(write, atomic)
         with self._queue_lock:
             self._queue.append(op)
-        with self._lock:
-            if not op.done:
-                with self._queue_lock:
-                    batch, self._queue = self._queue, []
-                self.commit_batch(batch)
+        self._lock.acquire()
+        _then(self._let_go())
         if op.error is not None:
             raise op.error
         return op.result
+
+    def apply_soon(
+        self, write: Callable[[Any], Any], then: Callable[[Any, BaseException | None], None]
+    ) -> None:
+        """Queues ``write`` (a single statement) without waiting for the write lock: with
+        the lock free, this thread commits it and calls ``then(result, error)``; else
+        the holder commits it before it lets go, and calls ``then``. A worker whose
+        job's end waits behind a submit's insert goes on at once, and the two commit
+        together."""
+        op = PendingWrite(write, then=then)
+        with self._queue_lock:
+            self._queue.append(op)
+        if self._lock.acquire(blocking=False):
+            _then(self._let_go())
 
     def commit_batch(self, batch: list[PendingWrite]) -> None:
         """Runs ``batch`` under the write lock (the caller holds it): a few single
@@ -326,86 +382,14 @@ class SqliteWriter(Writer):
         super().close()
 
 
-class PostgresWriter(Writer):
-    """PostgreSQL: every write on a pooled connection of its own; the server orders
-    concurrent writers (no lock in this process).
-
-    The engine's hot path (:meth:`apply`, :meth:`read_one`) has a pool of its own,
-    without the ping SQLAlchemy sends before each checkout, and runs a write of one
-    statement in autocommit: one round trip, where ping, ``BEGIN`` and ``COMMIT`` made
-    it four. A connection found broken (the server restarted) is dropped from the pool
-    and the write fails, for its caller to write again (the pools do, until it lands).
-    """
-
-    def __init__(self, url: str) -> None:
-        engine = sa.create_engine(url, pool_size=8, max_overflow=32, pool_pre_ping=True)
-        sa.event.listen(engine, "connect", _postgres_on_connect)
-        super().__init__(engine, FileWatch(None))
-        self._hot = sa.create_engine(url, pool_size=8, max_overflow=32)
-        sa.event.listen(self._hot, "connect", _postgres_on_connect)
-
-    def locked(self) -> AbstractContextManager[object]:
-        """No lock: the server orders writers."""
-        return contextlib.nullcontext()
-
-    def apply(self, write: Callable[[Any], _R], *, atomic: bool = False) -> _R:
-        return self._on_hot(lambda conn: self._write(conn, write, atomic))
-
-    def read_one(self, sql: str, params: dict[str, Any]) -> Any:
-        def read(conn: Any) -> Any:
-            rows = self._autocommit(conn, lambda cur: cur.execute(sql, params).fetchall())
-            return rows[0] if rows else None
-
-        return self._on_hot(read)
-
-    def _on_hot(self, use: Callable[[Any], _R]) -> _R:
-        """Runs ``use(connection)`` on a connection of the hot pool. A pooled connection
-        the server closed meanwhile (a restart) fails at its first statement, before
-        the server saw it: the pool, whose connections all went with the server, is
-        emptied, and ``use`` runs once more on a new connection."""
-        for attempt in (1, 2):
-            conn = self._hot.raw_connection()
-            try:
-                return use(conn)
-            except psycopg.OperationalError:
-                broken = bool(getattr(conn.driver_connection, "broken", True))
-                conn.invalidate()
-                if attempt == 2 or not broken:
-                    raise
-                self._hot.dispose()
-            finally:
-                conn.close()
-        raise AssertionError("unreachable")
-
-    def _write(self, conn: Any, write: Callable[[Any], _R], atomic: bool) -> _R:
-        if not atomic:
-            return self._autocommit(conn, write)
+def _then(ops: list[PendingWrite]) -> None:
+    """Calls each committed write's ``then``; what one raises is logged."""
+    for op in ops:
+        assert op.then is not None
         try:
-            result = write(conn.cursor())
-            conn.commit()
-            return result
-        except BaseException:
-            with contextlib.suppress(psycopg.Error):
-                conn.rollback()
-            raise
-
-    @staticmethod
-    def _autocommit(conn: Any, run: Callable[[Any], _R]) -> _R:
-        driver: Any = conn.driver_connection
-        driver.autocommit = True
-        try:
-            return run(conn.cursor())
-        finally:
-            if not driver.broken:
-                driver.autocommit = False
-
-    def close(self) -> None:
-        self._hot.dispose()
-        super().close()
-
-    def check_writable(self, timeout_s: float) -> str | None:
-        """A new connection answers, and its transactions are not read-only."""
-        return server_writable(self.engine, timeout_s)
+            op.then(op.result, op.error)
+        except Exception as exc:
+            logger.opt(exception=exc).error("after a write: {!r}", exc)
 
 
 def _run(op: PendingWrite, cursor: Any, *, done: bool = True) -> bool:
@@ -441,14 +425,6 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     # SqliteWriter's checkpoint thread checkpoints, not the commit that fills the WAL.
     cursor.execute("PRAGMA wal_autocheckpoint=0")
     cursor.close()
-
-
-def _postgres_on_connect(dbapi_connection: Any, _record: Any) -> None:
-    # Times are written as naive UTC by the hot path: read them as UTC whatever the
-    # server's time zone.
-    with dbapi_connection.cursor() as cursor:
-        cursor.execute("SET TIME ZONE 'UTC'")
-    dbapi_connection.commit()
 
 
 def _sqlite_on_begin(conn: Connection) -> None:

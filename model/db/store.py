@@ -12,7 +12,7 @@ through SQLModel and SQLAlchemy Core.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -27,14 +27,13 @@ from model.db._plain import PlainRows
 from model.db._reads import JobReads
 from model.db._rows import from_columns as _from_columns
 from model.db._rows import new_row as _new_row
+from model.db._scans import ScanResults
 from model.db._sql import ALLOWED_FROM, Guard, dialect_of, statements_for
 from model.db._statistics import analyze_unseen
 from model.db.nodes import CHANNEL, Nodes, node_channel
 from model.db.tables import (
     JOB_TABLES,
-    ImgScanOverview,
     ReplicationTarget,
-    ScanFinding,
     utcnow,
 )
 from model.errors import ConfigError, InvalidRequest, NotFound, StatusConflict
@@ -45,7 +44,7 @@ __all__ = ["ALLOWED_FROM", "Store"]
 _T = TypeVar("_T", bound=SQLModel)
 
 
-class Store(JobReads, PlainRows):
+class Store(JobReads, PlainRows, ScanResults):
     """Database access for one service, at the SQLAlchemy ``url`` (SQLite, PostgreSQL
     or MySQL/MariaDB). Safe to share between threads."""
 
@@ -304,6 +303,39 @@ class Store(JobReads, PlainRows):
         also sets ``update_time`` (and ``next_attempt_at``, and counts an attempt, when
         asked). Raises :class:`StatusConflict` when the job does not exist, may not
         take ``status``, or was claimed by another node than :attr:`node`."""
+        text, params = self._status_write(table, job_id, status, next_attempt_at, count_attempt)
+        if self._writer.apply(lambda cur: cur.execute(text, params).rowcount) != 1:
+            raise self._conflict(table, job_id, status)
+
+    def set_status_soon(
+        self,
+        table: str,
+        job_id: int,
+        status: str,
+        then: Callable[[BaseException | None], None],
+        *,
+        count_attempt: bool = False,
+    ) -> None:
+        """:meth:`set_status` that does not wait for SQLite's write lock held by another
+        thread (see :meth:`SqliteWriter.apply_soon`): ``then(None)`` once it landed,
+        ``then(error)`` if not, in the thread that committed it."""
+        text, params = self._status_write(table, job_id, status, None, count_attempt)
+
+        def landed(rowcount: Any, error: BaseException | None) -> None:
+            if error is None and rowcount != 1:
+                error = self._conflict(table, job_id, status)
+            then(error)
+
+        self._writer.apply_soon(lambda cur: cur.execute(text, params).rowcount, landed)
+
+    def _status_write(
+        self,
+        table: str,
+        job_id: int,
+        status: str,
+        next_attempt_at: datetime | None,
+        count_attempt: bool,
+    ) -> tuple[str, dict[str, Any]]:
         sql = self._sql
         node = self.node
         params: dict[str, Any] = {"id": job_id, "status": status, "now": sql.now(), "node": node}
@@ -312,10 +344,11 @@ class Store(JobReads, PlainRows):
         text = sql.set_status(
             table, status, next_attempt_at is not None, count_attempt, node is not None
         )
-        if self._writer.apply(lambda cur: cur.execute(text, params).rowcount) == 1:
-            return
-        found = self._writer.read_one(sql.status(table), {"id": job_id})
-        raise StatusConflict(table, job_id, status, str(found[0]) if found else None)
+        return text, params
+
+    def _conflict(self, table: str, job_id: int, status: str) -> StatusConflict:
+        found = self._writer.read_one(self._sql.status(table), {"id": job_id})
+        return StatusConflict(table, job_id, status, str(found[0]) if found else None)
 
     def claim(self, table: str, kind: str | None = None) -> dict[str, Any] | None:
         """Takes the oldest due job and sets it ``running``; returns its row or None."""
@@ -411,49 +444,6 @@ class Store(JobReads, PlainRows):
             return [int(row[0]) for row in cur.execute(text, params).fetchall()]
 
         return self._writer.apply(stop)
-
-    # -- scan results ----------------------------------------------------------------
-
-    def save_scan_result(
-        self,
-        overview: ImgScanOverview,
-        findings: Sequence[ScanFinding],
-    ) -> None:
-        """Upserts the overview of an image by digest and replaces its findings, in one
-        transaction."""
-        o = ImgScanOverview.__table__  # type: ignore[attr-defined]
-        f = ScanFinding.__table__  # type: ignore[attr-defined]
-        now = utcnow()
-        with self._writer.transaction() as conn:
-            updated = conn.execute(
-                o.update()
-                .where(o.c.image_digest == overview.image_digest)
-                .values(
-                    scan_job_id=overview.scan_job_id,
-                    severity=overview.severity,
-                    components_overview=overview.components_overview,
-                    details_key=overview.details_key,
-                    update_time=now,
-                )
-            ).rowcount
-            if not updated:
-                conn.execute(
-                    o.insert().values(
-                        image_digest=overview.image_digest,
-                        scan_job_id=overview.scan_job_id,
-                        severity=overview.severity,
-                        components_overview=overview.components_overview,
-                        details_key=overview.details_key,
-                        creation_time=now,
-                        update_time=now,
-                    )
-                )
-            conn.execute(f.delete().where(f.c.image_digest == overview.image_digest))
-            if findings:
-                conn.execute(
-                    f.insert(),
-                    [finding.model_dump(exclude={"id"}) for finding in findings],
-                )
 
     # -- health: is the database still the one opened, and can it take a write? -------
 

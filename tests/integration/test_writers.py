@@ -12,13 +12,8 @@ from waiting import wait_until
 from model.db import _writer
 from model.db._mysql import MysqlWriter
 from model.db._open import open_writer
-from model.db._writer import (
-    OWN_TRANSACTIONS_MAX,
-    PendingWrite,
-    PostgresWriter,
-    SqliteWriter,
-    Writer,
-)
+from model.db._postgres import PostgresWriter
+from model.db._writer import OWN_TRANSACTIONS_MAX, PendingWrite, SqliteWriter, Writer
 
 
 @pytest.fixture
@@ -240,3 +235,40 @@ def test_the_checkpoint_thread_starts_the_wal_again_so_that_no_commit_waits_for_
     assert wal_started() == started
     assert names(sqlite_writer) == ["first", "second"]
     assert sqlite_writer.read_one("PRAGMA user_version", {})[0] == 0
+
+
+def test_a_write_queued_while_the_lock_is_held_is_committed_by_the_holder_before_it_lets_go(
+    sqlite_writer: SqliteWriter,
+) -> None:
+    called: list[tuple[Any, BaseException | None, str]] = []
+
+    def then(result: Any, error: BaseException | None) -> None:
+        called.append((result, error, threading.current_thread().name))
+
+    with sqlite_writer.transaction() as conn:
+        conn.exec_driver_sql("INSERT INTO item (name) VALUES ('held')")
+        queued = threading.Thread(
+            target=sqlite_writer.apply_soon,
+            args=(insert(sqlite_writer, "queued"), then),
+            name="queuer",
+        )
+        queued.start()
+        queued.join(10)
+        assert not queued.is_alive()  # it did not wait for the lock
+        assert called == [] and sqlite_writer.queued == 1
+    # Committed as the transaction let go of the lock, and heard in its thread.
+    assert called == [(1, None, threading.current_thread().name)]
+    assert sqlite_writer.queued == 0
+    assert names(sqlite_writer) == ["held", "queued"]
+
+
+def test_a_write_queued_with_the_lock_free_commits_at_once_and_says_how_it_went(
+    sqlite_writer: SqliteWriter,
+) -> None:
+    called: list[tuple[Any, str]] = []
+    sqlite_writer.apply_soon(insert(sqlite_writer, "once"), lambda r, e: called.append((r, "ok")))
+    sqlite_writer.apply_soon(
+        insert(sqlite_writer, "once"), lambda r, e: called.append((r, type(e).__name__))
+    )
+    assert called == [(1, "ok"), (None, "IntegrityError")]
+    assert names(sqlite_writer) == ["once"]
