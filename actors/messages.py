@@ -186,7 +186,8 @@ class Run:
 
 @dataclass(frozen=True)
 class Step:
-    """To a worker, from itself: take the next transition of ``job_id``."""
+    """To a worker, from itself: take the next transition of ``job_id`` (sent when
+    another message came in as the job ran, so that it is read first)."""
 
     job_id: int
 

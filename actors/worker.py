@@ -23,7 +23,8 @@ __all__ = ["Worker"]
 
 
 class Worker(ServiceActor):
-    """Runs one job at a time, one transition per message it sends itself.
+    """Runs one job at a time, taking its transitions one after the other while its
+    inbox is empty; with a message waiting, it sends itself a :class:`Step` behind it.
 
     A stop reaches the worker through ``interrupt``, which its pool sets from the
     pool's thread (see :mod:`model.interrupt`): the machine reads it between two
@@ -115,11 +116,14 @@ class Worker(ServiceActor):
         self._step()
 
     def _step(self) -> None:
-        if self.sm.step():
-            assert self.job is not None
-            self.actor_ref.tell(Step(self.job.id))
-        else:
-            self._done()
+        # The machine reads the stop request (the interrupt) at each transition; a
+        # message in the inbox (a release at shutdown) is read between two of them.
+        while self.sm.step():
+            if not self.actor_inbox.empty():
+                assert self.job is not None
+                self.actor_ref.tell(Step(self.job.id))
+                return
+        self._done()
 
     def _not_started(self, job: StoredJob) -> None:
         """A job handed over that does not start: asked to stop first, or come as the

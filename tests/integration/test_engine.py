@@ -339,3 +339,23 @@ def test_the_engine_claims_stops_and_retries_on_postgresql_and_mariadb_too(
 
 def _wait_status(service: JobService, kind: str, job_id: int, status: str) -> str:
     return wait_until(lambda: service.status(kind, job_id) == status and status)
+
+
+def test_a_job_taking_transitions_back_to_back_is_handed_back_between_two_at_shutdown(
+    make_service: MakeService, tmp_path: Path
+) -> None:
+    tracker = Tracker()
+    service = make_service([tick_kind("busy", tracker, pool_size=1)])
+    ticks = 10_000_000  # hours of transitions, none of which waits
+    job_id = service.submit("busy", {"ticks": ticks})
+    assert tracker.wait_for(lambda: tracker.ticks.get(job_id, 0) > 100)
+    log = Path(service.log_path("busy", job_id))
+    service.shutdown(10)
+    # The release reached the worker between two transitions.
+    assert tracker.ticks[job_id] < ticks
+    store = Store(f"sqlite:///{tmp_path}/jobservice.db")
+    try:
+        assert store.status("job", job_id) == Status.PENDING
+    finally:
+        store.close()
+    assert "job handed back as pending" in log.read_text()
