@@ -204,6 +204,12 @@ class SqliteWriter(Writer):
                     return called
             try:
                 self.commit_batch(batch)
+            except Exception as exc:
+                # None of it ran (no connection to the file, say): each write fails
+                # with the reason, for its caller to say so or write again.
+                for op in batch:
+                    if not op.done:
+                        op.error, op.done = exc, True
             except BaseException:
                 self._lock.release()
                 raise

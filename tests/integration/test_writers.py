@@ -272,3 +272,26 @@ def test_a_write_queued_with_the_lock_free_commits_at_once_and_says_how_it_went(
     )
     assert called == [(1, "ok"), (None, "IntegrityError")]
     assert names(sqlite_writer) == ["once"]
+
+
+def test_a_batch_that_cannot_run_fails_each_of_its_writes_with_the_reason(
+    sqlite_writer: SqliteWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    called: list[BaseException | None] = []
+
+    def cannot_open(batch: list[PendingWrite]) -> None:
+        raise OSError("unable to open database file")
+
+    with sqlite_writer.transaction() as conn:
+        conn.exec_driver_sql("INSERT INTO item (name) VALUES ('held')")
+        queued = threading.Thread(
+            target=sqlite_writer.apply_soon,
+            args=(insert(sqlite_writer, "lost"), lambda _r, e: called.append(e)),
+        )
+        queued.start()
+        queued.join(10)
+        monkeypatch.setattr(sqlite_writer, "commit_batch", cannot_open)
+    assert [str(e) for e in called] == ["unable to open database file"]
+    monkeypatch.undo()
+    sqlite_writer.apply(insert(sqlite_writer, "next"))
+    assert names(sqlite_writer) == ["held", "next"]
