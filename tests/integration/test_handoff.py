@@ -37,6 +37,15 @@ def idle_offered(service: JobService, kind: str, count: int) -> None:
     wait_until(lambda: slots.free == count, timeout=10)
 
 
+def warmed(service: JobService, kind: str, size: int) -> int:
+    """Runs one job of ``kind`` (the first claim finds the queue empty) and waits until
+    the pool offers its ``size`` idle workers; returns that job's id."""
+    warm = service.submit(kind, {"ticks": 1})
+    assert service.wait(kind, warm, 20) == Status.FINISHED
+    idle_offered(service, kind, size)
+    return warm
+
+
 def pool_of(service: JobService, kind: str) -> WorkerPool:
     actor = service._pools[kind]._actor_weakref()
     assert isinstance(actor, WorkerPool)
@@ -118,9 +127,7 @@ def test_a_worker_done_with_a_handed_job_is_offered_again_without_a_message_to_i
 ) -> None:
     tracker = Tracker()
     service = make_service([tick_kind("quick", tracker, pool_size=2)])
-    warm = service.submit("quick", {"ticks": 1})
-    assert service.wait("quick", warm, 20) == Status.FINISHED
-    idle_offered(service, "quick", 2)
+    warm = warmed(service, "quick", 2)
     seen = messages_seen(pool_of(service, "quick"))
     claimed = claims_seen(service.store)
     ids = []
@@ -141,9 +148,7 @@ def test_a_job_queued_while_a_worker_comes_back_is_claimed_at_the_pools_next_mes
 ) -> None:
     tracker = Tracker()
     service = make_service([tick_kind("slow", tracker, pool_size=1)])
-    warm = service.submit("slow", {"ticks": 1})
-    assert service.wait("slow", warm, 20) == Status.FINISHED
-    idle_offered(service, "slow", 1)
+    warm = warmed(service, "slow", 1)
     held = service.submit("slow", {"ticks": 1, "hold": True})  # takes the one worker
     assert tracker.wait_for(lambda: tracker.running == 1)
     # The pool takes no message (its slots stay offered) until the end.
@@ -174,9 +179,7 @@ def test_jobs_beyond_the_idle_workers_are_queued_and_claimed_in_order(
 ) -> None:
     tracker = Tracker()
     service = make_service([tick_kind("slow", tracker, pool_size=1)])
-    warm = service.submit("slow", {"ticks": 1})
-    assert service.wait("slow", warm, 20) == Status.FINISHED
-    idle_offered(service, "slow", 1)
+    warm = warmed(service, "slow", 1)
     claimed = claims_seen(service.store)
     ids = [service.submit("slow", {"ticks": 1, "hold": True}) for _ in range(4)]
     assert tracker.wait_for(lambda: tracker.running == 1)
@@ -194,9 +197,7 @@ def test_a_stop_that_comes_before_a_handed_job_reaches_its_worker_wins(
 ) -> None:
     tracker = Tracker()
     service = make_service([tick_kind("quick", tracker, pool_size=1)], database_url=database_url)
-    warm = service.submit("quick", {"ticks": 1})
-    assert service.wait("quick", warm, 20) == Status.FINISHED
-    idle_offered(service, "quick", 1)
+    warmed(service, "quick", 1)
     store = service.store
     insert_running = store.insert_running
     asked: list[str] = []
@@ -222,9 +223,7 @@ def test_a_stop_that_comes_before_a_handed_job_reaches_its_worker_wins(
 def test_a_failed_insert_gives_its_worker_back(make_service: MakeService) -> None:
     tracker = Tracker()
     service = make_service([tick_kind("quick", tracker, pool_size=1)])
-    warm = service.submit("quick", {"ticks": 1})
-    assert service.wait("quick", warm, 20) == Status.FINISHED
-    idle_offered(service, "quick", 1)
+    warmed(service, "quick", 1)
     store = service.store
     insert_running = store.insert_running
 
@@ -246,9 +245,7 @@ def test_a_handed_job_asked_to_stop_as_it_runs_stops_at_its_next_transition(
 ) -> None:
     tracker = Tracker()
     service = make_service([tick_kind("slow", tracker, pool_size=1)])
-    warm = service.submit("slow", {"ticks": 1})
-    assert service.wait("slow", warm, 20) == Status.FINISHED
-    idle_offered(service, "slow", 1)
+    warmed(service, "slow", 1)
     claimed = claims_seen(service.store)
     job_id = service.submit("slow", {"ticks": 3, "hold": True})
     assert tracker.wait_for(lambda: tracker.running == 1)
@@ -267,9 +264,7 @@ def test_a_job_handed_to_a_worker_that_is_gone_is_queued_and_runs_at_the_next_st
     tracker = Tracker()
     kinds = [tick_kind("quick", tracker, pool_size=1)]
     service = make_service(kinds)
-    warm = service.submit("quick", {"ticks": 1})
-    assert service.wait("quick", warm, 20) == Status.FINISHED
-    idle_offered(service, "quick", 1)
+    warm = warmed(service, "quick", 1)
     store = service.store
     insert_running = store.insert_running
     (slot,) = slots_of(service, "quick")._free
@@ -300,9 +295,7 @@ def test_an_end_its_worker_cannot_write_is_written_by_the_pool(
 ) -> None:
     tracker = Tracker()
     service = make_service([tick_kind("quick", tracker, pool_size=1)])
-    warm = service.submit("quick", {"ticks": 1})
-    assert service.wait("quick", warm, 20) == Status.FINISHED
-    idle_offered(service, "quick", 1)
+    warm = warmed(service, "quick", 1)
     store = service.store
     set_status_soon = store.set_status_soon
     refused: list[str] = []
