@@ -33,6 +33,7 @@ def pin_this_process(cpu: int) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.sched_setaffinity(int(task), {cpu})
 
+
 #: Seconds a worker may take to exit after SIGTERM before it is killed.
 STOP_TIMEOUT_S = 10.0
 
