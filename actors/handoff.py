@@ -1,30 +1,34 @@
 """Handing a job straight to an idle worker: the submit writes it ``running`` on this
-node and tells the worker, with no claim and no hop through the pool.
+node and tells the worker, with no claim and no hop through the pool; and a worker
+that takes its next job itself while the queue is not empty.
 
 A claim is a write (SQLite's lock, a commit) and a message more per job, and every
 thread a job's path wakes adds to its tail: a thread woken by a thread that was itself
 just woken sometimes waits a quarter of a millisecond for a CPU. When a pool knows its
 queue is empty, it offers its idle workers as slots (:class:`Slot`); a submit on this
 node that takes one inserts its job already ``running`` here (as a claim would
-have left it) and tells that worker :class:`~actors.messages.Run` itself. The worker
-writes the job's end without waiting for SQLite's write lock (a submit's insert that
-holds it commits the end with its own, see ``SqliteWriter.apply_soon``), and the
-thread that committed it tells the job's listeners. A submit that finds no slot
-queues its job ``pending`` and wakes the pool, as before.
+have left it) and tells that worker :class:`~actors.messages.Run` itself. A submit
+that finds no slot queues its job ``pending`` and wakes the pool, unless the wake of
+an earlier submit waits unread in the pool's inbox (:meth:`HandoffSlots.wake_due`):
+the pool reads the queue after that job too.
 
-A slot taken is a busy worker to its pool until the worker is free again: a worker is
-promised to one job at a time, and a claim never counts on a worker a submit may take.
-The pool takes its free slots back as each of its messages comes in, and offers them
-again after it, while its queue stays empty. Until that next message, a worker whose
-handed job's end is written offers itself again (:meth:`HandoffSlots.come_back`), and its
-pool finds it among the free slots: a stream of submits runs with no message to the
-pool. Once the pool has taken its slots back, workers tell it they are idle, as for
-the jobs it claimed; a job a submit queued meanwhile woke the pool, which claims it
-with the slots it took back, or with the next worker that tells it.
+Every job a worker runs, however it came, is registered here (:meth:`HandoffSlots.handed`)
+and ended by its worker. The pool takes its free slots back as each of its messages
+comes in, and offers them again after it while its queue stays empty. Until that next
+message, a worker done with a job writes its end without waiting for SQLite's write
+lock (a submit's insert that holds it commits the end with its own, see
+``SqliteWriter.apply_soon``) and offers itself again (:meth:`HandoffSlots.come_back`):
+a stream of submits runs with no message to the pool. Once the pool has taken its
+slots back (its queue is not empty), a worker done with a job writes its end and
+claims the oldest due job in one write (``Store.end_and_claim_next``) and runs it: a
+backlog drains with no message to the pool either. A worker whose claim finds the
+queue empty, or whose end could not be written, tells its pool, which claims for it
+or offers it, and writes what it was handed (a retry, a job handed back, an end
+the database refused).
 
-A stop of a handed job reaches the worker's interrupt, armed by the submit before it
-tells the worker; a stop that comes between the insert and that moment is kept
-(:meth:`HandoffSlots.stop`) and requested when the submit arms it, so that the job
+A stop of a handed job reaches the worker's interrupt, armed before the worker is
+told; a stop that comes between the insert (or claim) and that moment is kept
+(:meth:`HandoffSlots.stop`) and requested when the job is armed, so that the job
 stops before it starts.
 
 A job handed over is, in the database, a claimed one: should the process die before
@@ -67,12 +71,12 @@ class Slot:
 
 class HandoffSlots:
     """The idle workers of one pool that submits may take, one job each, and the jobs
-    handed over until their workers let go of them.
+    its workers run until they let go of them.
 
-    :meth:`take`, :meth:`give_back` and :meth:`handed` are called by submitting
-    threads; :meth:`offer`, :meth:`withdraw`, :meth:`stop` and :meth:`let_go` by the
-    pool's thread (and :meth:`let_go` by a submit whose worker is gone);
-    :meth:`come_back` by a worker's."""
+    :meth:`take`, :meth:`give_back`, :meth:`wake_due` and :meth:`wake_lost` are
+    called by submitting threads; :meth:`offer`, :meth:`withdraw`, :meth:`stopping`
+    and :meth:`stop` by the pool's thread; :meth:`come_back` and :attr:`claim_next` by
+    a worker's; :meth:`handed` and :meth:`let_go` by all three."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -80,6 +84,11 @@ class HandoffSlots:
         #: Offered, and not withdrawn since: the pool found its queue empty after its
         #: last message, and a worker done with a handed job may come back.
         self._open = False
+        #: The pool is draining or stopping: its workers claim nothing more.
+        self._stopping = False
+        #: A submit's wake is in the pool's inbox, unread: the pool reads the queue
+        #: after every job queued since, and a later submit need not wake it again.
+        self._woken = False
         self._handed: dict[int, int] = {}  # job id -> slot number
         self._early_stops: dict[int, float] = {}
 
@@ -129,7 +138,32 @@ class HandoffSlots:
         with self._lock:
             free, self._free = self._free, []
             self._open = False
+            self._woken = False
         return [slot.number for slot in free]
+
+    def wake_due(self) -> bool:
+        """A submit queued jobs: whether it wakes the pool (True), or a wake of an
+        earlier submit waits unread in the pool's inbox (False)."""
+        with self._lock:
+            woken, self._woken = self._woken, True
+        return not woken
+
+    def wake_lost(self) -> None:
+        """The wake :meth:`wake_due` allowed did not reach the pool: the next submit
+        wakes it."""
+        with self._lock:
+            self._woken = False
+
+    @property
+    def claim_next(self) -> bool:
+        """Whether a worker done with a job claims its next one itself: the pool's queue
+        was not empty at its last message (the offer is closed) and it is not
+        stopping."""
+        return not (self._open or self._stopping)
+
+    def stopping(self) -> None:
+        """The pool drains or stops: no worker claims from now on (pool's thread)."""
+        self._stopping = True
 
     def come_back(self, slot: Slot, job_id: int) -> bool:
         """The worker of ``slot`` is done with ``job_id``, handed to it, and its end is
@@ -182,7 +216,7 @@ def hand_over(
     job_id = int(row["id"])
     slots.handed(job_id, slot)
     try:
-        slot.worker.tell(Run(job_id, row, handed=True))
+        slot.worker.tell(Run(job_id, row))
     except pykka.ActorDeadError:
         slots.let_go(job_id)
         try:
@@ -216,10 +250,14 @@ def submit_rows(
         assert slots is not None
         return [hand_over(store, table, rows[0], slots, slot, pool)]
     ids = store.insert_jobs(table, rows, wake=kind)
+    if slots is not None and not slots.wake_due():
+        return ids
     try:
         pool.tell(Wake(pass_on=True))
     except Exception as exc:
         # The jobs are written: their ids are the answer, whatever the wake-up raised
         # (a pool that died is replaced by a restart, which claims them).
+        if slots is not None:
+            slots.wake_lost()
         logger.error("{} jobs {} are queued but their pool was not woken: {!r}", kind, ids, exc)
     return ids

@@ -176,12 +176,11 @@ class PoolStatus:
 
 @dataclass(frozen=True)
 class Run:
-    """To a worker: run the job its pool claimed (``row`` as claimed), or that a submit
-    ``handed`` it straight (see ``actors.handoff``): the worker then writes its end."""
+    """To a worker: run the job its pool claimed or a submit handed it (``row`` as
+    claimed; see ``actors.handoff``). The worker writes its end."""
 
     job_id: int
     row: Mapping[str, Any]
-    handed: bool = False
 
 
 @dataclass(frozen=True)

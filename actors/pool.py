@@ -50,17 +50,19 @@ PASS_ON_AFTER_S = 0.05
 
 
 class WorkerPool(PoolStops, ServiceActor):
-    """Owns ``size`` workers of one kind and knows which runs which job.
+    """Owns ``size`` workers of one kind and knows which runs which job (through
+    :class:`HandoffSlots`).
 
     The database is the queue: whenever a worker is idle the pool claims the oldest due
     job of its kind (one guarded UPDATE), or with the queue empty, offers it to submits
     (:mod:`actors.handoff`), so it never runs more jobs than it has workers and never
-    runs a stopped job. A worker that dies is replaced.
+    runs a stopped job. While the queue is not empty, a worker done with a job claims
+    its next one itself. A worker that dies is replaced.
 
-    The pool writes each job's last status change (handed over by its worker; a
-    worker writes the end of a job a submit handed it, and hands over one it could not
-    write). A write or a claim the database refuses is tried again by the pool's one
-    timer, with backoff, until it lands: a job is never left ``running`` by a live pool.
+    Workers write their jobs' ends; the pool writes what a worker hands it (a retry,
+    a job handed back, an end the database refused). A write or a claim the database
+    refuses is tried again by the pool's one timer, with backoff, until it lands: a job
+    is never left ``running`` by a live pool.
     """
 
     def __init__(
@@ -86,7 +88,6 @@ class WorkerPool(PoolStops, ServiceActor):
         #: What workers told this pool after it stopped taking messages (see Worker).
         self.last_words: deque[WorkerIdle | WorkerDied] = deque()
         self.idle: list[int] = []
-        self.running: dict[int, int] = {}  # job id -> slot
         self.draining = False
         self.fill_asked = False
         #: False once a claim came back short: the database had no due job left, and
@@ -119,6 +120,7 @@ class WorkerPool(PoolStops, ServiceActor):
         """Runs in the pool's thread: stops the workers; writes once more what the
         database refused (what still fails stays ``running`` for the next start)."""
         self.draining = True
+        self.slots.stopping()
         self.slots.withdraw()  # workers going idle now tell this pool
         for timer in (self._timer, self._pass_on_timer):
             if timer is not None:
@@ -196,8 +198,7 @@ class WorkerPool(PoolStops, ServiceActor):
                 self.fill_asked = False
                 self._end_and_fill(self.maybe_more)
             case WorkerIdle(slot=idle_slot, job_id=job_id, status=status, write=write):
-                if self.running.pop(job_id, None) is None:
-                    self.slots.let_go(job_id)
+                self.slots.let_go(job_id)
                 self.idle.append(idle_slot)
                 if job_id in self.stop_after:
                     self.stop_after.discard(job_id)
@@ -223,7 +224,7 @@ class WorkerPool(PoolStops, ServiceActor):
             case WorkerDied():
                 self._replace(message)
             case PoolStats():
-                jobs = [*self.running, *self.slots.handed_jobs]
+                jobs = self.slots.handed_jobs
                 return PoolStatus(
                     size=self.size,
                     busy=len(jobs),
@@ -233,6 +234,7 @@ class WorkerPool(PoolStops, ServiceActor):
                 )
             case Drain():
                 self.draining = True
+                self.slots.stopping()
                 return Drained(tuple(self.workers.values()))
             case _:
                 logger.warning("{} pool: unknown message {!r}", self.kind.name, message)
@@ -369,9 +371,8 @@ class WorkerPool(PoolStops, ServiceActor):
 
     def _start(self, job_id: int, row: Any) -> None:
         slot = self.idle.pop()
-        self.running[job_id] = slot
         # Armed here, so that a stop that comes before the worker reads Run counts.
-        self.interrupts[slot].arm(job_id)
+        self.slots.handed(job_id, self._slots[slot])
         self.workers[slot].tell(Run(job_id, row))
 
     def _pass_on_soon(self) -> None:
@@ -474,8 +475,7 @@ class WorkerPool(PoolStops, ServiceActor):
             "{} pool: worker {} died ({}); replacing it", self.kind.name, died.slot, died.error
         )
         if died.job_id is not None:
-            if self.running.pop(died.job_id, None) is None:
-                self.slots.let_go(died.job_id)
+            self.slots.let_go(died.job_id)
             job = self.kind.make_job(self.ctx, died.job_id)
             job.logger.error("state error (worker died: {})", died.error)
             self._write(died.job_id, LastWrite(Status.ERROR))

@@ -27,18 +27,11 @@ class PoolStops:
     on_job_end: JobListener
     slots: HandoffSlots
     interrupts: dict[int, Interrupt]
-    running: dict[int, int]
     unwritten: dict[int, LastWrite]
     stop_after: set[int]
     _write: Callable[[int, LastWrite], None]
 
     def _stop_job(self, job_id: int) -> bool:
-        slot = self.running.get(job_id)
-        if slot is not None:
-            if not self.interrupts[slot].request(job_id):
-                # The worker has let go of the job; its WorkerIdle is on its way.
-                self.stop_after.add(job_id)
-            return True
         unwritten = self.unwritten.get(job_id)
         if unwritten is not None:
             self.unwritten[job_id] = self._stopped_instead(job_id, unwritten) or unwritten

@@ -31,18 +31,18 @@ class Worker(ServiceActor):
     transitions and when a step returns or fails, and a step blocked on the network
     is made to return at once.
 
-    Tells its pool :class:`WorkerIdle` when the machine holds (with the job's last
-    status change, for the pool to write), and :class:`WorkerDied` from
-    ``on_failure`` when an exception escapes it. The pool writes the ends of the jobs
-    it claimed, grouped; the worker writes the end of a job a submit handed it (see
-    :mod:`actors.handoff`), which then reaches the database and the job's listeners
-    without waking the pool first, and hands the pool one it could not write. That
-    write does not wait for SQLite's lock: the thread holding it commits the end with
-    its own write, and then tells the listeners and offers the worker to submits
-    again while its pool's queue is empty (:meth:`HandoffSlots.come_back`); the
-    pool hears nothing. A pool
-    that is stopping takes no more messages: the worker then leaves the message in
-    ``last_words``, which the pool reads once its workers ended.
+    The worker writes the end of its job (see :mod:`actors.handoff`), which then
+    reaches the database and the job's listeners without waking the pool:
+    - while its pool's queue is empty, without waiting for SQLite's lock (the thread
+      holding it commits the end with its own write, then tells the listeners and
+      offers the worker to submits again, :meth:`HandoffSlots.come_back`);
+    - else with the claim of the next due job, in one write, which it then runs.
+    Tells its pool :class:`WorkerIdle` when it has nothing to run (its claim found the
+    queue empty, its offer was withdrawn) or a write for the pool to make (a retry, a
+    job handed back, an end the database refused), and :class:`WorkerDied` from
+    ``on_failure`` when an exception escapes it. A pool that is stopping takes no more
+    messages: the worker then leaves the message in ``last_words``, which the pool
+    reads once its workers ended.
 
     Sets ``ended`` as its thread's last act, after ``on_stop`` or ``on_failure``: pykka
     marks a failed actor stopped *before* ``on_failure`` runs, so the pool waits on
@@ -73,7 +73,6 @@ class Worker(ServiceActor):
         self.ended = ended
         self.last_words = last_words
         self.job: StoredJob | None = None
-        self.handed = False  # the job was handed over by a submit: its end is written here
         self.released = False  # the service is shutting down
 
     def on_start(self) -> None:
@@ -100,8 +99,7 @@ class Worker(ServiceActor):
     def _run(self, message: Run) -> None:
         job = self.kind.make_job(self.ctx, message.job_id, message.row)
         self.job = job
-        self.handed = message.handed
-        if message.handed and (self.released or self.sm.interrupt.requested):
+        if self.released or self.sm.interrupt.requested:
             self._not_started(job)
             return
         try:
@@ -126,8 +124,8 @@ class Worker(ServiceActor):
         self._done()
 
     def _not_started(self, job: StoredJob) -> None:
-        """A job handed over that does not start: asked to stop first, or come as the
-        service shuts down (written back ``pending``)."""
+        """A job that does not start: asked to stop first, or come as the service shuts
+        down (written back ``pending``)."""
         if self.released:
             job.logger.info("service shutting down: job handed back as pending")
             job.last_write = LastWrite(Status.PENDING)
@@ -147,7 +145,10 @@ class Worker(ServiceActor):
             # being recorded: it still wins.
             job.logger.info("state stopped (stop requested while retrying)")
             write = LastWrite(Status.STOPPED)
-        if self.handed and write is not None and write.status in TERMINAL:
+        if write is not None and write.status in TERMINAL:
+            if self.slots.claim_next and not self.released:
+                self._end_and_claim(job, write)
+                return
             job_id, status = job.id, job.status
 
             def ended(error: BaseException | None) -> None:
@@ -158,6 +159,34 @@ class Worker(ServiceActor):
             )
             return
         self._to_pool(WorkerIdle(self.slot, job.id, job.status, write))
+
+    def _end_and_claim(self, job: StoredJob, write: LastWrite) -> None:
+        """Writes the end of a job handed over and claims the next due job in one write,
+        while the pool's queue is not empty: the worker runs it (as handed over) with
+        no message to the pool. An end not written goes to the pool, with no claim; an
+        empty queue tells the pool the worker is idle."""
+        try:
+            row = self.ctx.store.end_and_claim_next(
+                self.kind.table,
+                self.kind.scope,
+                job.id,
+                write.status,
+                count_attempt=write.count_attempt,
+            )
+        except Exception as exc:
+            logger.debug("worker {}: end of job {} left to the pool: {}", self.slot, job.id, exc)
+            self._to_pool(WorkerIdle(self.slot, job.id, job.status, write))
+            return
+        self.on_job_end(self.kind.name, job.id, write.status)
+        if row is None:
+            self._to_pool(WorkerIdle(self.slot, job.id, job.status, None, told=True))
+            return
+        self.slots.let_go(job.id)
+        next_id = int(row["id"])
+        self.slots.handed(next_id, self.as_slot)
+        if row.get("stop_requested"):  # asked to stop on another node as it was handed back
+            self.sm.interrupt.request(next_id)
+        self.actor_ref.tell(Run(next_id, row))
 
     def _ended(
         self, job_id: int, status: str, write: LastWrite, error: BaseException | None

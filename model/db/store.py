@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel
 
+from model.db._claims import Claims
 from model.db._health import FILE_CHECK_INTERVAL_S
 from model.db._open import open_writer
 from model.db._plain import PlainRows
@@ -44,7 +45,7 @@ __all__ = ["ALLOWED_FROM", "Store"]
 _T = TypeVar("_T", bound=SQLModel)
 
 
-class Store(JobReads, PlainRows, ScanResults):
+class Store(JobReads, PlainRows, ScanResults, Claims):
     """Database access for one service, at the SQLAlchemy ``url`` (SQLite, PostgreSQL
     or MySQL/MariaDB). Safe to share between threads."""
 
@@ -236,54 +237,6 @@ class Store(JobReads, PlainRows, ScanResults):
 
         return self._writer.apply(write)
 
-    def end_and_claim(
-        self,
-        table: str,
-        kind: str | None,
-        ended: list[int],
-        status: str,
-        *,
-        count_attempt: bool = False,
-        limit: int = 1,
-    ) -> tuple[set[int], list[dict[str, Any]]]:
-        """:meth:`set_statuses` of ``ended`` to ``status``, then :meth:`claim_many` of up
-        to ``limit`` jobs (of ``kind``): what each returns. One statement on PostgreSQL
-        (one round trip, one transaction; :attr:`ends_with_claims`), the two calls
-        elsewhere."""
-        sql = self._sql
-        node = self.node
-        text = sql.end_and_claim(table, status, count_attempt, node is not None, kind is not None)
-        if text is None:
-            written = (
-                self.set_statuses(table, ended, status, count_attempt=count_attempt)
-                if ended
-                else set()
-            )
-            return written, self.claim_many(table, kind, limit)
-        params = {
-            "ids": sql.ids(ended),
-            "status": status,
-            "now": sql.now(),
-            "node": node,
-            "kind": kind,
-            "limit": limit,
-        }
-
-        def run(cur: Any) -> tuple[set[int], list[dict[str, Any]]]:
-            cur.execute(text, params)
-            found = cur.fetchall()
-            names = [d[0] for d in cur.description]
-            rows = [dict(zip(names, values, strict=True)) for values in found]
-            written = {int(i) for i in rows[0].pop("ended_ids") or ()}
-            for row in rows[1:]:
-                row.pop("ended_ids")
-            return written, [row for row in rows if row["id"] is not None]
-
-        written, claimed = self._writer.apply(run)
-        rows = [_from_columns(row) for row in claimed]
-        rows.sort(key=lambda row: int(row["id"]))
-        return written, rows
-
     def has_due(self, table: str, kind: str | None = None) -> bool:
         """Whether a job (of ``kind``) is due: pending, or retrying with its time come.
         A read, where :meth:`claim_many` is a write."""
@@ -349,65 +302,6 @@ class Store(JobReads, PlainRows, ScanResults):
     def _conflict(self, table: str, job_id: int, status: str) -> StatusConflict:
         found = self._writer.read_one(self._sql.status(table), {"id": job_id})
         return StatusConflict(table, job_id, status, str(found[0]) if found else None)
-
-    def claim(self, table: str, kind: str | None = None) -> dict[str, Any] | None:
-        """Takes the oldest due job and sets it ``running``; returns its row or None."""
-        rows = self.claim_many(table, kind, 1)
-        return rows[0] if rows else None
-
-    def claim_many(
-        self, table: str, kind: str | None = None, limit: int = 1
-    ) -> list[dict[str, Any]]:
-        """Takes up to ``limit`` of the oldest due jobs (pending, or retrying whose time
-        has come), sets them ``running`` and returns their rows, oldest first.
-
-        The UPDATE is guarded on the claimable statuses, so of two claimants only one
-        wins a job (PostgreSQL and MySQL: the pick skips rows another claimant has
-        locked; MySQL runs it in steps of one transaction, :meth:`Statements.claim_steps`).
-        """
-        if self._sql.in_steps:
-            return self._claim_in_steps(table, kind, limit)
-        text = self._sql.claim(table, kind is not None)
-        params: dict[str, Any] = {
-            "now": self._sql.now(),
-            "kind": kind,
-            "limit": limit,
-            "node": self.node,
-        }
-
-        def claim(cur: Any) -> list[dict[str, Any]]:
-            cur.execute(text, params)
-            found = cur.fetchall()
-            names = [d[0] for d in cur.description] if found else []
-            return [dict(zip(names, values, strict=True)) for values in found]
-
-        rows = [_from_columns(row) for row in self._writer.apply(claim)]
-        rows.sort(key=lambda row: int(row["id"]))
-        return rows
-
-    def _claim_in_steps(self, table: str, kind: str | None, limit: int) -> list[dict[str, Any]]:
-        now = self._sql.now()
-        params: dict[str, Any] = {"now": now, "kind": kind, "limit": limit, "node": self.node}
-
-        def claim(cur: Any) -> list[dict[str, Any]]:
-            # Chosen on the connection made: the server's version is known by then.
-            steps = self._sql.claim_steps(table, kind is not None, self._writer.skip_locked)
-            assert steps.read is not None
-            ids = tuple(int(row[0]) for row in cur.execute(steps.pick, params).fetchall())
-            if not ids:
-                return []
-            taken = cur.execute(steps.take, {**params, "ids": ids}).rowcount
-            found = cur.execute(steps.read, {**params, "ids": ids}).fetchall()
-            if len(found) != taken:  # never a job set running that nobody runs
-                raise RuntimeError(
-                    f"claim of {table}: {taken} jobs taken but {len(found)} read back"
-                )
-            names = [d[0] for d in cur.description]
-            return [dict(zip(names, values, strict=True)) for values in found]
-
-        rows = [_from_columns(row) for row in self._writer.apply(claim, atomic=True)]
-        rows.sort(key=lambda row: int(row["id"]))
-        return rows
 
     def schedule_retry(
         self, table: str, job_id: int, delay_s: float, count_attempt: bool = True

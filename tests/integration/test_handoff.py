@@ -3,8 +3,10 @@ that worker, inserted ``running`` (no claim), and the worker writes its end; a s
 that comes before it reaches the worker wins, one that comes as it runs stops it, and
 a job whose worker is gone is written back ``pending`` and runs at the next start. A
 worker done with a handed job is offered again with no message to its pool, and a job
-queued meanwhile waits only for the pool's next message.
-Real SQLite files; the first two also on PostgreSQL and MariaDB."""
+queued meanwhile waits only for the pool's next message. A backlog drains with each
+worker claiming its next job itself, and submits queued before the pool reads a wake
+do not wake it again.
+Real SQLite files; the first two and the backlog also on PostgreSQL and MariaDB."""
 
 from __future__ import annotations
 
@@ -18,8 +20,9 @@ from enginekinds import Tracker, tick_kind
 from waiting import wait_until
 
 from actors import JobService
+from actors.base import ask
 from actors.handoff import HandoffSlots
-from actors.messages import WorkerIdle
+from actors.messages import PoolStats, PoolStatus, Wake, WorkerIdle
 from actors.pool import WorkerPool
 from model.db import Store
 from model.status import Status
@@ -72,6 +75,7 @@ def claims_seen(store: Store) -> list[int]:
     """Records the ids every claim of ``store`` takes from now on."""
     claimed: list[int] = []
     claim_many, end_and_claim = store.claim_many, store.end_and_claim
+    end_and_claim_next = store.end_and_claim_next
 
     def claim(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
         rows = claim_many(*args, **kwargs)
@@ -83,8 +87,16 @@ def claims_seen(store: Store) -> list[int]:
         claimed.extend(int(row["id"]) for row in rows)
         return written, rows
 
+    def end_then_next(*args: Any, **kwargs: Any) -> dict[str, Any] | None:
+        row = end_and_claim_next(*args, **kwargs)
+        # On MySQL it claims through claim_many, which recorded the job already.
+        if row is not None and not store._sql.in_steps:
+            claimed.append(int(row["id"]))
+        return row
+
     store.claim_many = claim  # type: ignore[method-assign]
     store.end_and_claim = end_then_claim  # type: ignore[method-assign]
+    store.end_and_claim_next = end_then_next  # type: ignore[method-assign]
     return claimed
 
 
@@ -139,7 +151,6 @@ def test_a_worker_done_with_a_handed_job_is_offered_again_without_a_message_to_i
     assert tracker.finished == [warm, *ids]
     assert claimed == []
     assert [m for m in seen if isinstance(m, WorkerIdle)] == []
-    assert pool_of(service, "quick").running == {}
     assert slots_of(service, "quick").handed_jobs == []
 
 
@@ -190,6 +201,53 @@ def test_jobs_beyond_the_idle_workers_are_queued_and_claimed_in_order(
     # The first went to the idle worker; the others waited in the queue, in order.
     assert claimed == ids[1:]
     assert tracker.finished == [warm, *ids]
+
+
+def test_a_backlog_drains_with_each_worker_claiming_its_next_job_itself(
+    make_service: MakeService, database_url: str
+) -> None:
+    tracker = Tracker()
+    service = make_service([tick_kind("slow", tracker, pool_size=2)], database_url=database_url)
+    warm = warmed(service, "slow", 2)
+    held = [service.submit("slow", {"ticks": 1, "hold": True}) for _ in range(2)]
+    assert tracker.wait_for(lambda: tracker.running == 2)
+    seen = messages_seen(pool_of(service, "slow"))
+    claimed = claims_seen(service.store)
+    queued = [service.submit("slow", {"ticks": 1}) for _ in range(6)]
+    assert {service.status("slow", job_id) for job_id in queued} == {Status.PENDING}
+    # The pool read a wake: its queue is not empty, its offer withdrawn.
+    wait_until(lambda: slots_of(service, "slow").claim_next, timeout=10)
+    tracker.gate.set()
+    for job_id in [*held, *queued]:
+        assert service.wait("slow", job_id, 20) == Status.FINISHED
+    assert sorted(claimed) == queued
+    assert sorted(tracker.finished) == [warm, *held, *queued]
+    # Each worker tells its pool at most once: when its claim finds the queue empty.
+    assert len([m for m in seen if isinstance(m, WorkerIdle)]) <= 2
+    assert wait_until(lambda: slots_of(service, "slow").handed_jobs == [], timeout=10)
+
+
+def test_submits_queued_before_their_pool_reads_a_wake_wake_it_once(
+    make_service: MakeService,
+) -> None:
+    tracker = Tracker()
+    service = make_service([tick_kind("slow", tracker, pool_size=1)])
+    warm = warmed(service, "slow", 1)
+    held = service.submit("slow", {"ticks": 1, "hold": True})  # takes the one worker
+    assert tracker.wait_for(lambda: tracker.running == 1)
+    go_on = threading.Event()
+    seen = messages_seen(pool_of(service, "slow"), until=go_on)
+    try:
+        queued = [service.submit("slow", {"ticks": 1}) for _ in range(5)]
+    finally:
+        go_on.set()
+    ask(service._pools["slow"], PoolStats(), PoolStatus, 10)  # the wake was read
+    queued.append(service.submit("slow", {"ticks": 1}))  # after it: wakes again
+    tracker.gate.set()
+    for job_id in queued:
+        assert service.wait("slow", job_id, 20) == Status.FINISHED
+    assert tracker.finished == [warm, held, *queued]
+    assert len([m for m in seen if isinstance(m, Wake)]) == 2
 
 
 def test_a_stop_that_comes_before_a_handed_job_reaches_its_worker_wins(

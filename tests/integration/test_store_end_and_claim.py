@@ -1,5 +1,7 @@
-"""Store.end_and_claim: a pool's ends and its next claim (one statement on PostgreSQL,
-two calls elsewhere) change what set_statuses and claim_many would, on every database."""
+"""Store.end_and_claim (a pool's ends and its next claim: one statement on PostgreSQL,
+two calls elsewhere) and Store.end_and_claim_next (a worker's end, then its next job,
+in one write) change what set_statuses, set_status and claim_many would, on every
+database."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from model.db import Store
+from model.errors import StatusConflict
 from model.status import Status
 
 
@@ -77,3 +80,37 @@ def test_a_node_writes_no_end_of_a_job_another_node_claimed(store: Store) -> Non
 
     assert written == set() and rows == []
     assert store.status("job", job_id) == Status.RUNNING
+
+
+def test_a_workers_end_claims_the_oldest_due_job_of_its_kind(store: Store) -> None:
+    ids = store.insert_jobs(
+        "job", [{"kind": kind, "params": {}} for kind in ("k", "other", "k", "k")]
+    )
+    running = store.claim("job", "k")
+    assert running is not None and running["id"] == ids[0]
+
+    row = store.end_and_claim_next("job", "k", ids[0], Status.FINISHED, count_attempt=True)
+
+    assert row is not None and row["id"] == ids[2] and row["status"] == Status.RUNNING
+    assert isinstance(row["params"], dict)
+    assert [store.status("job", i) for i in ids] == [
+        Status.FINISHED,
+        Status.PENDING,
+        Status.RUNNING,
+        Status.PENDING,
+    ]
+    assert store.job("job", ids[0])["attempts"] == 1
+    assert store.end_and_claim_next("job", "k", ids[2], Status.ERROR)["id"] == ids[3]
+    assert store.end_and_claim_next("job", "k", ids[3], Status.FINISHED) is None
+
+
+def test_a_workers_end_the_guard_refuses_claims_nothing(store: Store) -> None:
+    first, second = store.insert_jobs("job", [{"kind": "k", "params": {}} for _ in range(2)])
+    store.stop_waiting("job", id=first)  # stopped: finished may not follow
+
+    with pytest.raises(StatusConflict) as refused:
+        store.end_and_claim_next("job", "k", first, Status.FINISHED)
+
+    assert refused.value.current == Status.STOPPED
+    assert store.status("job", first) == Status.STOPPED
+    assert store.status("job", second) == Status.PENDING
