@@ -59,6 +59,8 @@ __all__ = ["JobService"]
 _ASK_TIMEOUT_S = 10.0
 #: Tries of a stop whose job keeps moving between pending, retrying and running.
 _STOP_ROUNDS = 5
+#: Params as stored: ``json.dumps(…, sort_keys=True)``, its encoder made once.
+_PARAMS_JSON = json.JSONEncoder(sort_keys=True)
 #: Longest wait between two reads of a job's status in :meth:`JobService.wait`; the
 #: service's own jobs wake waiters at once, this bounds changes made elsewhere.
 _WAIT_POLL_S = 0.5
@@ -262,11 +264,11 @@ class JobService:
         job_kind = self.kinds[kind]
         if job_kind.scope is None:
             raise InvalidRequest("kind", f"{kind!r} jobs are queued with JobService.{kind}()")
-        if not isinstance(params, Mapping):
+        if type(params) is not dict and not isinstance(params, Mapping):
             raise InvalidRequest("params", "must be a JSON object")
         values = job_kind.check_params(params) if job_kind.check_params is not None else params
         try:
-            text = json.dumps(values, sort_keys=True) if values else "{}"
+            text = _PARAMS_JSON.encode(values) if values else "{}"
         except (TypeError, ValueError) as exc:
             raise InvalidRequest("params", f"must be JSON: {exc}") from None
         return {"kind": kind, "params": text}  # stored as the JSON text it was checked as

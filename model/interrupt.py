@@ -56,7 +56,8 @@ class Interrupt:
         with self._lock:
             if self._job_id != job_id:
                 self._job_id = job_id
-                self._requested.clear()
+                if self._requested.is_set():
+                    self._requested.clear()
 
     def disarm(self) -> bool:
         """The worker is done with its job: forgets it. Returns True when a stop of it
@@ -64,7 +65,8 @@ class Interrupt:
         with self._lock:
             requested = self._requested.is_set()
             self._job_id = None
-            self._requested.clear()
+            if requested:
+                self._requested.clear()
             if self._grace_timer is not None:
                 self._grace_timer.cancel()
                 self._grace_timer = None

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, NamedTuple
 
@@ -29,6 +29,8 @@ import sqlalchemy as sa
 from model.db.tables import JOB_TABLES
 from model.stamps import db_stamp, now_us
 from model.status import ALLOWED_FROM, CLAIMABLE, Status
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 __all__ = [
     "ALLOWED_FROM",  # model.status's, for the store
@@ -405,6 +407,14 @@ class Statements:
     def now(self) -> Any:
         """Now, as the dialect stores SQLAlchemy's naive UTC ``DateTime``."""
         return db_stamp(now_us()) if self.sqlite else datetime.now(UTC).replace(tzinfo=None)
+
+    def now_as_read(self) -> tuple[Any, datetime]:
+        """:meth:`now`, and the same time as a row read back gives it (aware UTC)."""
+        if self.sqlite:
+            us = now_us()
+            return db_stamp(us), _EPOCH + timedelta(microseconds=us)
+        now = datetime.now(UTC)
+        return now.replace(tzinfo=None), now
 
     def time(self, value: datetime) -> Any:
         """``value`` as the dialect stores SQLAlchemy's ``DateTime``: naive UTC, as text

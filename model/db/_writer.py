@@ -326,7 +326,7 @@ class SqliteWriter(Writer):
         self._commits += 1
         if self._commits % CHECKPOINT_AFTER_COMMITS == 0:
             self._checkpoint_due.set()
-        if len(batch) <= OWN_TRANSACTIONS_MAX and not any(op.atomic for op in batch):
+        if len(batch) <= OWN_TRANSACTIONS_MAX and True not in [op.atomic for op in batch]:
             # In autocommit SQLite takes the write lock when a statement starts (waiting
             # as BEGIN IMMEDIATE would). Each statement the sqlite3 module runs lets go
             # of the GIL and waits to get it back, which costs more than a commit of a

@@ -181,7 +181,8 @@ class Store(JobReads, PlainRows, ScanResults, Claims):
         handed straight to an idle worker, see ``actors.handoff``), in one statement;
         returns its row as a claim would (``values`` name every column of the kind)."""
         sql = self._sql
-        columns = {**_new_row(values, Status.RUNNING, sql.now()), "node_id": self.node}
+        now, read = sql.now_as_read()
+        columns = {**_new_row(values, Status.RUNNING, now), "node_id": self.node}
         text = sql.insert(table, tuple(columns))
 
         def insert(cur: Any) -> int:
@@ -190,7 +191,14 @@ class Store(JobReads, PlainRows, ScanResults, Claims):
 
         job_id = self._writer.apply(insert)
         return _from_columns(
-            {**columns, "id": job_id, "next_attempt_at": None, "stop_requested": False}
+            {
+                **columns,
+                "id": job_id,
+                "next_attempt_at": None,
+                "stop_requested": False,
+                "creation_time": read,
+                "update_time": read,
+            }
         )
 
     def _wake_notices(self, kinds: list[str]) -> list[tuple[str, str]]:
