@@ -103,7 +103,7 @@ class WorkerPool(PoolStops, ServiceActor):
         #: in one statement (see _fill_soon).
         self.ending: list[tuple[int, LastWrite]] = []
         #: Jobs asked to stop after their worker let go of them (see _stop_job).
-        self.stop_after: set[int] = set()
+        self.stop_after: dict[int, float] = {}
         self.claim_failed = False
         #: Idle workers offered to submits here (see actors.handoff).
         self.slots = slots
@@ -200,8 +200,7 @@ class WorkerPool(PoolStops, ServiceActor):
             case WorkerIdle(slot=idle_slot, job_id=job_id, status=status, write=write):
                 self.slots.let_go(job_id)
                 self.idle.append(idle_slot)
-                if job_id in self.stop_after:
-                    self.stop_after.discard(job_id)
+                if self.stop_after.pop(job_id, None) is not None:
                     write = self._stopped_instead(job_id, write)
                 if write is None:
                     if not message.told:

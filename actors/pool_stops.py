@@ -4,13 +4,14 @@ row), and one a submit hands a worker (see :mod:`actors.handoff`)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from loguru import logger
 
 from actors.base import JobListener
-from actors.handoff import HandoffSlots
+from actors.handoff import EARLY_STOP_KEPT_S, HandoffSlots
 from model.interrupt import Interrupt
 from model.jobs import JobContext, LastWrite
 from model.kinds import JobKind
@@ -28,7 +29,8 @@ class PoolStops:
     slots: HandoffSlots
     interrupts: dict[int, Interrupt]
     unwritten: dict[int, LastWrite]
-    stop_after: set[int]
+    #: Jobs asked to stop after their worker let go of them, and when (monotonic).
+    stop_after: dict[int, float]
     _write: Callable[[int, LastWrite], None]
 
     def _stop_job(self, job_id: int) -> bool:
@@ -42,8 +44,17 @@ class PoolStops:
         if slot is None:
             return False
         if not self.interrupts[slot].request(job_id):
-            self.stop_after.add(job_id)
+            self._stop_after_let_go(job_id)
         return True
+
+    def _stop_after_let_go(self, job_id: int) -> None:
+        # The worker let go of the job: a retry it hands over becomes a stop. An end it
+        # wrote itself stands, and the request is forgotten after a while.
+        now = time.monotonic()
+        self.stop_after = {
+            job: at for job, at in self.stop_after.items() if now - at < EARLY_STOP_KEPT_S
+        }
+        self.stop_after[job_id] = now
 
     def _stop_waiting(self, job_id: int) -> None:
         # Asked on another node while the job ran here, it has moved on since (handed
