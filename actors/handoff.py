@@ -12,19 +12,19 @@ that finds no slot queues its job ``pending`` and wakes the pool, unless the wak
 an earlier submit waits unread in the pool's inbox (:meth:`HandoffSlots.wake_due`):
 the pool reads the queue after that job too.
 
-Every job a worker runs, however it came, is registered here (:meth:`HandoffSlots.handed`)
-and ended by its worker. The pool takes its free slots back as each of its messages
-comes in, and offers them again after it while its queue stays empty. Until that next
-message, a worker done with a job writes its end without waiting for SQLite's write
-lock (a submit's insert that holds it commits the end with its own, see
+Every job a worker runs, however it came, is registered here (:meth:`HandoffSlots.handed`).
+The pool takes its free slots back as each of its messages comes in, and offers them
+again after it while its queue stays empty. Until that next message, a worker done
+with a job a submit handed it writes its end without waiting for SQLite's write lock
+(a submit's insert that holds it commits the end with its own, see
 ``SqliteWriter.apply_soon``) and offers itself again (:meth:`HandoffSlots.come_back`):
 a stream of submits runs with no message to the pool. Once the pool has taken its
-slots back (its queue is not empty), a worker done with a job writes its end and
+slots back (its queue is not empty), a worker done with any job writes its end and
 claims the oldest due job in one write (``Store.end_and_claim_next``) and runs it: a
 backlog drains with no message to the pool either. A worker whose claim finds the
-queue empty, or whose end could not be written, tells its pool, which claims for it
-or offers it, and writes what it was handed (a retry, a job handed back, an end
-the database refused).
+queue empty tells its pool, which claims for it or offers it; the pool writes what a
+worker hands it (the end of a job the pool claimed while the queue is empty, a retry,
+a job handed back, an end the database refused).
 
 A stop of a handed job reaches the worker's interrupt, armed before the worker is
 told; a stop that comes between the insert (or claim) and that moment is kept

@@ -176,11 +176,12 @@ class PoolStatus:
 
 @dataclass(frozen=True)
 class Run:
-    """To a worker: run the job its pool claimed or a submit handed it (``row`` as
-    claimed; see ``actors.handoff``). The worker writes its end."""
+    """To a worker: run the job its pool claimed (``by_pool``) or a submit handed it
+    (``row`` as claimed; see ``actors.handoff``)."""
 
     job_id: int
     row: Mapping[str, Any]
+    by_pool: bool = False
 
 
 @dataclass(frozen=True)

@@ -59,8 +59,10 @@ class WorkerPool(PoolStops, ServiceActor):
     runs a stopped job. While the queue is not empty, a worker done with a job claims
     its next one itself. A worker that dies is replaced.
 
-    Workers write their jobs' ends; the pool writes what a worker hands it (a retry,
-    a job handed back, an end the database refused). A write or a claim the database
+    Workers write the ends of the jobs submits handed them, and of any job while the
+    queue is not empty; the pool writes what a worker hands it (the end of a job it
+    claimed while the queue is empty, a retry, a job handed back, an end the database
+    refused). A write or a claim the database
     refuses is tried again by the pool's one timer, with backoff, until it lands: a job
     is never left ``running`` by a live pool.
     """
@@ -372,7 +374,7 @@ class WorkerPool(PoolStops, ServiceActor):
         slot = self.idle.pop()
         # Armed here, so that a stop that comes before the worker reads Run counts.
         self.slots.handed(job_id, self._slots[slot])
-        self.workers[slot].tell(Run(job_id, row))
+        self.workers[slot].tell(Run(job_id, row, by_pool=True))
 
     def _pass_on_soon(self) -> None:
         """A wake to pass on found no idle worker: a draining pool passes it on now;
