@@ -316,6 +316,30 @@ def test_a_handed_job_asked_to_stop_as_it_runs_stops_at_its_next_transition(
     idle_offered(service, "slow", 1)
 
 
+def test_a_job_a_worker_claimed_itself_stops_when_asked(make_service: MakeService) -> None:
+    tracker = Tracker()
+    service = make_service([tick_kind("slow", tracker, pool_size=1)])
+    warmed(service, "slow", 1)
+    held = service.submit("slow", {"ticks": 1, "hold": True})  # takes the one worker
+    assert tracker.wait_for(lambda: tracker.running == 1)
+    claimed = claims_seen(service.store)
+    seen = messages_seen(pool_of(service, "slow"))
+    endless = service.submit("slow", {"ticks": 10**9})  # queued
+    wait_until(lambda: slots_of(service, "slow").claim_next, timeout=10)
+    tracker.gate.set()
+    assert service.wait("slow", held, 20) == Status.FINISHED
+    assert tracker.wait_for(lambda: tracker.ticks.get(endless, 0) > 0)
+    assert claimed == [endless]  # claimed by the worker, with the held job's end
+    assert slots_of(service, "slow").handed_jobs == [endless]
+    assert service.stop("slow", endless) == Status.RUNNING
+    assert service.wait("slow", endless, 20) == Status.STOPPED
+    assert wait_until(lambda: slots_of(service, "slow").handed_jobs == [], timeout=10)
+    # The pool heard only of the stopped job, its worker's claim after it finding none.
+    assert wait_until(lambda: [m.job_id for m in seen if isinstance(m, WorkerIdle)], 10) == [
+        endless
+    ]
+
+
 def test_a_job_handed_to_a_worker_that_is_gone_is_queued_and_runs_at_the_next_start(
     make_service: MakeService,
 ) -> None:
