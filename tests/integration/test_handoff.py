@@ -49,6 +49,20 @@ def warmed(service: JobService, kind: str, size: int) -> int:
     return warm
 
 
+def held_pool(
+    make_service: MakeService, size: int, **options: Any
+) -> tuple[Tracker, JobService, int, list[int]]:
+    """A service with one ``slow`` pool of ``size`` workers, warmed, each of its workers
+    holding a job handed over until ``tracker.gate`` is set: the tracker, the service,
+    the warm-up job and the held jobs."""
+    tracker = Tracker()
+    service = make_service([tick_kind("slow", tracker, pool_size=size)], **options)
+    warm = warmed(service, "slow", size)
+    held = [service.submit("slow", {"ticks": 1, "hold": True}) for _ in range(size)]
+    assert tracker.wait_for(lambda: tracker.running == size)
+    return tracker, service, warm, held
+
+
 def pool_of(service: JobService, kind: str) -> WorkerPool:
     actor = service._pools[kind]._actor_weakref()
     assert isinstance(actor, WorkerPool)
@@ -157,11 +171,7 @@ def test_a_worker_done_with_a_handed_job_is_offered_again_without_a_message_to_i
 def test_a_job_queued_while_a_worker_comes_back_is_claimed_at_the_pools_next_message(
     make_service: MakeService,
 ) -> None:
-    tracker = Tracker()
-    service = make_service([tick_kind("slow", tracker, pool_size=1)])
-    warm = warmed(service, "slow", 1)
-    held = service.submit("slow", {"ticks": 1, "hold": True})  # takes the one worker
-    assert tracker.wait_for(lambda: tracker.running == 1)
+    tracker, service, warm, (held,) = held_pool(make_service, 1)
     # The pool takes no message (its slots stay offered) until the end.
     go_on = threading.Event()
     seen = messages_seen(pool_of(service, "slow"), until=go_on)
@@ -206,11 +216,7 @@ def test_jobs_beyond_the_idle_workers_are_queued_and_claimed_in_order(
 def test_a_backlog_drains_with_each_worker_claiming_its_next_job_itself(
     make_service: MakeService, database_url: str
 ) -> None:
-    tracker = Tracker()
-    service = make_service([tick_kind("slow", tracker, pool_size=2)], database_url=database_url)
-    warm = warmed(service, "slow", 2)
-    held = [service.submit("slow", {"ticks": 1, "hold": True}) for _ in range(2)]
-    assert tracker.wait_for(lambda: tracker.running == 2)
+    tracker, service, warm, held = held_pool(make_service, 2, database_url=database_url)
     seen = messages_seen(pool_of(service, "slow"))
     claimed = claims_seen(service.store)
     queued = [service.submit("slow", {"ticks": 1}) for _ in range(6)]
@@ -230,11 +236,7 @@ def test_a_backlog_drains_with_each_worker_claiming_its_next_job_itself(
 def test_submits_queued_before_their_pool_reads_a_wake_wake_it_once(
     make_service: MakeService,
 ) -> None:
-    tracker = Tracker()
-    service = make_service([tick_kind("slow", tracker, pool_size=1)])
-    warm = warmed(service, "slow", 1)
-    held = service.submit("slow", {"ticks": 1, "hold": True})  # takes the one worker
-    assert tracker.wait_for(lambda: tracker.running == 1)
+    tracker, service, warm, (held,) = held_pool(make_service, 1)
     go_on = threading.Event()
     seen = messages_seen(pool_of(service, "slow"), until=go_on)
     try:
@@ -317,11 +319,7 @@ def test_a_handed_job_asked_to_stop_as_it_runs_stops_at_its_next_transition(
 
 
 def test_a_job_a_worker_claimed_itself_stops_when_asked(make_service: MakeService) -> None:
-    tracker = Tracker()
-    service = make_service([tick_kind("slow", tracker, pool_size=1)])
-    warmed(service, "slow", 1)
-    held = service.submit("slow", {"ticks": 1, "hold": True})  # takes the one worker
-    assert tracker.wait_for(lambda: tracker.running == 1)
+    tracker, service, _, (held,) = held_pool(make_service, 1)
     claimed = claims_seen(service.store)
     seen = messages_seen(pool_of(service, "slow"))
     endless = service.submit("slow", {"ticks": 10**9})  # queued
