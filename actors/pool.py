@@ -62,9 +62,8 @@ class WorkerPool(PoolStops, ServiceActor):
     Workers write the ends of the jobs submits handed them, and of any job while the
     queue is not empty; the pool writes what a worker hands it (the end of a job it
     claimed while the queue is empty, a retry, a job handed back, an end the database
-    refused). A write or a claim the database
-    refuses is tried again by the pool's one timer, with backoff, until it lands: a job
-    is never left ``running`` by a live pool.
+    refused). A write or a claim the database refuses is tried again by the pool's one
+    timer, with backoff, until it lands: a job is never left ``running`` by a live pool.
     """
 
     def __init__(

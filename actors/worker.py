@@ -42,9 +42,9 @@ class Worker(ServiceActor):
     queue empty, its offer was withdrawn) or a write for the pool to make (the end of
     a job the pool claimed while the queue is empty, a retry, a job handed back, an end
     the database refused), and :class:`WorkerDied` from ``on_failure`` when an
-    exception escapes it. A pool that is stopping takes no more
-    messages: the worker then leaves the message in ``last_words``, which the pool
-    reads once its workers ended.
+    exception escapes it. A pool that is stopping takes no more messages: the worker
+    then leaves the message in ``last_words``, which the pool reads once its workers
+    ended.
 
     Sets ``ended`` as its thread's last act, after ``on_stop`` or ``on_failure``: pykka
     marks a failed actor stopped *before* ``on_failure`` runs, so the pool waits on
@@ -171,10 +171,10 @@ class Worker(ServiceActor):
             )
 
     def _end_and_claim(self, job: StoredJob, write: LastWrite) -> None:
-        """Writes the end of a job handed over and claims the next due job in one write,
-        while the pool's queue is not empty: the worker runs it (as handed over) with
-        no message to the pool. An end not written goes to the pool, with no claim; an
-        empty queue tells the pool the worker is idle."""
+        """Writes the end of its job and claims the next due job in one write, while the
+        pool's queue is not empty, and runs that job with no message to the pool. An
+        end not written goes to the pool, with no claim; an empty queue tells the pool
+        the worker is idle."""
         try:
             row = self.ctx.store.end_and_claim_next(
                 self.kind.table,
