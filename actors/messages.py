@@ -209,13 +209,15 @@ class Released:
 class WorkerIdle:
     """To a pool: worker ``slot`` is done with ``job_id``, which now holds ``status``;
     ``write``: the job's last status change, for the pool to write (until it lands).
-    ``told``: the worker wrote the end itself and told the job's listeners."""
+    ``told``: the worker wrote the end itself and told the job's listeners.
+    ``found_none``: with it, the worker's claim of its next job found none due."""
 
     slot: int
     job_id: int
     status: str
     write: LastWrite | None = None
     told: bool = False
+    found_none: bool = False
 
 
 @dataclass(frozen=True)

@@ -91,9 +91,10 @@ class WorkerPool(PoolStops, ServiceActor):
         self.idle: list[int] = []
         self.draining = False
         self.fill_asked = False
-        #: False once a claim came back short: the database had no due job left, and
-        #: a new one arrives with a Wake (a submit, a retry falling due), so workers
-        #: that go idle until then do not claim in vain.
+        #: False once a claim came back short, or a worker's did and a read finds no
+        #: job due (a read, where a claim takes the write lock): a new one arrives
+        #: with a Wake (a submit, a retry falling due), so idle workers do not claim in
+        #: vain.
         self.maybe_more = True
         #: A wake asked this pool to wake the other nodes should its next claim not
         #: take everything (see Wake.pass_on).
@@ -198,19 +199,8 @@ class WorkerPool(PoolStops, ServiceActor):
             case Fill():
                 self.fill_asked = False
                 self._end_and_fill(self.maybe_more)
-            case WorkerIdle(slot=idle_slot, job_id=job_id, status=status, write=write):
-                self.slots.let_go(job_id)
-                self.idle.append(idle_slot)
-                if self.stop_after.pop(job_id, None) is not None:
-                    write = self._stopped_instead(job_id, write)
-                if write is None:
-                    if not message.told:
-                        self.on_job_end(self.kind.name, job_id, status)
-                elif write.due is None:
-                    self.ending.append((job_id, write))
-                else:
-                    self._write(job_id, write)
-                self._fill_soon()
+            case WorkerIdle():
+                self._worker_idle(message)
             case StopJob(job_id=job_id):
                 return Stopping(self._stop_job(job_id))
             case StopRequested(job_id=job_id):
@@ -239,6 +229,23 @@ class WorkerPool(PoolStops, ServiceActor):
             case _:
                 logger.warning("{} pool: unknown message {!r}", self.kind.name, message)
         return None
+
+    def _worker_idle(self, message: WorkerIdle) -> None:
+        job_id, write = message.job_id, message.write
+        self.slots.let_go(job_id)
+        self.idle.append(message.slot)
+        if self.stop_after.pop(job_id, None) is not None:
+            write = self._stopped_instead(job_id, write)
+        if message.found_none and self.maybe_more and not self._anything_due():
+            self.maybe_more = False  # as a claim that came back short would tell
+        if write is None:
+            if not message.told:
+                self.on_job_end(self.kind.name, job_id, message.status)
+        elif write.due is None:
+            self.ending.append((job_id, write))
+        else:
+            self._write(job_id, write)
+        self._fill_soon()
 
     def _anything_due(self) -> bool:
         # A poll finds nothing to do most of the time: a read tells, where a claim

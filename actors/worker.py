@@ -189,7 +189,8 @@ class Worker(ServiceActor):
             return
         self.on_job_end(self.kind.name, job.id, write.status)
         if row is None:
-            self._to_pool(WorkerIdle(self.slot, job.id, job.status, None, told=True))
+            idle = WorkerIdle(self.slot, job.id, job.status, None, told=True, found_none=True)
+            self._to_pool(idle)
             return
         self.slots.let_go(job.id)
         next_id = int(row["id"])

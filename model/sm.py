@@ -112,6 +112,28 @@ class StatusUpdater:
         return None
 
 
+class _CurrentJobStatus:
+    """A :class:`StatusUpdater` of whichever job the machine runs: the common handlers
+    (``running``, ``error``, ``stopped``, ``canceled``) are built once per machine, not
+    once per job."""
+
+    __slots__ = ("holds", "sm", "status")
+
+    def __init__(self, sm: SM, status: str) -> None:
+        self.sm = sm
+        self.status = status
+        self.holds = status in TERMINAL
+
+    def enter(self) -> str:
+        job = self.sm.current_job
+        assert job is not None
+        job.update_status(self.status)
+        return "" if self.holds else CONTINUE
+
+    def exit(self) -> None:
+        return None
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """When a failed job runs again: ``delay_s * 2**attempts``, at most ``delay_max_s``,
@@ -179,6 +201,10 @@ class SM:
 
     def __init__(self, interrupt: Interrupt | None = None) -> None:
         self.interrupt = interrupt if interrupt is not None else Interrupt()
+        self._common: dict[str, StateHandler] = {
+            state: _CurrentJobStatus(self, state)
+            for state in (Status.RUNNING, Status.ERROR, Status.STOPPED, Status.CANCELED)
+        }
         self.init()
 
     def init(self) -> None:
@@ -240,10 +266,9 @@ class SM:
         self.current_job = job
         self.interrupt.arm(job.id)
         self.current_state = start_state
-        self.add_transition(Status.PENDING, Status.RUNNING, StatusUpdater(job, Status.RUNNING))
-        self.add_transition(Status.RETRYING, Status.RUNNING, StatusUpdater(job, Status.RUNNING))
-        for state in (Status.ERROR, Status.STOPPED, Status.CANCELED):
-            self.handlers[state] = StatusUpdater(job, state)
+        self.transitions[Status.PENDING] = {Status.RUNNING}
+        self.transitions[Status.RETRYING] = {Status.RUNNING}
+        self.handlers.update(self._common)
         if retry_policy is not None:
             self.handlers[Status.RETRYING] = Retry(job, self, retry_policy)
         job.init()

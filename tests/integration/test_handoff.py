@@ -233,6 +233,32 @@ def test_a_backlog_drains_with_each_worker_claiming_its_next_job_itself(
     assert wait_until(lambda: slots_of(service, "slow").handed_jobs == [], timeout=10)
 
 
+def test_a_worker_whose_claim_finds_the_queue_empty_leaves_its_pool_no_claim_to_make(
+    make_service: MakeService, database_url: str
+) -> None:
+    tracker, service, warm, held = held_pool(make_service, 2, database_url=database_url)
+    pool_claims: list[int] = []  # jobs taken by each claim made in the pool's thread
+    claim_many = service.store.claim_many
+
+    def claim(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        rows = claim_many(*args, **kwargs)
+        if threading.current_thread().name.startswith(f"{WorkerPool.__name__}-"):
+            pool_claims.append(len(rows))
+        return rows
+
+    service.store.claim_many = claim  # type: ignore[method-assign]
+    queued = [service.submit("slow", {"ticks": 1}) for _ in range(4)]
+    wait_until(lambda: slots_of(service, "slow").claim_next, timeout=10)
+    tracker.gate.set()
+    for job_id in [*held, *queued]:
+        assert service.wait("slow", job_id, 20) == Status.FINISHED
+    idle_offered(service, "slow", 2)  # the queue is empty again: both workers offered
+    assert sorted(tracker.finished) == [warm, *held, *queued]
+    # The workers' own claims took the backlog and found its end; the pool's read
+    # agreed, and it made no claim that took nothing.
+    assert 0 not in pool_claims
+
+
 def test_submits_queued_before_their_pool_reads_a_wake_wake_it_once(
     make_service: MakeService,
 ) -> None:

@@ -358,6 +358,18 @@ def test_reset_clears_the_previous_jobs_table(
     assert sm.current_job is not None and sm.current_job.id == 9
 
 
+def test_the_common_states_set_the_status_of_the_job_the_machine_runs_now(
+    job: FakeJob, sink: JobLogSink, tmp_path: Path
+) -> None:
+    sm = machine(job)
+    sm.start(Status.CANCELED)
+    second = FakeJob(9, sink, tmp_path)
+    sm.reset(second, lambda sm, j: None)
+    sm.start(Status.RUNNING)  # no way out of running: error
+    assert job.statuses == [Status.CANCELED]
+    assert second.statuses == [Status.RUNNING, Status.ERROR]
+
+
 def test_a_failing_state_is_named_in_the_log_and_its_exit_releases_it(job: FakeJob) -> None:
     calls: list[str] = []
 
