@@ -150,6 +150,80 @@ def test_a_failing_statement_in_a_batch_of_single_writes_fails_alone(
     assert names(w) == sorted([f"n{n:02d}" for n in range(OWN_TRANSACTIONS_MAX + 4)] + ["taken"])
 
 
+def test_a_write_another_thread_committed_returns_while_that_thread_still_holds_the_lock(
+    sqlite_writer: SqliteWriter,
+) -> None:
+    """A writer waits for its write to be done, not for the lock: one that took the lock
+    only to find its write done would wait behind whatever the holder does next."""
+    w = sqlite_writer
+    go_on, c_may_end, b_returned = threading.Event(), threading.Event(), threading.Event()
+    outcomes: dict[str, Any] = {}
+
+    def write_c(cur: Any) -> int:
+        assert c_may_end.wait(20)
+        return insert(w, "c")(cur)
+
+    def write_b(cur: Any) -> int:
+        # Queues c behind b: the holder commits b, then runs c, lock held.
+        threading.Thread(target=lambda: outcomes.update(c=w.apply(write_c))).start()
+        wait_until(lambda: w.queued == 1, timeout=10)
+        return insert(w, "b")(cur)
+
+    def hold() -> None:
+        with w.locked():
+            assert go_on.wait(20)
+
+    def apply_b() -> None:
+        outcomes["b"] = w.apply(write_b)
+        b_returned.set()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    wait_until(w._lock.locked, timeout=10)
+    threading.Thread(target=apply_b).start()
+    wait_until(lambda: w.queued == 1, timeout=10)
+    go_on.set()
+    try:
+        assert b_returned.wait(20)  # c's write still runs, the lock held
+        assert outcomes == {"b": 1}
+    finally:
+        c_may_end.set()
+        holder.join(20)
+    wait_until(lambda: "c" in outcomes, timeout=10)
+    assert names(w) == ["b", "c"]
+
+
+class _CutShort(BaseException):
+    """Stands for what cuts a thread short in the middle of a write (an interrupt)."""
+
+
+def test_a_write_queued_behind_a_holder_cut_short_is_committed_by_its_own_thread(
+    sqlite_writer: SqliteWriter,
+) -> None:
+    w = sqlite_writer
+    outcomes: dict[str, Any] = {}
+
+    def write_b(cur: Any) -> int:
+        # c is queued after b's batch was taken; then b's thread is cut short.
+        threading.Thread(target=lambda: outcomes.update(c=w.apply(insert(w, "c")))).start()
+        wait_until(lambda: w.queued == 1, timeout=10)
+        raise _CutShort
+
+    def apply_b() -> None:
+        try:
+            w.apply(write_b)
+        except _CutShort:
+            outcomes["b"] = "cut short"
+
+    thread = threading.Thread(target=apply_b)
+    thread.start()
+    thread.join(20)
+    wait_until(lambda: "c" in outcomes, timeout=20)
+    assert outcomes == {"b": "cut short", "c": 1}
+    assert names(w) == ["c"]
+    assert not w._lock.locked()
+
+
 def test_a_batch_run_directly_marks_every_write_done_with_its_outcome(
     sqlite_writer: SqliteWriter,
 ) -> None:
