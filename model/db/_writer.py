@@ -33,10 +33,9 @@ __all__ = ["PendingWrite", "SqliteWriter", "Writer"]
 _R = TypeVar("_R")
 
 _SQLITE_BUSY_TIMEOUT_MS = 60_000
-#: Largest batch of single-statement writes that commit one by one: a write alone
-#: commits by itself, two or more in one transaction (see
+#: Largest batch of single-statement writes that commit one by one (see
 #: :meth:`SqliteWriter.commit_batch`).
-OWN_TRANSACTIONS_MAX = 1
+OWN_TRANSACTIONS_MAX = 8
 #: Seconds a write queued behind the lock's holder waits before it looks whether the
 #: lock is free (its holder cut short) and commits what is queued itself.
 WAIT_CHECK_S = 1.0
@@ -347,11 +346,11 @@ class SqliteWriter(Writer):
             _then(self._let_go())
 
     def commit_batch(self, batch: list[PendingWrite]) -> None:
-        """Runs ``batch`` under the write lock (the caller holds it): a single statement
-        (:data:`OWN_TRANSACTIONS_MAX`, not atomic) in its own transaction, more in one
-        ``BEGIN IMMEDIATE`` transaction where an atomic write runs within a savepoint. A
-        write that fails is undone alone (SQLite undoes a failing statement, the
-        savepoint a failing atomic write): the others stand."""
+        """Runs ``batch`` under the write lock (the caller holds it): a few single
+        statements (at most :data:`OWN_TRANSACTIONS_MAX`, none atomic) each in its own
+        transaction, more in one ``BEGIN IMMEDIATE`` transaction where an atomic write
+        runs within a savepoint. A write that fails is undone alone (SQLite undoes a
+        failing statement, the savepoint a failing atomic write): the others stand."""
         if self._conn is None:
             self._conn = self.engine.raw_connection()
             self._cursor = self._conn.dbapi_connection.cursor()
@@ -361,11 +360,9 @@ class SqliteWriter(Writer):
             self._checkpoint_due.set()
         if len(batch) <= OWN_TRANSACTIONS_MAX and True not in [op.atomic for op in batch]:
             # In autocommit SQLite takes the write lock when a statement starts (waiting
-            # as BEGIN IMMEDIATE would); BEGIN and COMMIT would be two statements more,
-            # each letting go of the GIL. Two writes or more share one commit: a job's
-            # insert and another's end change the same table and index pages, which one
-            # commit writes to the WAL once, under one set of SQLite's file locks (two
-            # commits of one statement each: 8.6 pwrite and 12.7 fcntl calls a job).
+            # as BEGIN IMMEDIATE would). Each statement the sqlite3 module runs lets go
+            # of the GIL and waits to get it back, which costs more than a commit of a
+            # small write: BEGIN and COMMIT would be two more of them.
             for op in batch:
                 _run(op, self._cursor)
             return
