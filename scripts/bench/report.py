@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from report_common import (
+    GOAL_COPY_RATIO,
     GOAL_JOBS_PER_S,
     GOAL_PEER_RATIO,
+    GOAL_REPLICATION_RSS_MB,
     GOAL_RSS_GROWTH_MB,
+    GOAL_SYNC_RATIO,
     LABELS,
     OURS,
     PEERS,
@@ -58,7 +61,7 @@ def write(results: dict[str, Any], out: Path) -> None:
     everything = section_durability(results, body)
     stop_ok = section_stop(results, body)
     threads_ok, rss_ok = section_retries(results, body)
-    sync_ok, copy_ok = section_replication(results, body)
+    sync_ok, copy_ok, replication_rss_ok = section_replication(results, body)
     section_scan(results, body)
     node_goals = section_nodes(results, body)
 
@@ -66,6 +69,7 @@ def write(results: dict[str, Any], out: Path) -> None:
     goals += _engine_goals(results, medians, everything)
     goals += paced_goals
     goals += _other_goals(results, stop_ok, threads_ok, rss_ok, sync_ok, copy_ok)
+    goals += _replication_rss_goal(results, replication_rss_ok)
     goals += node_goals
     goals.append("")
     if results["quick"]:
@@ -185,12 +189,24 @@ def _other_goals(
         sync_ratio = f"{rep['ratio_repository_sync']:.2f}x"
         copy_ratio = f"{rep['ratio_image']:.2f}x"
     goals.append(
-        f"| Replication <= 1.0x `skopeo sync` (10-tag repository) | {sync_ratio} | {met(sync_ok)} |"
+        f"| Replication <= {GOAL_SYNC_RATIO:.1f}x `skopeo sync` (10-tag repository) | "
+        f"{sync_ratio} | {met(sync_ok)} |"
     )
     goals.append(
-        f"| Replication <= 1.2x `skopeo copy` (one image) | {copy_ratio} | {met(copy_ok)} |"
+        f"| Replication <= {GOAL_COPY_RATIO:.1f}x `skopeo copy` (one image) | {copy_ratio} | "
+        f"{met(copy_ok)} |"
     )
     return goals
+
+
+def _replication_rss_goal(results: dict[str, Any], ok: bool | None) -> list[str]:
+    rep = results.get("replication")
+    peaks = (rep or {}).get("rss_peak_mb_by_round") or []
+    measured = f"{max(peaks):.0f} MB (highest round)" if peaks else "not run"
+    return [
+        f"| Replication: RSS < {GOAL_REPLICATION_RSS_MB:.0f} MB while copying the 200 MB image "
+        f"| {measured} | {met(ok)} |"
+    ]
 
 
 _MEANINGS = """What each number means:

@@ -10,6 +10,7 @@ from report_common import (
     GOAL_NODE_JOBS_PER_S,
     GOAL_PACED_MAX_MS,
     GOAL_PACED_P99_MS,
+    GOAL_REPLICATION_RSS_MB,
     GOAL_RSS_GROWTH_MB,
     GOAL_STOP_P99_S,
     GOAL_SYNC_RATIO,
@@ -336,7 +337,8 @@ def section_retries(results: dict[str, Any], lines: list[str]) -> tuple[bool | N
 
 def section_replication(
     results: dict[str, Any], lines: list[str]
-) -> tuple[bool | None, bool | None]:
+) -> tuple[bool | None, bool | None, bool | None]:
+    """The replication table; whether the sync, copy and RSS goals were met."""
     rep = results.get("replication")
     lines += ["### Replication against skopeo", ""]
     if rep is None:
@@ -345,10 +347,10 @@ def section_replication(
             "takes about 30 s).",
             "",
         ]
-        return None, None
+        return None, None, None
     if "error" in rep:
         lines += [f"Not run: {rep['error']}", ""]
-        return None, None
+        return None, None, None
     sec = rep["seconds"]
     lines += [
         f"Seconds, {rep['rounds']} rounds, each copy into a fresh empty target registry.",
@@ -367,9 +369,11 @@ def section_replication(
         f"peak while copying the 200 MB image {_peaks(rep)}.",
         "",
     ]
+    peak = max(rep.get("rss_peak_mb_by_round") or [rep.get("rss_peak_mb", 0.0)])
     return (
         rep["ratio_repository_sync"] <= GOAL_SYNC_RATIO,
         rep["ratio_image"] <= GOAL_COPY_RATIO,
+        peak < GOAL_REPLICATION_RSS_MB,
     )
 
 
