@@ -215,6 +215,9 @@ _MEANINGS = """What each number means:
   first submit until the system itself reports every job done.
 - *p50 / p99 latency*: from just before a job's submit call to the end of its body,
   with all the jobs submitted at once (so it includes the wait behind earlier jobs).
+- *steady rate p50 / p99 / max*: jobs submitted one every 1/rate s on an absolute
+  schedule; from just before a job's submit call to its end in the database (ours)
+  or to the end of its body (a peer, whose result is stored after that).
 - *submits/s*: how fast the submitting loop went; *CPU s*: CPU seconds of every process
   involved (submitter, workers, Redis or PostgreSQL) for the whole batch.
 - *finished / lost / run twice*: after a SIGKILL of the worker process and a restart,

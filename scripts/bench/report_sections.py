@@ -434,13 +434,15 @@ METHOD = """\
 - **Throughput**: each system gets 8 workers (ours: a pool of 8 in the service; Celery:
   `--pool threads --concurrency 8`; RQ: 8 `SimpleWorker` processes, as RQ has no
   threads and a SimpleWorker runs one job at a time; Dramatiq: 1 process x 8 threads;
-  procrastinate: `--concurrency 8`, an `async` task). Every job has the same body: a
+  procrastinate: `--concurrency 8`, an `async` task; Huey: 1 consumer process of 8
+  worker threads, Redis storage, results stored). Every job has the same body: a
   no-op that appends one fixed-width line (job number, `time.time()`) to a journal
   file of its process with a single `os.write`: no network, the same cost for all.
   The benchmark submits the jobs one call each (`submit`, `delay`, `enqueue`, `send`,
   `defer`), then waits until the journal has every job and the system itself reports
   every job done (our `finished` status; Celery `SUCCESS` results; RQ's finished
-  registry; Dramatiq's stored results; procrastinate `succeeded`). jobs/s = jobs /
+  registry; Dramatiq's stored results; procrastinate `succeeded`; Huey's stored
+  results). jobs/s = jobs /
   (first submit → that report). Latency = a job's journal time - the moment just
   before its submit call, so it includes the wait behind the jobs submitted before
   it. CPU s = CPU time of the submitting process, the worker processes and the
@@ -461,7 +463,8 @@ METHOD = """\
   `visibility_timeout` (1 hour); RQ moves a dead worker's job to the failed registry;
   Dramatiq requeues a dead worker's messages from another worker's maintenance after
   its heartbeat timeout; procrastinate leaves a dead worker's jobs in `doing` until
-  the user retries stalled jobs.
+  the user retries stalled jobs; Huey takes a task off its Redis queue before it runs
+  it, so a task in a killed consumer's hands is gone.
 - **Stop latency**: `scripts/bench/stop_latency.py`: a replication job copies one
   200 MiB blob between two local `docker-registry` servers (the target with
   htpasswd auth); after the job's log says the blob is being sent and a random
